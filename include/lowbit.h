@@ -1,0 +1,249 @@
+/*
+ * lowbit: low-bit quantization of neural-network weights.
+ *
+ * The one public header of liblowbit. Every exported function is declared here with what it
+ * takes, what it returns and how it fails. Errors are values: functions return a lowbit_status
+ * (LOWBIT_OK on success); lowbit_status_name() names a code, and functions that can say more fill
+ * an optional lowbit_diag with a human-readable message. The library never exits or aborts.
+ *
+ * Formats follow GGUF/ggml exactly: the same type ids and the same block byte layouts, so that
+ * what lowbit writes is read by every GGUF tool and the other way round.
+ */
+#ifndef LOWBIT_H
+#define LOWBIT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define LOWBIT_VERSION_STRING "0.1.0"
+
+/* ------------------------------------------------------------------------------------------ */
+/* Errors                                                                                      */
+/* ------------------------------------------------------------------------------------------ */
+
+typedef enum lowbit_status {
+    LOWBIT_OK = 0,
+    LOWBIT_ERR_INVALID_ARGUMENT, /* a caller error: NULL pointer, bad size, unknown option */
+    LOWBIT_ERR_NO_MEMORY,        /* an allocation failed */
+    LOWBIT_ERR_IO,               /* open/read/write/rename failed */
+    LOWBIT_ERR_BAD_FILE,         /* a file is truncated, malformed or hostile */
+    LOWBIT_ERR_UNSUPPORTED,      /* a valid request lowbit cannot do (type without quantizer...) */
+    LOWBIT_ERR_SHAPE,            /* a row length that is not a multiple of the block size */
+    LOWBIT_ERR_NONFINITE,        /* NaN or Inf in an input tensor */
+    LOWBIT_ERR_SCALE_OVERFLOW,   /* a block scale does not fit its storage type (fp16, e8m0...) */
+    LOWBIT_ERR_NOT_FOUND,        /* a named tensor or key does not exist */
+    LOWBIT_ERR_COUNT_
+} lowbit_status;
+
+/* A constant, never NULL, name of a status ("ok", "bad file", ...). */
+const char *lowbit_status_name(lowbit_status status);
+
+/* Optional detail for a failure: filled by functions that take a lowbit_diag*, may be NULL. */
+typedef struct lowbit_diag {
+    lowbit_status status;
+    int64_t row;          /* the row (of a tensor) the error was found in, or -1 */
+    uint64_t offset;      /* byte offset in a file the error was found at, or UINT64_MAX */
+    char message[256];    /* a sentence saying what is wrong */
+} lowbit_diag;
+
+/* ------------------------------------------------------------------------------------------ */
+/* Types: GGUF/ggml type ids, exactly ggml's numbering                                         */
+/* ------------------------------------------------------------------------------------------ */
+
+typedef enum lowbit_type {
+    LOWBIT_TYPE_F32 = 0,
+    LOWBIT_TYPE_F16 = 1,
+    LOWBIT_TYPE_Q4_0 = 2,
+    LOWBIT_TYPE_Q4_1 = 3,
+    LOWBIT_TYPE_Q5_0 = 6,
+    LOWBIT_TYPE_Q5_1 = 7,
+    LOWBIT_TYPE_Q8_0 = 8,
+    LOWBIT_TYPE_Q8_1 = 9,
+    LOWBIT_TYPE_Q2_K = 10,
+    LOWBIT_TYPE_Q3_K = 11,
+    LOWBIT_TYPE_Q4_K = 12,
+    LOWBIT_TYPE_Q5_K = 13,
+    LOWBIT_TYPE_Q6_K = 14,
+    LOWBIT_TYPE_Q8_K = 15,
+    LOWBIT_TYPE_IQ2_XXS = 16,
+    LOWBIT_TYPE_IQ2_XS = 17,
+    LOWBIT_TYPE_IQ3_XXS = 18,
+    LOWBIT_TYPE_IQ1_S = 19,
+    LOWBIT_TYPE_IQ4_NL = 20,
+    LOWBIT_TYPE_IQ3_S = 21,
+    LOWBIT_TYPE_IQ2_S = 22,
+    LOWBIT_TYPE_IQ4_XS = 23,
+    LOWBIT_TYPE_I8 = 24,
+    LOWBIT_TYPE_I16 = 25,
+    LOWBIT_TYPE_I32 = 26,
+    LOWBIT_TYPE_I64 = 27,
+    LOWBIT_TYPE_F64 = 28,
+    LOWBIT_TYPE_IQ1_M = 29,
+    LOWBIT_TYPE_BF16 = 30,
+    LOWBIT_TYPE_TQ1_0 = 34,
+    LOWBIT_TYPE_TQ2_0 = 35,
+    LOWBIT_TYPE_MXFP4 = 39,
+    LOWBIT_TYPE_NVFP4 = 40,
+    LOWBIT_TYPE_COUNT = 43 /* one past the largest id ggml defines */
+} lowbit_type;
+
+/*
+ * Row functions. A "row" is n consecutive elements, n a multiple of the type's block size.
+ *
+ * quantize: encodes n floats into n / block_size blocks at dst. `importance` is NULL (every
+ *   element counts the same) or n non-negative weights; the error minimised is
+ *   sum_i importance[i] * (x[i] - dequant[i])^2. Input must be finite (lowbit_quantize_rows
+ *   checks that first). Returns LOWBIT_ERR_SCALE_OVERFLOW when a block scale does not fit its
+ *   storage type; dst is then unspecified.
+ * dequantize: decodes n elements.
+ * vec_dot: the dot product of a weight row (this type) with an activation row already quantized
+ *   to the type's vec_dot_type, in the integer arithmetic of the format.
+ */
+typedef lowbit_status (*lowbit_quantize_row_fn)(const float *src, void *dst, int64_t n,
+                                                const float *importance);
+typedef void (*lowbit_dequantize_row_fn)(const void *src, float *dst, int64_t n);
+typedef float (*lowbit_vec_dot_fn)(int64_t n, const void *weights, const void *activations);
+
+/* One row of the type table. Code that walks tensors looks the row up instead of switching. */
+typedef struct lowbit_type_traits {
+    const char *name;             /* ggml's name: "q4_0", "q4_K", "iq4_nl", "f16", ... */
+    lowbit_type type;             /* GGUF type id */
+    int32_t block_size;           /* elements per block */
+    int32_t block_bytes;          /* bytes per block */
+    int32_t is_quantized;         /* 1 for block formats, 0 for F32/F16/BF16 */
+    lowbit_type vec_dot_type;     /* the activation format of the dot product */
+    /* round-to-nearest from the block's max, as the reference does; importance is ignored.
+       For the activation formats (Q8_0, Q8_1, Q8_K) the bytes are the reference's exactly. */
+    lowbit_quantize_row_fn quantize_ref;
+    /* the best encoder: searches scales (and mins) to minimise the (weighted) squared error */
+    lowbit_quantize_row_fn quantize;
+    lowbit_dequantize_row_fn dequantize;
+    lowbit_vec_dot_fn vec_dot;    /* NULL where the format has no dot product yet */
+} lowbit_type_traits;
+
+/* The table row of a type, or NULL for an id that is not a type lowbit knows. */
+const lowbit_type_traits *lowbit_type_info(lowbit_type type);
+/* The type whose name is `name` (case-insensitive, "q4_K" == "Q4_K"); LOWBIT_ERR_NOT_FOUND else. */
+lowbit_status lowbit_type_from_name(const char *name, lowbit_type *type);
+/* Number of rows in the table and the i-th of them, for listing every format. */
+int lowbit_type_count(void);
+const lowbit_type_traits *lowbit_type_at(int index);
+/* Bytes of one row of n elements; 0 if n is not a multiple of the block size. */
+size_t lowbit_row_bytes(lowbit_type type, int64_t n);
+/* Bits per weight: 8 * block_bytes / block_size. */
+double lowbit_bits_per_weight(lowbit_type type);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Threads                                                                                     */
+/* ------------------------------------------------------------------------------------------ */
+
+/* A fixed pool of worker threads, created once and reused. Work is split into contiguous
+   ranges, so results never depend on the number of threads. */
+typedef struct lowbit_pool lowbit_pool;
+/* n_threads <= 0 means one per online CPU. */
+lowbit_status lowbit_pool_create(int n_threads, lowbit_pool **pool);
+void lowbit_pool_destroy(lowbit_pool *pool);
+int lowbit_pool_size(const lowbit_pool *pool);
+/* Calls fn(ctx, begin, end) over [0, n_items) split into at most pool-size contiguous ranges,
+   and waits. pool may be NULL (runs on the calling thread). */
+typedef void (*lowbit_range_fn)(void *ctx, int64_t begin, int64_t end);
+void lowbit_pool_run(lowbit_pool *pool, int64_t n_items, lowbit_range_fn fn, void *ctx);
+int lowbit_cpu_count(void);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Quantizing tensors                                                                          */
+/* ------------------------------------------------------------------------------------------ */
+
+/*
+ * Quantizes n_rows rows of n_per_row floats (row-major, contiguous) to `type` at dst
+ * (n_rows * lowbit_row_bytes(type, n_per_row) bytes). importance: NULL or n_per_row weights,
+ * one per column, shared by every row (an imatrix). pool: NULL for the calling thread.
+ * Every row is checked for NaN/Inf first. Fails with LOWBIT_ERR_NONFINITE or
+ * LOWBIT_ERR_SCALE_OVERFLOW naming the first offending row in diag (lowest row index, whatever
+ * the thread count), LOWBIT_ERR_SHAPE when n_per_row is not a multiple of the block size.
+ */
+lowbit_status lowbit_quantize_rows(lowbit_type type, const float *src, void *dst, int64_t n_rows,
+                                   int64_t n_per_row, const float *importance, lowbit_pool *pool,
+                                   lowbit_diag *diag);
+/* Same with the reference round-to-nearest encoder (quantize_ref). */
+lowbit_status lowbit_quantize_rows_ref(lowbit_type type, const float *src, void *dst,
+                                       int64_t n_rows, int64_t n_per_row, lowbit_pool *pool,
+                                       lowbit_diag *diag);
+/* Decodes n_rows rows of n_per_row elements. */
+lowbit_status lowbit_dequantize_rows(lowbit_type type, const void *src, float *dst,
+                                     int64_t n_rows, int64_t n_per_row, lowbit_pool *pool);
+/* Dot product of one weight row of `type` with a float activation row of n elements: the
+   activation is quantized to the type's vec_dot_type (reference encoder) first. */
+lowbit_status lowbit_dot_row(lowbit_type type, int64_t n, const void *weights,
+                             const float *activations, float *result);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Half-precision conversions (round to nearest even, as IEEE 754 and F16C do)                  */
+/* ------------------------------------------------------------------------------------------ */
+
+uint16_t lowbit_fp32_to_fp16(float f);
+float lowbit_fp16_to_fp32(uint16_t h);
+uint16_t lowbit_fp32_to_bf16(float f);
+float lowbit_bf16_to_fp32(uint16_t h);
+
+/* ------------------------------------------------------------------------------------------ */
+/* GGUF reading                                                                                */
+/* ------------------------------------------------------------------------------------------ */
+
+typedef enum lowbit_gguf_value_type {
+    LOWBIT_GGUF_UINT8 = 0,
+    LOWBIT_GGUF_INT8 = 1,
+    LOWBIT_GGUF_UINT16 = 2,
+    LOWBIT_GGUF_INT16 = 3,
+    LOWBIT_GGUF_UINT32 = 4,
+    LOWBIT_GGUF_INT32 = 5,
+    LOWBIT_GGUF_FLOAT32 = 6,
+    LOWBIT_GGUF_BOOL = 7,
+    LOWBIT_GGUF_STRING = 8,
+    LOWBIT_GGUF_ARRAY = 9,
+    LOWBIT_GGUF_UINT64 = 10,
+    LOWBIT_GGUF_INT64 = 11,
+    LOWBIT_GGUF_FLOAT64 = 12
+} lowbit_gguf_value_type;
+
+typedef struct lowbit_gguf lowbit_gguf;
+
+typedef struct lowbit_tensor_info {
+    const char *name;        /* NUL-terminated copy of the tensor's name */
+    lowbit_type type;
+    int n_dims;
+    int64_t ne[4];           /* ne[0] is the contiguous dimension; unused dims are 1 */
+    int64_t n_elements;
+    uint64_t n_bytes;
+    const void *data;        /* points into the mapped file */
+} lowbit_tensor_info;
+
+/* Opens and validates a GGUF file (versions 2 and 3) read-only through mmap. On failure *out is
+   NULL and diag (if given) names the problem and its byte offset. */
+lowbit_status lowbit_gguf_open(const char *path, lowbit_gguf **out, lowbit_diag *diag);
+void lowbit_gguf_close(lowbit_gguf *gguf);
+uint32_t lowbit_gguf_version(const lowbit_gguf *gguf);
+int64_t lowbit_gguf_tensor_count(const lowbit_gguf *gguf);
+/* The i-th tensor's info (0 <= i < count), or NULL. */
+const lowbit_tensor_info *lowbit_gguf_tensor_at(const lowbit_gguf *gguf, int64_t i);
+/* The tensor named `name`, or NULL. */
+const lowbit_tensor_info *lowbit_gguf_find_tensor(const lowbit_gguf *gguf, const char *name);
+int64_t lowbit_gguf_kv_count(const lowbit_gguf *gguf);
+/* Metadata by key. Each fails with LOWBIT_ERR_NOT_FOUND for a missing key and
+   LOWBIT_ERR_INVALID_ARGUMENT when the value has another type. get_u64/get_i64 accept any
+   integer type that fits; get_f64 accepts any float or integer type. */
+lowbit_status lowbit_gguf_get_string(const lowbit_gguf *gguf, const char *key, const char **value,
+                                     uint64_t *length);
+lowbit_status lowbit_gguf_get_u64(const lowbit_gguf *gguf, const char *key, uint64_t *value);
+lowbit_status lowbit_gguf_get_i64(const lowbit_gguf *gguf, const char *key, int64_t *value);
+lowbit_status lowbit_gguf_get_f64(const lowbit_gguf *gguf, const char *key, double *value);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* LOWBIT_H */

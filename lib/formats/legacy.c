@@ -1,0 +1,27 @@
+/* PLACEHOLDER: replaced by the real implementation of this family. */
+#include "blocks.h"
+
+lowbit_status lb_quantize_ref_q4_0(const float *src, void *dst, int64_t n, const float *importance) { (void)src; (void)dst; (void)n; (void)importance; return LOWBIT_ERR_UNSUPPORTED; }
+lowbit_status lb_quantize_q4_0(const float *src, void *dst, int64_t n, const float *importance) { (void)src; (void)dst; (void)n; (void)importance; return LOWBIT_ERR_UNSUPPORTED; }
+void lb_dequantize_q4_0(const void *src, float *dst, int64_t n) { (void)src; (void)dst; (void)n; }
+float lb_vec_dot_q4_0(int64_t n, const void *w, const void *a) { (void)n; (void)w; (void)a; return 0.0f; }
+lowbit_status lb_quantize_ref_q4_1(const float *src, void *dst, int64_t n, const float *importance) { (void)src; (void)dst; (void)n; (void)importance; return LOWBIT_ERR_UNSUPPORTED; }
+lowbit_status lb_quantize_q4_1(const float *src, void *dst, int64_t n, const float *importance) { (void)src; (void)dst; (void)n; (void)importance; return LOWBIT_ERR_UNSUPPORTED; }
+void lb_dequantize_q4_1(const void *src, float *dst, int64_t n) { (void)src; (void)dst; (void)n; }
+float lb_vec_dot_q4_1(int64_t n, const void *w, const void *a) { (void)n; (void)w; (void)a; return 0.0f; }
+lowbit_status lb_quantize_ref_q5_0(const float *src, void *dst, int64_t n, const float *importance) { (void)src; (void)dst; (void)n; (void)importance; return LOWBIT_ERR_UNSUPPORTED; }
+lowbit_status lb_quantize_q5_0(const float *src, void *dst, int64_t n, const float *importance) { (void)src; (void)dst; (void)n; (void)importance; return LOWBIT_ERR_UNSUPPORTED; }
+void lb_dequantize_q5_0(const void *src, float *dst, int64_t n) { (void)src; (void)dst; (void)n; }
+float lb_vec_dot_q5_0(int64_t n, const void *w, const void *a) { (void)n; (void)w; (void)a; return 0.0f; }
+lowbit_status lb_quantize_ref_q5_1(const float *src, void *dst, int64_t n, const float *importance) { (void)src; (void)dst; (void)n; (void)importance; return LOWBIT_ERR_UNSUPPORTED; }
+lowbit_status lb_quantize_q5_1(const float *src, void *dst, int64_t n, const float *importance) { (void)src; (void)dst; (void)n; (void)importance; return LOWBIT_ERR_UNSUPPORTED; }
+void lb_dequantize_q5_1(const void *src, float *dst, int64_t n) { (void)src; (void)dst; (void)n; }
+float lb_vec_dot_q5_1(int64_t n, const void *w, const void *a) { (void)n; (void)w; (void)a; return 0.0f; }
+lowbit_status lb_quantize_ref_q8_0(const float *src, void *dst, int64_t n, const float *importance) { (void)src; (void)dst; (void)n; (void)importance; return LOWBIT_ERR_UNSUPPORTED; }
+lowbit_status lb_quantize_q8_0(const float *src, void *dst, int64_t n, const float *importance) { (void)src; (void)dst; (void)n; (void)importance; return LOWBIT_ERR_UNSUPPORTED; }
+void lb_dequantize_q8_0(const void *src, float *dst, int64_t n) { (void)src; (void)dst; (void)n; }
+float lb_vec_dot_q8_0(int64_t n, const void *w, const void *a) { (void)n; (void)w; (void)a; return 0.0f; }
+lowbit_status lb_quantize_ref_q8_1(const float *src, void *dst, int64_t n, const float *importance) { (void)src; (void)dst; (void)n; (void)importance; return LOWBIT_ERR_UNSUPPORTED; }
+lowbit_status lb_quantize_q8_1(const float *src, void *dst, int64_t n, const float *importance) { (void)src; (void)dst; (void)n; (void)importance; return LOWBIT_ERR_UNSUPPORTED; }
+void lb_dequantize_q8_1(const void *src, float *dst, int64_t n) { (void)src; (void)dst; (void)n; }
+float lb_vec_dot_q8_1(int64_t n, const void *w, const void *a) { (void)n; (void)w; (void)a; return 0.0f; }

@@ -1,0 +1,26 @@
+#include "testing.h"
+
+#include <stdlib.h>
+#include <sys/stat.h>
+
+int lb_checks_passed;
+int lb_checks_failed;
+
+const char *lb_shared_path(const char *relative) {
+    static char path[4096];
+    const char *root = getenv("LOWBIT_SHARED");
+    if (!root || !*root) root = LOWBIT_SHARED_DEFAULT;
+    struct stat st;
+    if (stat(root, &st) != 0 || !S_ISDIR(st.st_mode)) {
+        fprintf(stderr, "the shared folder '%s' is missing (set LOWBIT_SHARED): cannot test\n", root);
+        printf("0 passed, 1 failed\n");
+        exit(1);
+    }
+    snprintf(path, sizeof path, "%s/%s", root, relative);
+    return path;
+}
+
+int lb_test_summary(void) {
+    printf("%d passed, %d failed\n", lb_checks_passed, lb_checks_failed);
+    return lb_checks_failed == 0 && lb_checks_passed > 0 ? 0 : 1;
+}

@@ -1,0 +1,29 @@
+/* A minimal test harness: CHECK records a failure and goes on; the summary line is
+   "N passed, N failed" and the exit code is non-zero when anything failed. */
+#ifndef LOWBIT_TESTING_H
+#define LOWBIT_TESTING_H
+
+#include <stdio.h>
+
+extern int lb_checks_passed;
+extern int lb_checks_failed;
+
+#define CHECK(cond, ...)                                                                          \
+    do {                                                                                          \
+        if (cond) {                                                                               \
+            lb_checks_passed++;                                                                   \
+        } else {                                                                                  \
+            lb_checks_failed++;                                                                   \
+            fprintf(stderr, "%s:%d: check failed: %s: ", __FILE__, __LINE__, #cond);             \
+            fprintf(stderr, __VA_ARGS__);                                                         \
+            fputc('\n', stderr);                                                                  \
+        }                                                                                         \
+    } while (0)
+
+/* Path of a file under the shared folder (LOWBIT_SHARED or the build's default). Exits the test
+   with a failure when the folder is missing: tests that need it never skip silently. */
+const char *lb_shared_path(const char *relative);
+/* Prints the summary line and returns the process exit code. */
+int lb_test_summary(void);
+
+#endif
