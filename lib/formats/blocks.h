@@ -27,7 +27,8 @@ typedef struct { lb_half d; int8_t qs[QK8_0]; } block_q8_0;
 /* s = d * sum(qs), kept so that dot products with Q4_1/Q5_1 can add the min term cheaply */
 typedef struct { lb_half d; lb_half s; int8_t qs[QK8_1]; } block_q8_1;
 
-/* ---- K-quants: 256-element super-blocks (kquants.c) ---- */
+/* ---- K-quants: 256-element super-blocks (kquants_minmax.c: Q2_K, Q4_K, Q5_K;
+        kquants_symmetric.c: Q3_K, Q6_K and the activation format Q8_K) ---- */
 #define QK_K 256
 #define K_SCALE_SIZE 12
 typedef struct {
@@ -137,7 +138,7 @@ LB_DECLARE_FORMAT(q5_0);
 LB_DECLARE_FORMAT(q5_1);
 LB_DECLARE_FORMAT(q8_0);
 LB_DECLARE_FORMAT(q8_1);
-/* kquants.c */
+/* kquants_minmax.c and kquants_symmetric.c */
 LB_DECLARE_FORMAT(q2_K);
 LB_DECLARE_FORMAT(q3_K);
 LB_DECLARE_FORMAT(q4_K);
