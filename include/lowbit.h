@@ -225,6 +225,9 @@ typedef struct lowbit_tensor_info {
 /* Opens and validates a GGUF file (versions 2 and 3) read-only through mmap. On failure *out is
    NULL and diag (if given) names the problem and its byte offset. */
 lowbit_status lowbit_gguf_open(const char *path, lowbit_gguf **out, lowbit_diag *diag);
+/* The same over bytes in memory, which must stay valid and unchanged until lowbit_gguf_close. */
+lowbit_status lowbit_gguf_open_memory(const void *data, size_t size, lowbit_gguf **out,
+                                      lowbit_diag *diag);
 void lowbit_gguf_close(lowbit_gguf *gguf);
 uint32_t lowbit_gguf_version(const lowbit_gguf *gguf);
 int64_t lowbit_gguf_tensor_count(const lowbit_gguf *gguf);

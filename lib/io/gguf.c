@@ -31,6 +31,7 @@ typedef struct gguf_kv {
 
 struct lowbit_gguf {
     lb_mapped_file file;
+    int owns_map;               /* 0 when the bytes were lent by lowbit_gguf_open_memory */
     uint32_t version;
     int64_t n_kv;
     gguf_kv *kvs;
@@ -392,14 +393,10 @@ static lowbit_status read_header(lowbit_gguf *g, cursor *c) {
     return LOWBIT_OK;
 }
 
-lowbit_status lowbit_gguf_open(const char *path, lowbit_gguf **out, lowbit_diag *diag) {
-    if (!path || !out) return LOWBIT_ERR_INVALID_ARGUMENT;
-    *out = NULL;
-    lowbit_gguf *g = calloc(1, sizeof *g);
-    if (!g) return lb_diag_set(diag, LOWBIT_ERR_NO_MEMORY, -1, UINT64_MAX, "out of memory");
-    lowbit_status st = lb_map_file(path, &g->file, diag);
+/* Parses the file already mapped (or borrowed) in g->file; on failure g is freed. */
+static lowbit_status parse(lowbit_gguf *g, lowbit_gguf **out, lowbit_diag *diag) {
     cursor c = {g->file.data, g->file.size, 0, diag};
-    if (st == LOWBIT_OK) st = read_header(g, &c);
+    lowbit_status st = read_header(g, &c);
     if (st == LOWBIT_OK) st = read_metadata(g, &c);
     if (st == LOWBIT_OK) st = check_duplicate_keys(g, diag);
     if (st == LOWBIT_OK) st = read_alignment(g, diag);
@@ -412,9 +409,34 @@ lowbit_status lowbit_gguf_open(const char *path, lowbit_gguf **out, lowbit_diag 
     return LOWBIT_OK;
 }
 
+lowbit_status lowbit_gguf_open(const char *path, lowbit_gguf **out, lowbit_diag *diag) {
+    if (!path || !out) return LOWBIT_ERR_INVALID_ARGUMENT;
+    *out = NULL;
+    lowbit_gguf *g = calloc(1, sizeof *g);
+    if (!g) return lb_diag_set(diag, LOWBIT_ERR_NO_MEMORY, -1, UINT64_MAX, "out of memory");
+    g->owns_map = 1;
+    const lowbit_status st = lb_map_file(path, &g->file, diag);
+    if (st != LOWBIT_OK) {
+        free(g);
+        return st;
+    }
+    return parse(g, out, diag);
+}
+
+lowbit_status lowbit_gguf_open_memory(const void *data, size_t size, lowbit_gguf **out,
+                                      lowbit_diag *diag) {
+    if ((!data && size) || !out) return LOWBIT_ERR_INVALID_ARGUMENT;
+    *out = NULL;
+    lowbit_gguf *g = calloc(1, sizeof *g);
+    if (!g) return lb_diag_set(diag, LOWBIT_ERR_NO_MEMORY, -1, UINT64_MAX, "out of memory");
+    g->file.data = data;
+    g->file.size = size;
+    return parse(g, out, diag);
+}
+
 void lowbit_gguf_close(lowbit_gguf *g) {
     if (!g) return;
-    lb_unmap_file(&g->file);
+    if (g->owns_map) lb_unmap_file(&g->file);
     free(g->kvs);
     free((void *)g->kv_by_key);
     free(g->tensors);
