@@ -117,7 +117,8 @@ typedef struct lowbit_type_traits {
     int32_t is_quantized;         /* 1 for block formats, 0 for F32/F16/BF16 */
     lowbit_type vec_dot_type;     /* the activation format of the dot product */
     /* round-to-nearest from the block's max, as the reference does; importance is ignored.
-       For the activation formats (Q8_0, Q8_1, Q8_K) the bytes are the reference's exactly. */
+       For the activation formats (Q8_0, Q8_1, Q8_K) the bytes are the reference's exactly.
+       NULL (with quantize) for the formats lowbit decodes but cannot encode yet (IQ1-IQ3). */
     lowbit_quantize_row_fn quantize_ref;
     /* the best encoder: searches scales (and mins) to minimise the (weighted) squared error */
     lowbit_quantize_row_fn quantize;

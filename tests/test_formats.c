@@ -192,6 +192,17 @@ static void test_shape(const lowbit_type_traits *t) {
               LOWBIT_ERR_SHAPE, "%s accepted a partial block", t->name);
 }
 
+/* A format without an encoder says so; it is never a crash or silent garbage. */
+static void test_decode_only(const lowbit_type_traits *t) {
+    float x[N_COLS] = {0};
+    uint8_t out[4 * N_COLS];
+    lowbit_diag diag = {0};
+    CHECK(lowbit_quantize_rows(t->type, x, out, 1, N_COLS, NULL, NULL, &diag) ==
+              LOWBIT_ERR_UNSUPPORTED && strstr(diag.message, t->name) != NULL,
+          "%s without an encoder: %s", t->name, diag.message);
+    CHECK(t->dequantize != NULL && t->vec_dot != NULL, "%s decodes and multiplies", t->name);
+}
+
 int main(void) {
     CHECK(lowbit_type_count() >= 21, "the type table has %d rows", lowbit_type_count());
     for (int i = 0; i < lowbit_type_count(); i++) {
@@ -200,6 +211,10 @@ int main(void) {
         lowbit_type by_name;
         CHECK(lowbit_type_from_name(t->name, &by_name) == LOWBIT_OK && by_name == t->type,
               "%s: lookup by name", t->name);
+        if (!t->quantize) {
+            test_decode_only(t);
+            continue;
+        }
         test_zero_row(t);
         test_outlier(t);
         test_denormals(t);

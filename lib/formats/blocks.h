@@ -78,6 +78,30 @@ typedef struct {
     uint8_t qs[QK_K / 2];
 } block_iq4_xs;
 
+/* ---- lattice formats, decode only for now (iquants_lattice.c) ---- */
+typedef struct { lb_half d; uint16_t qs[QK_K / 8]; } block_iq2_xxs;
+typedef struct { lb_half d; uint16_t qs[QK_K / 8]; uint8_t scales[QK_K / 32]; } block_iq2_xs;
+typedef struct {
+    lb_half d;
+    uint8_t qs[QK_K / 4]; /* grid index low bits, then the signs */
+    uint8_t qh[QK_K / 32];
+    uint8_t scales[QK_K / 32];
+} block_iq2_s;
+typedef struct { lb_half d; uint8_t qs[3 * QK_K / 8]; } block_iq3_xxs;
+typedef struct {
+    lb_half d;
+    uint8_t qs[QK_K / 4];
+    uint8_t qh[QK_K / 32];
+    uint8_t signs[QK_K / 8];
+    uint8_t scales[QK_K / 64];
+} block_iq3_s;
+typedef struct { lb_half d; uint8_t qs[QK_K / 8]; uint16_t qh[QK_K / 32]; } block_iq1_s;
+typedef struct {
+    uint8_t qs[QK_K / 8];
+    uint8_t qh[QK_K / 16];
+    uint8_t scales[QK_K / 32]; /* 3-bit sub-scales; the fp16 super-scale is spread over the top nibbles */
+} block_iq1_m;
+
 /* ---- ternary (ternary.c) ---- */
 typedef struct {
     uint8_t qs[(QK_K - 4 * QK_K / 64) / 5]; /* 5 trits per byte, base 3 */
@@ -107,6 +131,13 @@ static_assert(sizeof(block_q6_K) == 210, "q6_K layout");
 static_assert(sizeof(block_q8_K) == 292, "q8_K layout");
 static_assert(sizeof(block_iq4_nl) == 18, "iq4_nl layout");
 static_assert(sizeof(block_iq4_xs) == 136, "iq4_xs layout");
+static_assert(sizeof(block_iq2_xxs) == 66, "iq2_xxs layout");
+static_assert(sizeof(block_iq2_xs) == 74, "iq2_xs layout");
+static_assert(sizeof(block_iq2_s) == 82, "iq2_s layout");
+static_assert(sizeof(block_iq3_xxs) == 98, "iq3_xxs layout");
+static_assert(sizeof(block_iq3_s) == 110, "iq3_s layout");
+static_assert(sizeof(block_iq1_s) == 50, "iq1_s layout");
+static_assert(sizeof(block_iq1_m) == 56, "iq1_m layout");
 static_assert(sizeof(block_tq1_0) == 54, "tq1_0 layout");
 static_assert(sizeof(block_tq2_0) == 66, "tq2_0 layout");
 static_assert(sizeof(block_mxfp4) == 17, "mxfp4 layout");
@@ -148,6 +179,17 @@ LB_DECLARE_FORMAT(q8_K);
 /* iquants.c */
 LB_DECLARE_FORMAT(iq4_nl);
 LB_DECLARE_FORMAT(iq4_xs);
+/* iquants_lattice.c: decoders and dot products only; no encoders yet */
+#define LB_DECLARE_DECODER(T)                                                                    \
+    void lb_dequantize_##T(const void *src, float *dst, int64_t n);                             \
+    float lb_vec_dot_##T(int64_t n, const void *weights, const void *activations)
+LB_DECLARE_DECODER(iq2_xxs);
+LB_DECLARE_DECODER(iq2_xs);
+LB_DECLARE_DECODER(iq2_s);
+LB_DECLARE_DECODER(iq3_xxs);
+LB_DECLARE_DECODER(iq3_s);
+LB_DECLARE_DECODER(iq1_s);
+LB_DECLARE_DECODER(iq1_m);
 /* ternary.c */
 LB_DECLARE_FORMAT(tq1_0);
 LB_DECLARE_FORMAT(tq2_0);

@@ -8,6 +8,11 @@
      .vec_dot_type = DOT_TYPE, .quantize_ref = lb_quantize_ref_##T, .quantize = lb_quantize_##T,  \
      .dequantize = lb_dequantize_##T, .vec_dot = lb_vec_dot_##T}
 
+/* A format lowbit decodes and multiplies but cannot encode yet. */
+#define LB_DECODE_ONLY_ROW(T, ID, BLOCK, BYTES, DOT_TYPE)                                          \
+    {.name = #T, .type = ID, .block_size = BLOCK, .block_bytes = BYTES, .is_quantized = 1,        \
+     .vec_dot_type = DOT_TYPE, .dequantize = lb_dequantize_##T, .vec_dot = lb_vec_dot_##T}
+
 static const lowbit_type_traits type_table[] = {
     LB_ROW(f32, LOWBIT_TYPE_F32, 1, 4, 0, LOWBIT_TYPE_F32),
     LB_ROW(f16, LOWBIT_TYPE_F16, 1, 2, 0, LOWBIT_TYPE_F16),
@@ -30,6 +35,13 @@ static const lowbit_type_traits type_table[] = {
     LB_ROW(tq2_0, LOWBIT_TYPE_TQ2_0, QK_K, sizeof(block_tq2_0), 1, LOWBIT_TYPE_Q8_K),
     LB_ROW(mxfp4, LOWBIT_TYPE_MXFP4, QK_MXFP4, sizeof(block_mxfp4), 1, LOWBIT_TYPE_Q8_0),
     LB_ROW(nvfp4, LOWBIT_TYPE_NVFP4, QK_NVFP4, sizeof(block_nvfp4), 1, LOWBIT_TYPE_Q8_0),
+    LB_DECODE_ONLY_ROW(iq2_xxs, LOWBIT_TYPE_IQ2_XXS, QK_K, sizeof(block_iq2_xxs), LOWBIT_TYPE_Q8_K),
+    LB_DECODE_ONLY_ROW(iq2_xs, LOWBIT_TYPE_IQ2_XS, QK_K, sizeof(block_iq2_xs), LOWBIT_TYPE_Q8_K),
+    LB_DECODE_ONLY_ROW(iq2_s, LOWBIT_TYPE_IQ2_S, QK_K, sizeof(block_iq2_s), LOWBIT_TYPE_Q8_K),
+    LB_DECODE_ONLY_ROW(iq3_xxs, LOWBIT_TYPE_IQ3_XXS, QK_K, sizeof(block_iq3_xxs), LOWBIT_TYPE_Q8_K),
+    LB_DECODE_ONLY_ROW(iq3_s, LOWBIT_TYPE_IQ3_S, QK_K, sizeof(block_iq3_s), LOWBIT_TYPE_Q8_K),
+    LB_DECODE_ONLY_ROW(iq1_s, LOWBIT_TYPE_IQ1_S, QK_K, sizeof(block_iq1_s), LOWBIT_TYPE_Q8_K),
+    LB_DECODE_ONLY_ROW(iq1_m, LOWBIT_TYPE_IQ1_M, QK_K, sizeof(block_iq1_m), LOWBIT_TYPE_Q8_K),
 };
 
 const lowbit_type_traits *lowbit_type_info(lowbit_type type) {

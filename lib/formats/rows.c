@@ -61,6 +61,10 @@ static lowbit_status check_quantize_args(const lowbit_type_traits *t, lowbit_typ
         return lb_diag_set(diag, LOWBIT_ERR_INVALID_ARGUMENT, -1, UINT64_MAX,
                            "bad arguments to quantize %s", t->name);
     }
+    if (!t->quantize || !t->quantize_ref) {
+        return lb_diag_set(diag, LOWBIT_ERR_UNSUPPORTED, -1, UINT64_MAX,
+                           "%s can be decoded but not encoded yet", t->name);
+    }
     if (n_per_row % t->block_size != 0) {
         return lb_diag_set(diag, LOWBIT_ERR_SHAPE, -1, UINT64_MAX,
                            "row length %lld is not a multiple of %s's block size %d",
