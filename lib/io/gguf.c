@@ -12,6 +12,7 @@
  */
 #include "../common/common.h"
 #include "file.h"
+#include "model.h"
 
 #include <stdlib.h>
 
@@ -25,6 +26,7 @@ typedef struct gguf_kv {
     uint64_t key_length;
     uint32_t type;              /* lowbit_gguf_value_type */
     const uint8_t *value;       /* the value's bytes in the map (after the type field) */
+    uint64_t value_size;        /* how many bytes the value takes, nested arrays included */
     uint32_t array_type;        /* for arrays: element type */
     uint64_t array_count;       /* for arrays: element count */
 } gguf_kv;
@@ -190,6 +192,7 @@ static lowbit_status read_metadata(lowbit_gguf *g, cursor *c) {
             st = skip_value(c, kv->type, 0);
         }
         if (st != LOWBIT_OK) return st;
+        kv->value_size = (uint64_t)(c->base + c->pos - kv->value);
     }
     return LOWBIT_OK;
 }
@@ -544,4 +547,33 @@ lowbit_status lowbit_gguf_get_f64(const lowbit_gguf *g, const char *key, double 
     if (!load_integer(kv, &s, &u, &negative)) return LOWBIT_ERR_INVALID_ARGUMENT;
     *value = negative ? (double)s : (double)u;
     return LOWBIT_OK;
+}
+
+/* GGUF as a model: metadata copied as encoded, tensors pointing into the model's own map. */
+lowbit_status lb_read_gguf_model(const char *path, lb_model *m, lowbit_diag *diag) {
+    lowbit_status st = lb_map_file(path, &m->files[0], diag);
+    if (st != LOWBIT_OK) return st;
+    lowbit_gguf *g = NULL;
+    st = lowbit_gguf_open_memory(m->files[0].data, m->files[0].size, &g, diag);
+    for (int64_t i = 0; st == LOWBIT_OK && i < g->n_kv; i++) {
+        const gguf_kv *kv = &g->kvs[i];
+        char key[256];
+        if (kv->key_length >= sizeof key || memchr(kv->key, 0, kv->key_length)) {
+            st = lb_diag_set(diag, LOWBIT_ERR_BAD_FILE, -1, (uint64_t)((const uint8_t *)kv->key - g->file.data),
+                             "metadata key at byte %llu is too long or holds a NUL",
+                             (unsigned long long)((const uint8_t *)kv->key - g->file.data));
+            break;
+        }
+        memcpy(key, kv->key, kv->key_length);
+        key[kv->key_length] = '\0';
+        st = lb_model_set_raw(m, key, kv->type, kv->value, kv->value_size);
+        if (st != LOWBIT_OK) lb_diag_set(diag, st, -1, UINT64_MAX, "out of memory");
+    }
+    for (int64_t i = 0; st == LOWBIT_OK && i < g->n_tensors; i++) {
+        const lowbit_tensor_info *t = &g->tensors[i];
+        st = lb_model_add_tensor(m, t->name, t->type, t->n_dims, t->ne, t->data, 0, diag);
+    }
+    lowbit_gguf_close(g);
+    if (st != LOWBIT_OK) lb_model_free(m);
+    return st;
 }
