@@ -36,6 +36,7 @@ typedef enum lowbit_status {
     LOWBIT_ERR_NONFINITE,        /* NaN or Inf in an input tensor */
     LOWBIT_ERR_SCALE_OVERFLOW,   /* a block scale does not fit its storage type (fp16, e8m0...) */
     LOWBIT_ERR_NOT_FOUND,        /* a named tensor or key does not exist */
+    LOWBIT_ERR_CANCELLED,        /* the caller asked to stop (e.g. SIGINT); nothing was written */
     LOWBIT_ERR_COUNT_
 } lowbit_status;
 
@@ -245,6 +246,117 @@ lowbit_status lowbit_gguf_get_string(const lowbit_gguf *gguf, const char *key, c
 lowbit_status lowbit_gguf_get_u64(const lowbit_gguf *gguf, const char *key, uint64_t *value);
 lowbit_status lowbit_gguf_get_i64(const lowbit_gguf *gguf, const char *key, int64_t *value);
 lowbit_status lowbit_gguf_get_f64(const lowbit_gguf *gguf, const char *key, double *value);
+
+
+/* ------------------------------------------------------------------------------------------ */
+/* Models: GGUF, llama2.c and safetensors, seen through GGUF's names                           */
+/* ------------------------------------------------------------------------------------------ */
+
+typedef enum lowbit_model_format {
+    LOWBIT_MODEL_GGUF = 1,
+    LOWBIT_MODEL_LLAMA2C = 2,
+    LOWBIT_MODEL_SAFETENSORS = 3
+} lowbit_model_format;
+
+typedef struct lowbit_model lowbit_model;
+
+typedef struct lowbit_open_options {
+    /* llama2.c checkpoints carry no tokenizer: its file (llama2.c tokenizer format), or NULL to
+       use tok<vocab_size>.bin in the model's folder when it exists */
+    const char *tokenizer_path;
+} lowbit_open_options;
+
+/* Opens a model read-only, recognising its format by content (GGUF magic; safetensors' JSON
+   header; otherwise a llama2.c checkpoint whose header and size agree). Tensors are mapped, not
+   read. options may be NULL. On failure *out is NULL and diag says why. */
+lowbit_status lowbit_model_open(const char *path, const lowbit_open_options *options,
+                                lowbit_model **out, lowbit_diag *diag);
+void lowbit_model_close(lowbit_model *model);
+lowbit_model_format lowbit_model_get_format(const lowbit_model *model);
+const char *lowbit_model_format_name(lowbit_model_format format); /* "gguf", "llama2.c", ... */
+int64_t lowbit_model_tensor_count(const lowbit_model *model);
+/* Fills *info for tensor i (its name and data stay valid while the model is open). */
+lowbit_status lowbit_model_tensor(const lowbit_model *model, int64_t i, lowbit_tensor_info *info);
+/* Tensor i as floats (ne[0] * rows values), whatever its storage type. */
+lowbit_status lowbit_model_read_f32(const lowbit_model *model, int64_t i, float *dst,
+                                    lowbit_diag *diag);
+
+typedef struct lowbit_kv_info {
+    const char *key;
+    lowbit_gguf_value_type type;
+    lowbit_gguf_value_type array_type; /* for arrays */
+    uint64_t array_count;              /* for arrays */
+    const void *value;                 /* GGUF encoding of the value (after the type field) */
+    uint64_t value_size;
+} lowbit_kv_info;
+
+int64_t lowbit_model_kv_count(const lowbit_model *model);
+lowbit_status lowbit_model_kv(const lowbit_model *model, int64_t i, lowbit_kv_info *info);
+/* A one-line, printable rendering of a value (strings quoted and escaped, long arrays
+   abbreviated), NUL-terminated and truncated to size. Returns the length written. */
+size_t lowbit_kv_format(const lowbit_kv_info *info, char *buf, size_t size);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Quantizing models                                                                           */
+/* ------------------------------------------------------------------------------------------ */
+
+typedef struct lowbit_tensor_type_override {
+    const char *pattern; /* POSIX extended regular expression, searched in the tensor name */
+    lowbit_type type;
+} lowbit_tensor_type_override;
+
+typedef void (*lowbit_progress_fn)(void *ctx, int64_t tensor_index, int64_t n_tensors,
+                                   uint64_t bytes_done, uint64_t bytes_total);
+
+typedef struct lowbit_quantize_options {
+    const char *preset;     /* llama.cpp's names: "Q4_K_M", "Q8_0", "IQ4_XS", ... */
+    int pure;               /* every quantizable tensor gets the preset's base type */
+    const lowbit_tensor_type_override *overrides; /* first match wins */
+    int n_overrides;
+    int output_tensor_type;       /* a lowbit_type for output.weight, or -1 */
+    int token_embedding_type;     /* a lowbit_type for token_embd.weight, or -1 */
+    const char *imatrix_path;     /* GGUF imatrix or legacy .dat, or NULL */
+    int n_threads;                /* <= 0: one per CPU */
+    lowbit_progress_fn progress;  /* called after each tensor, or NULL */
+    void *progress_ctx;
+    volatile const int *cancel;   /* when it becomes non-zero, quantization stops cleanly */
+} lowbit_quantize_options;
+
+void lowbit_quantize_options_init(lowbit_quantize_options *options);
+
+typedef struct lowbit_tensor_plan {
+    char name[128];
+    lowbit_type source_type;
+    lowbit_type type;         /* what will be written */
+    int n_dims;
+    int64_t ne[4];
+    uint64_t n_bytes;         /* bytes written for this tensor */
+    uint64_t offset;          /* from the start of the data section */
+    int fell_back;            /* 1 when the chosen type did not fit and another was used */
+    int uses_importance;      /* 1 when an imatrix entry weights its encoding */
+    char note[160];           /* why a fallback happened (or why a type was kept), else empty */
+} lowbit_tensor_plan;
+
+typedef struct lowbit_plan lowbit_plan;
+
+/* Chooses every tensor's type (preset rules, overrides, fallbacks) and lays out the output
+   file; nothing is written. Fails on an unknown preset, an invalid or unmatched override, an
+   unreadable imatrix, or a tensor no format can hold. */
+lowbit_status lowbit_plan_create(const lowbit_model *model, const lowbit_quantize_options *options,
+                                 lowbit_plan **out, lowbit_diag *diag);
+void lowbit_plan_destroy(lowbit_plan *plan);
+int64_t lowbit_plan_tensor_count(const lowbit_plan *plan);
+const lowbit_tensor_plan *lowbit_plan_tensor(const lowbit_plan *plan, int64_t i);
+uint64_t lowbit_plan_file_size(const lowbit_plan *plan); /* exact size of the file to be written */
+uint32_t lowbit_plan_file_type(const lowbit_plan *plan); /* general.file_type (llama_ftype) */
+
+/* Writes the planned GGUF to out_path: streamed tensor by tensor into a temporary file in the
+   same folder, fsynced and renamed over out_path only when complete. On any failure (including
+   cancellation) the temporary file is removed and out_path is untouched. The model's file is
+   never opened for writing. The bytes written do not depend on n_threads. */
+lowbit_status lowbit_quantize_model(const lowbit_model *model, const lowbit_plan *plan,
+                                    const char *out_path, const lowbit_quantize_options *options,
+                                    lowbit_diag *diag);
 
 #ifdef __cplusplus
 }

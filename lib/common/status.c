@@ -15,6 +15,7 @@ static const char *const status_names[LOWBIT_ERR_COUNT_] = {
     [LOWBIT_ERR_NONFINITE] = "NaN or Inf in input",
     [LOWBIT_ERR_SCALE_OVERFLOW] = "scale overflow",
     [LOWBIT_ERR_NOT_FOUND] = "not found",
+    [LOWBIT_ERR_CANCELLED] = "cancelled",
 };
 
 const char *lowbit_status_name(lowbit_status status) {

@@ -1,0 +1,34 @@
+/*
+ * Choosing each tensor's type: presets named as llama.cpp names them (Q4_K_M, Q3_K_S, ...),
+ * their per-tensor rules by role and layer, --tensor-type overrides, and the fallback chain for
+ * row lengths a type cannot hold. See docs/PRESETS.md.
+ */
+#ifndef LOWBIT_PLAN_H
+#define LOWBIT_PLAN_H
+
+#include "../io/model.h"
+
+typedef struct lb_preset {
+    const char *name;       /* "Q4_K_M" */
+    lowbit_type base_type;  /* the type a tensor gets when no rule says otherwise */
+    uint32_t file_type;     /* general.file_type (llama_ftype value) */
+} lb_preset;
+
+/* The preset named `name` (case-insensitive; the aliases Q3_K, Q4_K, Q5_K mean the _M presets),
+   or NULL. */
+const lb_preset *lb_preset_find(const char *name);
+/* All presets, for listing: count and i-th. */
+int lb_preset_count(void);
+const lb_preset *lb_preset_at(int i);
+
+/*
+ * Fills plan[i] (name, source_type, type, n_dims, ne, n_bytes, fell_back, note) for every tensor
+ * of the model, in the model's order. has_importance[i] (may be NULL) says whether an imatrix
+ * entry exists for tensor i; uses_importance is left for the caller to set. Offsets are left for
+ * the writer's layout. Errors: unknown preset, an override pattern that does not compile or
+ * matches no tensor, a tensor no type can hold.
+ */
+lowbit_status lb_plan_types(const lb_model *m, const lowbit_quantize_options *options,
+                            int has_imatrix, lowbit_tensor_plan *plan, lowbit_diag *diag);
+
+#endif
