@@ -26,7 +26,16 @@ typedef struct quantize_job {
     range_failure *failures;
 } quantize_job;
 
+/* The index of the first NaN or Inf, or -1. The common case (none) is one branch-free pass that
+   the compiler vectorizes: a float is non-finite exactly when its exponent bits are all ones. */
 static int64_t first_nonfinite(const float *x, int64_t n) {
+    uint32_t any = 0;
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t bits;
+        memcpy(&bits, &x[i], sizeof bits); /* no aliasing of float as uint32_t */
+        any |= (uint32_t)((bits & 0x7f800000u) == 0x7f800000u);
+    }
+    if (!any) return -1;
     for (int64_t i = 0; i < n; i++) {
         if (!isfinite(x[i])) return i;
     }
