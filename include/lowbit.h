@@ -358,6 +358,10 @@ lowbit_status lowbit_quantize_model(const lowbit_model *model, const lowbit_plan
                                     const char *out_path, const lowbit_quantize_options *options,
                                     lowbit_diag *diag);
 
+/* Removes every temporary output file lowbit has open in this process. Async-signal-safe: for a
+   SIGINT/SIGTERM handler that then exits (the files' owners must not be used afterwards). */
+void lowbit_remove_temporary_files(void);
+
 #ifdef __cplusplus
 }
 #endif

@@ -415,3 +415,6 @@ void lb_atomic_abort(lb_atomic_file *f) {
     discard_temporary(f);
     free_atomic(f);
 }
+
+/* The public, async-signal-safe entry point for signal handlers of programs using lowbit. */
+void lowbit_remove_temporary_files(void) { lb_atomic_remove_all_temporaries(); }
