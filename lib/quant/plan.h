@@ -23,10 +23,13 @@ const lb_preset *lb_preset_at(int i);
 
 /*
  * Fills plan[i] (name, source_type, type, n_dims, ne, n_bytes, fell_back, note) for every tensor
- * of the model, in the model's order. has_importance[i] (may be NULL) says whether an imatrix
- * entry exists for tensor i; uses_importance is left for the caller to set. Offsets are left for
- * the writer's layout. Errors: unknown preset, an override pattern that does not compile or
- * matches no tensor, a tensor no type can hold.
+ * of the model, in the model's order; plan holds m->n_tensors entries. has_imatrix says whether
+ * an imatrix was given at all (some preset rules depend on it, as in llama.cpp);
+ * uses_importance is left 0 for the caller to set. Offsets are left for the writer's layout.
+ * A plan entry whose type equals its source_type is a byte-for-byte copy. Errors: unknown
+ * preset, an override pattern that does not compile or matches no quantizable tensor, a
+ * requested output/embedding type that cannot hold the row length, a type lowbit cannot write,
+ * a source lowbit cannot decode where it must be converted.
  */
 lowbit_status lb_plan_types(const lb_model *m, const lowbit_quantize_options *options,
                             int has_imatrix, lowbit_tensor_plan *plan, lowbit_diag *diag);
