@@ -248,8 +248,8 @@ static void check_vocab(const lb_model *m, const uint8_t *tok, size_t tok_size, 
     for (int32_t id = 0; id < vocab && pos + 8 <= tok_size; id++) {
         const uint8_t *raw_piece = tok + pos + 8;
         const int32_t raw_length = get_i32(tok + pos + 4);
-        const uint8_t *piece;
-        uint64_t length;
+        const uint8_t *piece = NULL;
+        uint64_t length = 0;
         token_piece(m, (uint64_t)id, &piece, &length);
         int32_t type;
         memcpy(&type, types + 4 * id, 4);

@@ -332,7 +332,7 @@ static lowbit_status report_extra(const uint8_t *bytes, uint64_t size, uint64_t 
                                   lowbit_diag *diag) {
     const uint64_t extra_from = pos;
     int64_t count = vocab;
-    token_record t;
+    token_record t = {0};
     while (pos < size &&
            read_token(bytes, size, &pos, max_length, count, label, &t, NULL) == LOWBIT_OK) {
         count++;
@@ -363,7 +363,7 @@ static lowbit_status walk_tokens(const uint8_t *bytes, uint64_t size, int64_t vo
                                "%s: holds %lld tokens, the model's vocab is %lld", label,
                                (long long)id, (long long)vocab);
         }
-        token_record t;
+        token_record t = {0};
         const lowbit_status st = read_token(bytes, size, &pos, max_length, id, label, &t, diag);
         if (st != LOWBIT_OK) return st;
         store_piece(v, id, t.piece, t.length);
