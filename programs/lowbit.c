@@ -15,6 +15,8 @@ typedef struct command {
 } command;
 
 static const command commands[] = {
+    {"quantize", cmd_quantize, "quantize a model (GGUF, llama2.c, safetensors) into a GGUF file"},
+    {"inspect", cmd_inspect, "show a model file's metadata and tensors"},
     {"formats", cmd_formats,
      "list every format: layout, bits per weight, and error and speed on the golden inputs"},
 };

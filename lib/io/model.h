@@ -80,6 +80,9 @@ int64_t lb_tensor_rows(const lb_tensor *t);
    decode. */
 lowbit_status lb_model_read_f32(const lb_model *m, int64_t i, float *dst, lowbit_diag *diag);
 
+/* The model behind a public handle (model_api.c). */
+const lb_model *lb_model_of(const lowbit_model *model);
+
 /* The readers. Each fills an empty (zeroed) model, or leaves it empty and explains why. */
 lowbit_status lb_read_gguf_model(const char *path, lb_model *m, lowbit_diag *diag);
 /* tokenizer_path: a llama2.c tokenizer file, or NULL to look for tok<vocab>.bin beside the model */
