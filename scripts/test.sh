@@ -77,8 +77,11 @@ cmake --build build/fuzz -j"$jobs"
 for target in build/fuzz/tests/fuzz/fuzz_*; do
   [ -x "$target" ] || continue
   corpus=$(mktemp -d)
-  # the golden GGUF files seed the corpus; they are read, never written
-  if "$target" -max_total_time="$fuzz_seconds" -rss_limit_mb=2048 "$corpus" "$LOWBIT_SHARED/golden" \
+  name=$(basename "$target")
+  # seeds: the target's own small fixtures, and for the GGUF reader the golden files (read only)
+  seeds=("$root/tests/fuzz/seeds/$name")
+  [ "$name" = fuzz_gguf ] && seeds+=("$LOWBIT_SHARED/golden")
+  if "$target" -max_total_time="$fuzz_seconds" -rss_limit_mb=2048 "$corpus" "${seeds[@]}" \
       > "$corpus.log" 2>&1; then
     echo "$(basename "$target"): $(grep -E '^#[0-9]+.*(DONE|pulse)' "$corpus.log" | tail -1)"
     passed=$((passed + 1))
