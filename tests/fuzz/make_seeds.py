@@ -60,6 +60,16 @@ def safetensors_seed(dtype):
     return struct.pack("<Q", len(text)) + text + data
 
 
+def gguf_seed():
+    # GGUF v3: one string key, one f32 tensor [4, 2], data aligned to 32
+    out = b"GGUF" + struct.pack("<IQQ", 3, 1, 1)
+    key, value = b"general.name", b"seed"
+    out += struct.pack("<Q", len(key)) + key + struct.pack("<IQ", 8, len(value)) + value
+    out += struct.pack("<Q", 1) + b"w" + struct.pack("<IQQIQ", 2, 4, 2, 0, 0)
+    out += b"\0" * (-len(out) % 32)
+    return out + struct.pack("<8f", *range(8))
+
+
 def write(target, name, content):
     folder = os.path.join(ROOT, target)
     os.makedirs(folder, exist_ok=True)
@@ -67,6 +77,7 @@ def write(target, name, content):
         f.write(content)
 
 
+write("fuzz_gguf", "tiny", gguf_seed())
 write("fuzz_llama2c", "tied", llama2c_seed(False))
 write("fuzz_llama2c", "separate", llama2c_seed(True))
 write("fuzz_safetensors", "f32", safetensors_seed("F32"))
