@@ -179,6 +179,9 @@ static void test_hostile_files(void) {
     s.second_offset = 16;
     expect_rejected(s, LOWBIT_ERR_BAD_FILE, "misaligned offset");
     s = valid_spec();
+    s.second_offset = 0; /* "b" would share "a"'s bytes */
+    expect_rejected(s, LOWBIT_ERR_BAD_FILE, "overlapping tensors");
+    s = valid_spec();
     s.second_offset = 1u << 20;
     expect_rejected(s, LOWBIT_ERR_BAD_FILE, "offset past the end");
     s = valid_spec();

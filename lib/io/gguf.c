@@ -309,6 +309,33 @@ static lowbit_status read_tensor_info(cursor *c, lowbit_tensor_info *t,
     return LOWBIT_OK;
 }
 
+static int compare_data_pointers(const void *a, const void *b) {
+    const uint8_t *x = (*(const lowbit_tensor_info *const *)a)->data;
+    const uint8_t *y = (*(const lowbit_tensor_info *const *)b)->data;
+    return x < y ? -1 : x > y;
+}
+
+/* Two tensors sharing bytes would alias each other's weights: a hostile or broken file. */
+static lowbit_status check_overlaps(lowbit_gguf *g, lowbit_diag *diag) {
+    if (g->n_tensors < 2) return LOWBIT_OK;
+    const lowbit_tensor_info **by_offset = malloc((size_t)g->n_tensors * sizeof *by_offset);
+    if (!by_offset) return lb_diag_set(diag, LOWBIT_ERR_NO_MEMORY, -1, UINT64_MAX, "out of memory");
+    for (int64_t i = 0; i < g->n_tensors; i++) by_offset[i] = &g->tensors[i];
+    qsort((void *)by_offset, (size_t)g->n_tensors, sizeof *by_offset, compare_data_pointers);
+    lowbit_status st = LOWBIT_OK;
+    for (int64_t i = 1; i < g->n_tensors && st == LOWBIT_OK; i++) {
+        const lowbit_tensor_info *a = by_offset[i - 1], *b = by_offset[i];
+        if ((const uint8_t *)a->data + a->n_bytes > (const uint8_t *)b->data) {
+            st = lb_diag_set(diag, LOWBIT_ERR_BAD_FILE, -1,
+                             (uint64_t)((const uint8_t *)b->data - g->file.data),
+                             "tensors '%s' and '%s' overlap (byte %llu)", a->name, b->name,
+                             (unsigned long long)((const uint8_t *)b->data - g->file.data));
+        }
+    }
+    free((void *)by_offset);
+    return st;
+}
+
 static lowbit_status place_tensor_data(lowbit_gguf *g, const uint64_t *offsets, lowbit_diag *diag) {
     for (int64_t i = 0; i < g->n_tensors; i++) {
         lowbit_tensor_info *t = &g->tensors[i];
@@ -328,7 +355,7 @@ static lowbit_status place_tensor_data(lowbit_gguf *g, const uint64_t *offsets, 
         }
         t->data = g->file.data + g->data_offset + offsets[i];
     }
-    return LOWBIT_OK;
+    return check_overlaps(g, diag);
 }
 
 static lowbit_status check_duplicate_names(lowbit_gguf *g, lowbit_diag *diag) {
