@@ -80,6 +80,11 @@ int64_t lb_tensor_rows(const lb_tensor *t);
    decode. */
 lowbit_status lb_model_read_f32(const lb_model *m, int64_t i, float *dst, lowbit_diag *diag);
 
+/* Tells the kernel the pages of tensor i's source bytes are not needed for now, so that streaming
+   a model larger than memory through the quantizer does not keep every page it has read resident
+   (the map is private and read-only: the pages are simply read again if touched). */
+void lb_model_release_tensor(const lb_model *m, int64_t i);
+
 /* The model behind a public handle (model_api.c). */
 const lb_model *lb_model_of(const lowbit_model *model);
 

@@ -239,6 +239,7 @@ lowbit_status lowbit_quantize_model(const lowbit_model *model, const lowbit_plan
         st = encode_tensor(m, i, &plan->tensors[i], plan->importance ? plan->importance[i] : NULL,
                            pool, &buffers, &bytes, diag);
         if (st == LOWBIT_OK) st = lb_gguf_writer_write(writer, bytes, plan->tensors[i].n_bytes, diag);
+        lb_model_release_tensor(m, i);
         done += plan->tensors[i].n_bytes;
         if (st == LOWBIT_OK && options->progress) {
             options->progress(options->progress_ctx, i, plan->n_tensors, done, plan->file_size);
