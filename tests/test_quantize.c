@@ -159,6 +159,92 @@ static void round_trip_model(const char *model_path, const char *stem) {
     CHECK(files_equal(one, two), "%s: output depends on the thread count", stem);
 }
 
+/* Writes a legacy .dat imatrix with an entry for every 2-D tensor of the model: importance
+   1 + (column % 7) for each column, stored times ncall = 2 as the format keeps sums. */
+static void write_dat_imatrix(const char *model_path, const char *dat_path) {
+    lowbit_model *model = NULL;
+    CHECK(lowbit_model_open(model_path, NULL, &model, NULL) == LOWBIT_OK, "open %s", model_path);
+    FILE *f = fopen(dat_path, "wb");
+    if (!model || !f) return;
+    int32_t entries = 0;
+    for (int64_t i = 0; i < lowbit_model_tensor_count(model); i++) {
+        lowbit_tensor_info t;
+        lowbit_model_tensor(model, i, &t);
+        entries += t.n_dims == 2;
+    }
+    fwrite(&entries, 4, 1, f);
+    for (int64_t i = 0; i < lowbit_model_tensor_count(model); i++) {
+        lowbit_tensor_info t;
+        lowbit_model_tensor(model, i, &t);
+        if (t.n_dims != 2) continue;
+        const int32_t name_length = (int32_t)strlen(t.name), ncall = 2, nval = (int32_t)t.ne[0];
+        fwrite(&name_length, 4, 1, f);
+        fwrite(t.name, 1, (size_t)name_length, f);
+        fwrite(&ncall, 4, 1, f);
+        fwrite(&nval, 4, 1, f);
+        for (int32_t c = 0; c < nval; c++) {
+            const float v = 2.0f * (1.0f + (float)(c % 7));
+            fwrite(&v, 4, 1, f);
+        }
+    }
+    fclose(f);
+    lowbit_model_close(model);
+}
+
+/* With --imatrix, every quantized tensor is encoded with the file's weights (mean x^2 per column)
+   and the output records which imatrix was used. */
+static void test_imatrix_is_applied(const char *model_path) {
+    char f32[256], dat[256], out[256];
+    snprintf(f32, sizeof f32, "%s", path_in_work("imx-f32.gguf"));
+    snprintf(dat, sizeof dat, "%s", path_in_work("imx.dat"));
+    snprintf(out, sizeof out, "%s", path_in_work("imx-q4km.gguf"));
+    lowbit_diag diag = {0};
+    CHECK(quantize(model_path, f32, "F32", 0, 2, NULL, &diag) == LOWBIT_OK, "%s", diag.message);
+    write_dat_imatrix(f32, dat);
+    lowbit_model *model = NULL, *written = NULL;
+    CHECK(lowbit_model_open(f32, NULL, &model, &diag) == LOWBIT_OK, "%s", diag.message);
+    lowbit_quantize_options options;
+    lowbit_quantize_options_init(&options);
+    options.preset = "Q4_K_M";
+    options.imatrix_path = dat;
+    lowbit_plan *plan = NULL;
+    CHECK(lowbit_plan_create(model, &options, &plan, &diag) == LOWBIT_OK, "%s", diag.message);
+    if (plan) CHECK(lowbit_quantize_model(model, plan, out, &options, &diag) == LOWBIT_OK, "%s", diag.message);
+    CHECK(lowbit_model_open(out, NULL, &written, &diag) == LOWBIT_OK, "%s", diag.message);
+    int weighted = 0, mismatched = 0;
+    float importance[4096];
+    for (int c = 0; c < 4096; c++) importance[c] = 1.0f + (float)(c % 7);
+    for (int64_t i = 0; plan && written && i < lowbit_plan_tensor_count(plan); i++) {
+        const lowbit_tensor_plan *t = lowbit_plan_tensor(plan, i);
+        const lowbit_type_traits *traits = lowbit_type_info(t->type);
+        if (!traits->is_quantized) continue;
+        CHECK(t->uses_importance, "%s does not use the imatrix", t->name);
+        weighted += t->uses_importance;
+        lowbit_tensor_info o;
+        lowbit_model_tensor(written, i, &o);
+        const int64_t rows = o.n_elements / o.ne[0];
+        float *x = malloc((size_t)o.n_elements * sizeof *x);
+        uint8_t *expected = malloc(o.n_bytes);
+        lowbit_model_read_f32(model, i, x, NULL);
+        lowbit_quantize_rows(o.type, x, expected, rows, o.ne[0], importance, NULL, NULL);
+        mismatched += memcmp(expected, o.data, o.n_bytes) != 0;
+        free(x);
+        free(expected);
+    }
+    CHECK(weighted > 0 && mismatched == 0, "%d weighted tensors, %d differ from the library's "
+          "weighted encoding", weighted, mismatched);
+    lowbit_gguf *g = NULL;
+    CHECK(lowbit_gguf_open(out, &g, NULL) == LOWBIT_OK, "reopen");
+    int64_t entries = 0;
+    CHECK(g && lowbit_gguf_get_i64(g, "quantize.imatrix.entries_count", &entries) == LOWBIT_OK &&
+          entries == weighted, "quantize.imatrix.entries_count %lld, expected %d",
+          (long long)entries, weighted);
+    lowbit_gguf_close(g);
+    lowbit_model_close(written);
+    lowbit_plan_destroy(plan);
+    lowbit_model_close(model);
+}
+
 static int is_model_file(const char *name) {
     const size_t n = strlen(name);
     return n > 4 && strcmp(name + n - 4, ".bin") == 0 && strncmp(name, "tok", 3) != 0;
@@ -217,6 +303,9 @@ int main(void) {
     if (d) closedir(d);
     CHECK(n_models >= 4, "found %d sample models", n_models);
     if (first[0]) test_cancel_leaves_nothing(first);
+    char lit3m[600];
+    snprintf(lit3m, sizeof lit3m, "%s/lit3m.bin", models_dir);
+    test_imatrix_is_applied(lit3m);
     char command[700];
     snprintf(command, sizeof command, "rm -rf '%s'", work_dir);
     if (system(command) != 0) fprintf(stderr, "could not remove %s\n", work_dir);
