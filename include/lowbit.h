@@ -323,6 +323,8 @@ typedef struct lowbit_quantize_options {
 } lowbit_quantize_options;
 
 void lowbit_quantize_options_init(lowbit_quantize_options *options);
+/* LOWBIT_OK when `preset` names a preset lowbit can write; otherwise diag lists the supported ones. */
+lowbit_status lowbit_preset_check(const char *preset, lowbit_diag *diag);
 
 typedef struct lowbit_tensor_plan {
     char name[128];

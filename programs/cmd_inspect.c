@@ -124,8 +124,9 @@ int cmd_inspect(int argc, char **argv) {
     const lowbit_open_options options = {tokenizer};
     const lowbit_status st = lowbit_model_open(path, &options, &model, &diag);
     if (st != LOWBIT_OK) {
-        fprintf(stderr, "lowbit inspect: %s: %s\n", path,
-                diag.message[0] ? diag.message : lowbit_status_name(st));
+        const char *message = diag.message[0] ? diag.message : lowbit_status_name(st);
+        if (strstr(message, path)) fprintf(stderr, "lowbit inspect: %s\n", message);
+        else fprintf(stderr, "lowbit inspect: %s: %s\n", path, message);
         return CLI_FAILED;
     }
     if (json) print_json(model, path);

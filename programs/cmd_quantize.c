@@ -9,10 +9,12 @@
 #include "cli.h"
 #include "lowbit.h"
 
+#include <regex.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -72,6 +74,13 @@ static int add_override(quantize_args *a, const char *spec) {
     const int k = a->options.n_overrides++;
     a->override_text[k] = strndup(spec, (size_t)(eq - spec));
     if (!a->override_text[k]) return 0;
+    regex_t compiled; /* compiled here only to report a bad pattern as a usage error */
+    if (regcomp(&compiled, a->override_text[k], REG_EXTENDED | REG_NOSUB) != 0) {
+        fprintf(stderr, "lowbit quantize: --tensor-type: '%s' is not a valid regular expression\n",
+                a->override_text[k]);
+        return 0;
+    }
+    regfree(&compiled);
     a->overrides[k] = (lowbit_tensor_type_override){a->override_text[k], (lowbit_type)type};
     return 1;
 }
@@ -105,7 +114,10 @@ static int parse_quantize_args(int argc, char **argv, quantize_args *a) {
         else if (!strcmp(arg, "--token-embedding-type")) ok = parse_type(argv[++i], &a->options.token_embedding_type);
         else if (!strcmp(arg, "--imatrix")) a->options.imatrix_path = argv[++i];
         else if (!strcmp(arg, "--tokenizer")) a->tokenizer = argv[++i];
-        else if (!strcmp(arg, "--threads")) ok = parse_count(argv[++i], &a->options.n_threads);
+        else if (!strcmp(arg, "--threads")) {
+            ok = parse_count(argv[++i], &a->options.n_threads);
+            if (!ok) fprintf(stderr, "lowbit quantize: --threads wants a number from 1 to 1024\n");
+        }
         else if (arg[0] == '-' && arg[1] != '\0') ok = 0;
         else if (n_positional < 3) positional[n_positional++] = arg;
         else ok = 0;
@@ -122,6 +134,11 @@ static int parse_quantize_args(int argc, char **argv, quantize_args *a) {
     a->output = positional[1];
     a->preset = positional[2];
     a->options.preset = a->preset;
+    lowbit_diag diag = {0};
+    if (lowbit_preset_check(a->preset, &diag) != LOWBIT_OK) {
+        fprintf(stderr, "lowbit quantize: %s\n", diag.message);
+        return CLI_USAGE;
+    }
     return CLI_OK;
 }
 
@@ -131,16 +148,17 @@ static void free_quantize_args(quantize_args *a) {
 
 /* ---- Ctrl-C: ask the library to stop; it removes the temporary file itself ---- */
 
-static volatile int interrupted; /* written by the signal handler only; an int store is atomic here */
+/* The signal that asked us to stop, or 0. Written by the handler only; an int store is atomic on
+   every platform lowbit supports. */
+static volatile int interrupted;
 
 static void on_interrupt(int signo) {
-    (void)signo;
     if (interrupted) {
-        /* a second Ctrl-C while a large tensor is being encoded: leave at once, cleaning up */
+        /* a second signal while a large tensor is being encoded: leave at once, cleaning up */
         lowbit_remove_temporary_files();
-        _exit(130);
+        _exit(128 + signo);
     }
-    interrupted = 1;
+    interrupted = signo;
 }
 
 static void install_signal_handlers(void) {
@@ -267,10 +285,19 @@ static void print_plan_json(const lowbit_plan *plan, const quantize_args *a, int
     printf("\n]}\n");
 }
 
-static int fail(const char *what, const lowbit_diag *diag, lowbit_status st) {
-    fprintf(stderr, "lowbit quantize: %s: %s\n", what,
-            diag->message[0] ? diag->message : lowbit_status_name(st));
+/* One line on stderr; the file is named unless the message names it already. */
+static int fail(const char *file, const lowbit_diag *diag, lowbit_status st) {
+    const char *message = diag->message[0] ? diag->message : lowbit_status_name(st);
+    if (strstr(message, file)) fprintf(stderr, "lowbit quantize: %s\n", message);
+    else fprintf(stderr, "lowbit quantize: %s: %s\n", file, message);
     return CLI_FAILED;
+}
+
+/* Whether two paths name the same file (so writing one would replace the other). */
+static int same_file(const char *a, const char *b) {
+    struct stat sa, sb;
+    if (strcmp(a, b) == 0) return 1;
+    return stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
 }
 
 int cmd_quantize(int argc, char **argv) {
@@ -287,10 +314,17 @@ int cmd_quantize(int argc, char **argv) {
     lowbit_plan *plan = NULL;
     const lowbit_open_options open_options = {a.tokenizer};
     int rc = CLI_OK;
-    lowbit_status st = lowbit_model_open(a.input, &open_options, &model, &diag);
-    if (st != LOWBIT_OK) rc = fail(a.input, &diag, st);
+    lowbit_status st = LOWBIT_OK;
+    if (same_file(a.input, a.output)) {
+        fprintf(stderr, "lowbit quantize: the output %s is the input file; refusing to replace it\n",
+                a.output);
+        rc = CLI_FAILED;
+    }
+    if (rc == CLI_OK && (st = lowbit_model_open(a.input, &open_options, &model, &diag)) != LOWBIT_OK) {
+        rc = fail(a.input, &diag, st);
+    }
     if (rc == CLI_OK && (st = lowbit_plan_create(model, &a.options, &plan, &diag)) != LOWBIT_OK) {
-        rc = fail("cannot plan", &diag, st);
+        rc = fail(a.input, &diag, st);
     }
     struct timespec start;
     clock_gettime(CLOCK_MONOTONIC, &start);
@@ -300,7 +334,8 @@ int cmd_quantize(int argc, char **argv) {
         a.options.progress_ctx = &progress;
         a.options.cancel = &interrupted;
         st = lowbit_quantize_model(model, plan, a.output, &a.options, &diag);
-        if (st != LOWBIT_OK) rc = fail(a.output, &diag, st);
+        /* bad weights are the input's fault; everything else is about writing the output */
+        if (st != LOWBIT_OK) rc = fail(st == LOWBIT_ERR_NONFINITE ? a.input : a.output, &diag, st);
     }
     if (rc == CLI_OK) {
         if (a.json) print_plan_json(plan, &a, !a.dry_run, seconds_since(&start));
@@ -310,5 +345,6 @@ int cmd_quantize(int argc, char **argv) {
     lowbit_plan_destroy(plan);
     lowbit_model_close(model);
     free_quantize_args(&a);
-    return rc == CLI_OK ? CLI_OK : (st == LOWBIT_ERR_CANCELLED ? 130 : rc);
+    if (rc != CLI_OK && st == LOWBIT_ERR_CANCELLED) return 128 + (interrupted ? interrupted : SIGINT);
+    return rc;
 }

@@ -346,11 +346,13 @@ static lowbit_status place_tensor_data(lowbit_gguf *g, const uint64_t *offsets, 
                                (unsigned long long)offsets[i], (unsigned long long)g->alignment);
         }
         if (offsets[i] > available || t->n_bytes > available - offsets[i]) {
-            return lb_diag_set(diag, LOWBIT_ERR_BAD_FILE, -1, g->data_offset + offsets[i],
-                               "tensor '%s' data (%llu bytes at byte %llu) runs past the end of "
-                               "the file (%llu bytes)",
+            /* the stored offset is printed as it is: adding the data start could wrap */
+            return lb_diag_set(diag, LOWBIT_ERR_BAD_FILE, -1, UINT64_MAX,
+                               "tensor '%s' data (%llu bytes at offset %llu of the data section, "
+                               "which starts at byte %llu) runs past the end of the file "
+                               "(%llu bytes)",
                                t->name, (unsigned long long)t->n_bytes,
-                               (unsigned long long)(g->data_offset + offsets[i]),
+                               (unsigned long long)offsets[i], (unsigned long long)g->data_offset,
                                (unsigned long long)g->file.size);
         }
         t->data = g->file.data + g->data_offset + offsets[i];

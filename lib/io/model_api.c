@@ -39,6 +39,17 @@ static lowbit_status detect_format(const char *path, lowbit_model_format *format
     return LOWBIT_OK;
 }
 
+/* llama2.c checkpoints have no magic: when one does not read either, the file may be anything,
+   so the message says what was tried before the llama2.c reader's own complaint. */
+static void explain_unrecognised(lowbit_diag *diag) {
+    if (!diag) return;
+    char reason[sizeof diag->message];
+    memcpy(reason, diag->message, sizeof reason);
+    snprintf(diag->message, sizeof diag->message,
+             "not a recognised model file: no GGUF magic, no safetensors header, and not a "
+             "llama2.c checkpoint (%.150s)", reason);
+}
+
 lowbit_status lowbit_model_open(const char *path, const lowbit_open_options *options,
                                 lowbit_model **out, lowbit_diag *diag) {
     if (!path || !out) return LOWBIT_ERR_INVALID_ARGUMENT;
@@ -57,6 +68,7 @@ lowbit_status lowbit_model_open(const char *path, const lowbit_open_options *opt
         break;
     case LOWBIT_MODEL_LLAMA2C:
         st = lb_read_llama2c_model(path, options ? options->tokenizer_path : NULL, &model->m, diag);
+        if (st == LOWBIT_ERR_BAD_FILE) explain_unrecognised(diag);
         break;
     }
     if (st != LOWBIT_OK) {

@@ -128,6 +128,10 @@ static lowbit_status unknown_preset_error(const char *name, lowbit_diag *diag) {
                        name, supported);
 }
 
+lowbit_status lb_preset_check(const char *name, lowbit_diag *diag) {
+    return name && lb_preset_find(name) ? LOWBIT_OK : unknown_preset_error(name, diag);
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* What the model is                                                                           */
 /* ------------------------------------------------------------------------------------------ */

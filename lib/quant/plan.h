@@ -17,6 +17,9 @@ typedef struct lb_preset {
 /* The preset named `name` (case-insensitive; the aliases Q3_K, Q4_K, Q5_K mean the _M presets),
    or NULL. */
 const lb_preset *lb_preset_find(const char *name);
+/* LOWBIT_OK for a preset lowbit can write; otherwise an error whose message lists the supported
+   presets (and says when a llama.cpp preset is known but not supported yet). */
+lowbit_status lb_preset_check(const char *name, lowbit_diag *diag);
 /* All presets, for listing: count and i-th. */
 int lb_preset_count(void);
 const lb_preset *lb_preset_at(int i);

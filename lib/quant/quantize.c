@@ -25,6 +25,10 @@ struct lowbit_plan {
     const float **importance; /* per tensor: the imatrix weights, or NULL */
 };
 
+lowbit_status lowbit_preset_check(const char *preset, lowbit_diag *diag) {
+    return lb_preset_check(preset, diag);
+}
+
 void lowbit_quantize_options_init(lowbit_quantize_options *o) {
     memset(o, 0, sizeof *o);
     o->output_tensor_type = -1;
@@ -122,11 +126,9 @@ lowbit_status lowbit_plan_create(const lowbit_model *model, const lowbit_quantiz
     if (!model || !options || !out) return LOWBIT_ERR_INVALID_ARGUMENT;
     *out = NULL;
     const lb_model *m = lb_model_of(model);
-    const lb_preset *preset = lb_preset_find(options->preset ? options->preset : "");
-    if (!preset) {
-        return lb_diag_set(diag, LOWBIT_ERR_INVALID_ARGUMENT, -1, UINT64_MAX, "unknown preset '%s'",
-                           options->preset ? options->preset : "");
-    }
+    const lowbit_status preset_status = lb_preset_check(options->preset, diag);
+    if (preset_status != LOWBIT_OK) return preset_status;
+    const lb_preset *preset = lb_preset_find(options->preset);
     lowbit_plan *plan = calloc(1, sizeof *plan);
     if (!plan) return lb_diag_set(diag, LOWBIT_ERR_NO_MEMORY, -1, UINT64_MAX, "out of memory");
     plan->n_tensors = m->n_tensors;
@@ -188,10 +190,36 @@ static int copies_verbatim(const lb_tensor *source, const lowbit_tensor_plan *t)
     return source->type == t->type && source->permute_heads == 0;
 }
 
+/* Finds the first NaN/Inf of a float tensor (F32, F16 or BF16) stored as it is, row by row. */
+static lowbit_status check_finite_floats(const lb_tensor *t, lowbit_diag *diag) {
+    const int64_t rows = lb_tensor_rows(t), n = t->ne[0];
+    const size_t row_bytes = lowbit_row_bytes(t->type, n);
+    float *row = malloc((size_t)n * sizeof *row);
+    if (!row) return lb_diag_set(diag, LOWBIT_ERR_NO_MEMORY, -1, UINT64_MAX, "out of memory");
+    lowbit_status st = LOWBIT_OK;
+    for (int64_t r = 0; r < rows && st == LOWBIT_OK; r++) {
+        lowbit_type_info(t->type)->dequantize((const uint8_t *)t->data + (size_t)r * row_bytes, row, n);
+        for (int64_t c = 0; c < n; c++) {
+            if (!isfinite(row[c])) {
+                st = lb_diag_set(diag, LOWBIT_ERR_NONFINITE, r, UINT64_MAX,
+                                 "row %lld holds NaN or Inf (column %lld)", (long long)r, (long long)c);
+                break;
+            }
+        }
+    }
+    free(row);
+    return st;
+}
+
 static lowbit_status encode_tensor(const lb_model *m, int64_t i, const lowbit_tensor_plan *t,
                                    const float *importance, lowbit_pool *pool, work_buffers *w,
                                    const void **bytes, lowbit_diag *diag) {
     const lb_tensor *source = &m->tensors[i];
+    if (copies_verbatim(source, t) && !lowbit_type_info(t->type)->is_quantized) {
+        /* float tensors copied as they are still get the NaN/Inf check every encoded one gets */
+        const lowbit_status st = check_finite_floats(source, diag);
+        if (st != LOWBIT_OK) return about_tensor(diag, st, t->name);
+    }
     if (copies_verbatim(source, t)) {
         *bytes = source->data;
         return LOWBIT_OK;
