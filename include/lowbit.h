@@ -184,6 +184,28 @@ lowbit_status lowbit_dot_row(lowbit_type type, int64_t n, const void *weights,
                              const float *activations, float *result);
 
 /* ------------------------------------------------------------------------------------------ */
+/* Matrix products                                                                             */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Reusable working memory of lowbit_matmul (the quantized activations): zero-initialise it,
+   reuse it across calls so that steady-state calls allocate nothing, free it at the end. */
+typedef struct lowbit_matmul_scratch {
+    void *buffer;
+    size_t capacity;
+} lowbit_matmul_scratch;
+
+void lowbit_matmul_scratch_free(lowbit_matmul_scratch *scratch);
+
+/* out[t * rows + r] = dot(weights row r, x row t) for t < n_tokens, r < rows: weights is rows x
+   cols of `type` (row-major, lowbit_row_bytes(type, cols) per row), x is n_tokens x cols floats.
+   The activations are quantized to the type's activation format first (as llama.cpp does), then
+   multiplied in the format's integer arithmetic. Threaded over weight rows; the result does not
+   depend on the number of threads. pool may be NULL. */
+lowbit_status lowbit_matmul(lowbit_type type, const void *weights, int64_t rows, int64_t cols,
+                            const float *x, int64_t n_tokens, float *out, lowbit_pool *pool,
+                            lowbit_matmul_scratch *scratch);
+
+/* ------------------------------------------------------------------------------------------ */
 /* Half-precision conversions (round to nearest even, as IEEE 754 and F16C do)                  */
 /* ------------------------------------------------------------------------------------------ */
 

@@ -1,0 +1,85 @@
+/*
+ * Matrix products over any format of the type table: Y = X W^T, with W a matrix of weight rows
+ * (rows x cols, any type) and X a batch of float activation rows (n_tokens x cols).
+ *
+ * The activations are quantized once per call to the weight type's activation format (Q8_0,
+ * Q8_1, Q8_K, or the float type itself), then every (token, weight row) pair is one dot product
+ * of the type table. Threads take contiguous ranges of weight rows and loop over all tokens, so
+ * each weight row is read from memory once per call however many tokens there are, and every
+ * output element is computed by the same code whatever the thread count.
+ */
+#include "kernels.h"
+
+#include <stdlib.h>
+
+typedef struct matmul_job {
+    lowbit_vec_dot_fn vec_dot;
+    const uint8_t *weights;
+    size_t weight_row_bytes;
+    const uint8_t *activations; /* n_tokens quantized rows */
+    size_t activation_row_bytes;
+    int64_t cols, rows, n_tokens;
+    float *out;                 /* n_tokens x rows */
+} matmul_job;
+
+static void matmul_rows(void *p, int64_t begin, int64_t end) {
+    const matmul_job *job = p;
+    for (int64_t r = begin; r < end; r++) {
+        const uint8_t *w = job->weights + (size_t)r * job->weight_row_bytes;
+        for (int64_t t = 0; t < job->n_tokens; t++) {
+            const uint8_t *a = job->activations + (size_t)t * job->activation_row_bytes;
+            job->out[t * job->rows + r] = job->vec_dot(job->cols, w, a);
+        }
+    }
+}
+
+typedef struct quantize_job {
+    lowbit_quantize_row_fn quantize;
+    const float *x;
+    uint8_t *out;
+    int64_t cols;
+    size_t row_bytes;
+} quantize_job;
+
+static void quantize_activation_rows(void *p, int64_t begin, int64_t end) {
+    const quantize_job *job = p;
+    for (int64_t t = begin; t < end; t++) {
+        job->quantize(job->x + t * job->cols, job->out + (size_t)t * job->row_bytes, job->cols, NULL);
+    }
+}
+
+void lowbit_matmul_scratch_free(lowbit_matmul_scratch *s) {
+    if (!s) return;
+    free(s->buffer);
+    s->buffer = NULL;
+    s->capacity = 0;
+}
+
+static int reserve(lowbit_matmul_scratch *s, size_t bytes) {
+    if (bytes <= s->capacity) return 1;
+    void *grown = realloc(s->buffer, bytes);
+    if (!grown) return 0;
+    s->buffer = grown;
+    s->capacity = bytes;
+    return 1;
+}
+
+lowbit_status lowbit_matmul(lowbit_type type, const void *weights, int64_t rows, int64_t cols,
+                            const float *x, int64_t n_tokens, float *out, lowbit_pool *pool,
+                            lowbit_matmul_scratch *scratch) {
+    const lowbit_type_traits *t = lowbit_type_info(type);
+    if (!t || !t->vec_dot || !weights || !x || !out || !scratch || rows <= 0 || cols <= 0 ||
+        n_tokens <= 0) {
+        return LOWBIT_ERR_INVALID_ARGUMENT;
+    }
+    const lowbit_type_traits *act = lowbit_type_info(t->vec_dot_type);
+    if (cols % t->block_size != 0 || cols % act->block_size != 0) return LOWBIT_ERR_SHAPE;
+    const size_t activation_row_bytes = lowbit_row_bytes(act->type, cols);
+    if (!reserve(scratch, activation_row_bytes * (size_t)n_tokens)) return LOWBIT_ERR_NO_MEMORY;
+    quantize_job q = {act->quantize_ref, x, scratch->buffer, cols, activation_row_bytes};
+    lowbit_pool_run(n_tokens > 1 ? pool : NULL, n_tokens, quantize_activation_rows, &q);
+    matmul_job job = {lb_vec_dot_kernel(type), weights, lowbit_row_bytes(type, cols),
+                      scratch->buffer, activation_row_bytes, cols, rows, n_tokens, out};
+    lowbit_pool_run(pool, rows, matmul_rows, &job);
+    return LOWBIT_OK;
+}
