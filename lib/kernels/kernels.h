@@ -1,15 +1,53 @@
 /*
  * Kernels: the dot products and matrix products the runtime is built on. Each format's scalar
  * reference dot product lives in its format file (the type table's vec_dot); faster versions for
- * a CPU's vector extensions are chosen at run time by lb_vec_dot_kernel.
+ * a CPU's vector extensions live in x86/ and arm/, one file per (format family, instruction set),
+ * and are chosen at run time by the CPU's features (dispatch.c).
  */
 #ifndef LOWBIT_KERNELS_H
 #define LOWBIT_KERNELS_H
 
 #include "../common/common.h"
 
-/* The fastest dot product of `type` (weights) with its activation format on this CPU; the type
-   table's scalar reference when no faster one exists. NULL for a type without a dot product. */
+/* Instruction-set levels, each including the ones below it on its architecture. */
+typedef enum lb_cpu_level {
+    LB_CPU_SCALAR = 0,
+    LB_CPU_AVX2 = 1,        /* x86-64: AVX2 + FMA + F16C */
+    LB_CPU_AVX512 = 2,      /* x86-64: AVX-512 F, BW, VL */
+    LB_CPU_AVX512_VNNI = 3, /* x86-64: AVX-512 VNNI on top */
+    LB_CPU_NEON = 1,        /* AArch64: Advanced SIMD (always present) */
+    LB_CPU_NEON_DOTPROD = 2 /* AArch64: the SDOT/UDOT dot-product extension */
+} lb_cpu_level;
+
+/* The level this CPU supports, capped by the LOWBIT_CPU environment variable ("scalar", "avx2",
+   "avx512", "avx512vnni", "neon", "dotprod"), read once. */
+lb_cpu_level lb_cpu_level_detected(void);
+const char *lb_cpu_level_name(lb_cpu_level level);
+
+/* The kernels of one level: per type id, the dot product with its activation format and the
+   activation quantizer (bytes identical to the type table's quantize_ref). NULL: not provided. */
+typedef struct lb_kernel_set {
+    lowbit_vec_dot_fn vec_dot[LOWBIT_TYPE_COUNT];
+    lowbit_quantize_row_fn quantize_activation[LOWBIT_TYPE_COUNT];
+} lb_kernel_set;
+
+/* Fills `set` with the kernels available up to `level` (later levels override earlier ones), the
+   type table's scalar references first. Tests call it for every level to compare kernels. */
+void lb_kernels_for_level(lb_cpu_level level, lb_kernel_set *set);
+
+/* The fastest dot product of `type` (weights) with its activation format on this CPU, and the
+   activation quantizer of an activation format; NULL for a type without one. */
 lowbit_vec_dot_fn lb_vec_dot_kernel(lowbit_type type);
+lowbit_quantize_row_fn lb_quantize_activation_kernel(lowbit_type activation_type);
+
+/* Registration functions of the kernel files (each fills the entries it implements). */
+#if defined(__x86_64__)
+void lb_register_legacy_avx2(lb_kernel_set *set);
+void lb_register_kquants_avx2(lb_kernel_set *set);
+#endif
+#if defined(__aarch64__)
+void lb_register_neon(lb_kernel_set *set);
+void lb_register_neon_dotprod(lb_kernel_set *set);
+#endif
 
 #endif

@@ -76,7 +76,8 @@ lowbit_status lowbit_matmul(lowbit_type type, const void *weights, int64_t rows,
     if (cols % t->block_size != 0 || cols % act->block_size != 0) return LOWBIT_ERR_SHAPE;
     const size_t activation_row_bytes = lowbit_row_bytes(act->type, cols);
     if (!reserve(scratch, activation_row_bytes * (size_t)n_tokens)) return LOWBIT_ERR_NO_MEMORY;
-    quantize_job q = {act->quantize_ref, x, scratch->buffer, cols, activation_row_bytes};
+    quantize_job q = {lb_quantize_activation_kernel(act->type), x, scratch->buffer, cols,
+                      activation_row_bytes};
     lowbit_pool_run(n_tokens > 1 ? pool : NULL, n_tokens, quantize_activation_rows, &q);
     matmul_job job = {lb_vec_dot_kernel(type), weights, lowbit_row_bytes(type, cols),
                       scratch->buffer, activation_row_bytes, cols, rows, n_tokens, out};
