@@ -386,6 +386,65 @@ lowbit_status lowbit_quantize_model(const lowbit_model *model, const lowbit_plan
    SIGINT/SIGTERM handler that then exits (the files' owners must not be used afterwards). */
 void lowbit_remove_temporary_files(void);
 
+/* ------------------------------------------------------------------------------------------ */
+/* Tokenizer (SentencePiece-style BPE by score, with byte fallback)                            */
+/* ------------------------------------------------------------------------------------------ */
+
+typedef struct lowbit_tokenizer lowbit_tokenizer;
+
+/* Builds the tokenizer described by a model's tokenizer.ggml.* metadata (GGUF files, and
+   llama2.c checkpoints opened with their tokenizer file). LOWBIT_ERR_NOT_FOUND if there is none. */
+lowbit_status lowbit_tokenizer_create(const lowbit_model *model, lowbit_tokenizer **out,
+                                      lowbit_diag *diag);
+void lowbit_tokenizer_free(lowbit_tokenizer *tokenizer);
+int32_t lowbit_tokenizer_vocab_size(const lowbit_tokenizer *tokenizer);
+int32_t lowbit_tokenizer_bos(const lowbit_tokenizer *tokenizer);
+int32_t lowbit_tokenizer_eos(const lowbit_tokenizer *tokenizer);
+/* 1 when text bytes without a piece of their own fall back to <0xNN> byte tokens. */
+int lowbit_tokenizer_has_byte_fallback(const lowbit_tokenizer *tokenizer);
+/* Encodes text (length bytes; a leading space is added, as SentencePiece does), with BOS first
+   when add_bos. Writes at most max_tokens ids and sets *n_tokens to the number the whole text
+   needs. LOWBIT_ERR_UNSUPPORTED when a character has no piece and there is no byte fallback. */
+lowbit_status lowbit_tokenizer_encode(const lowbit_tokenizer *tokenizer, const char *text,
+                                      size_t length, int add_bos, int32_t *tokens,
+                                      int64_t max_tokens, int64_t *n_tokens);
+/* The text of `token` following `previous` (the leading space after BOS is dropped, byte tokens
+   become their byte). Returns a pointer valid until the next call with the same buffer. */
+const char *lowbit_tokenizer_decode(const lowbit_tokenizer *tokenizer, int32_t previous,
+                                    int32_t token, char buf[8], size_t *length);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Llama-family forward pass on weights of any format                                          */
+/* ------------------------------------------------------------------------------------------ */
+
+typedef struct lowbit_llama lowbit_llama;
+
+typedef struct lowbit_llama_config {
+    int32_t dim, hidden_dim, n_layers, n_heads, n_kv_heads, vocab_size, context_length;
+    float rms_norm_eps, rope_theta;
+} lowbit_llama_config;
+
+/* Prepares a model for inference: checks every tensor the architecture needs (by GGUF name, with
+   the shape the configuration implies; a missing or mis-shaped one is an error naming it), keeps
+   the weights where they are (mapped, in their formats) and allocates all working memory and the
+   KV cache for the model's context length once. The model must stay open while it is used. */
+lowbit_status lowbit_llama_create(const lowbit_model *model, int n_threads, lowbit_llama **out,
+                                  lowbit_diag *diag);
+void lowbit_llama_free(lowbit_llama *llama);
+const lowbit_llama_config *lowbit_llama_get_config(const lowbit_llama *llama);
+
+/* Feeds n tokens at positions pos .. pos + n - 1 (the KV cache must hold positions 0 .. pos - 1
+   of the same sequence; pos = 0 starts a new one) as one batch, and writes n x vocab logits (row
+   i: the prediction after token i). pos + n must not exceed the context length. */
+lowbit_status lowbit_llama_forward(lowbit_llama *llama, const int32_t *tokens, int n, int pos,
+                                   float *logits, lowbit_diag *diag);
+
+/* Called before every matrix product with the product's weight name and its float input (n_rows
+   x n_cols, row-major), e.g. to collect an importance matrix. NULL removes it. */
+typedef void (*lowbit_matmul_observer)(void *ctx, const char *weight_name, const float *input,
+                                       int64_t n_rows, int64_t n_cols);
+void lowbit_llama_set_observer(lowbit_llama *llama, lowbit_matmul_observer observer, void *ctx);
+
 #ifdef __cplusplus
 }
 #endif
