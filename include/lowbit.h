@@ -445,6 +445,61 @@ typedef void (*lowbit_matmul_observer)(void *ctx, const char *weight_name, const
                                        int64_t n_rows, int64_t n_cols);
 void lowbit_llama_set_observer(lowbit_llama *llama, lowbit_matmul_observer observer, void *ctx);
 
+/* ------------------------------------------------------------------------------------------ */
+/* Evaluation of language models                                                               */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Perplexity by the protocol of ../shared/golden/llama/README.md: the text is split on blank
+   lines into paragraphs (empty ones skipped; with a tokenizer without byte fallback, paragraphs it
+   cannot encode are skipped and counted), each encoded with BOS first and no EOS, cut at the
+   context length, run from an empty KV cache, and every next-token prediction scored. With a base
+   model (or the base's saved logits), the same positions also give the KL-divergence of the
+   model's next-token distribution from the base's, top-1 agreement and the change of the correct
+   token's probability. */
+typedef struct lowbit_eval_result {
+    int64_t paragraphs, skipped_paragraphs, scored_tokens;
+    double nll_per_token, perplexity;
+    int has_base;                       /* the fields below are set when a base was given */
+    double kld_mean, kld_median, kld_p99, kld_max;
+    double top1_agreement;              /* share of positions whose argmax agrees with the base */
+    double delta_p_rms;                 /* RMS of p(correct) - p_base(correct) */
+    double base_perplexity;
+    double seconds, tokens_per_second;  /* of the evaluated model's forward passes */
+} lowbit_eval_result;
+
+typedef void (*lowbit_eval_progress_fn)(void *ctx, int64_t paragraphs_done, int64_t paragraphs);
+
+typedef struct lowbit_eval_options {
+    const lowbit_llama *base;        /* a base model run in the same pass, or NULL */
+    const char *base_logits_path;    /* logits of the base saved earlier, or NULL */
+    const char *save_logits_path;    /* save this model's logits here (to serve as a base), or NULL */
+    int64_t max_paragraphs;          /* 0: all */
+    lowbit_eval_progress_fn progress;
+    void *progress_ctx;
+} lowbit_eval_options;
+
+lowbit_status lowbit_eval_text(lowbit_llama *llama, const lowbit_tokenizer *tokenizer,
+                               const char *text, size_t length, const lowbit_eval_options *options,
+                               lowbit_eval_result *result, lowbit_diag *diag);
+
+/* ------------------------------------------------------------------------------------------ */
+/* Importance matrices (llama.cpp's GGUF imatrix layout)                                       */
+/* ------------------------------------------------------------------------------------------ */
+
+typedef struct lowbit_imatrix_collector lowbit_imatrix_collector;
+
+/* Accumulates, for every matrix the forward pass multiplies, the sum of x^2 over each input
+   column and the number of rows seen (attach it with lowbit_imatrix_attach, run text through the
+   model, then save). */
+lowbit_status lowbit_imatrix_collector_create(lowbit_imatrix_collector **out);
+void lowbit_imatrix_collector_free(lowbit_imatrix_collector *collector);
+void lowbit_imatrix_attach(lowbit_imatrix_collector *collector, lowbit_llama *llama);
+/* Writes <name>.in_sum2 / <name>.counts tensors and the imatrix.datasets, imatrix.chunk_count,
+   imatrix.chunk_size keys, atomically. */
+lowbit_status lowbit_imatrix_save(const lowbit_imatrix_collector *collector, const char *path,
+                                  const char *dataset_name, int64_t chunk_count,
+                                  int64_t chunk_size, lowbit_diag *diag);
+
 #ifdef __cplusplus
 }
 #endif
