@@ -1,4 +1,686 @@
-/* PLACEHOLDER: replaced by the real kernels of this file. */
+/*
+ * AVX2 (+FMA, F16C) kernels of the 256-element formats: the dot products of Q2_K, Q3_K, Q4_K,
+ * Q5_K, Q6_K, IQ4_XS, TQ1_0 and TQ2_0 with Q8_K activations, and the Q8_K activation quantizer.
+ *
+ * Every dot product computes each super-block's integer sums exactly (the same integers as the
+ * scalar references of the type table), then combines them with the block scales in float in the
+ * reference's own order, so the results equal the references' bit for bit except IQ4_XS, which
+ * folds its eight sub-block scales into the integer sum before the one float multiplication.
+ *
+ * The unpacking follows one pattern: a 32-byte vector of unsigned levels u (0..63) meets 32
+ * activations in maddubs (u8 x s8 -> pairs summed to s16, which cannot saturate for these
+ * ranges), then madd with the 16-bit sub-block scales sums pairs again into s32 lanes. Formats
+ * whose levels are signed store them with an offset (Q3_K: u - 4, Q6_K: u - 32, ternary: u - 1);
+ * the offset's share, offset * sum of activations, comes from Q8_K's bsums, as do the min terms
+ * of Q2_K/Q4_K/Q5_K. The kernels therefore expect bsums to hold the sums of qs, as every Q8_K
+ * block the quantizer writes does.
+ */
+#include "../../formats/blocks.h"
+#include "../../formats/iq_grids.h"
 #include "../kernels.h"
 
-void lb_register_kquants_avx2(lb_kernel_set *set) { (void)set; }
+#include <immintrin.h>
+#include <string.h>
+
+/* ------------------------------------------------------------------------------------------ */
+/* Shared helpers                                                                              */
+/* ------------------------------------------------------------------------------------------ */
+
+static inline float half_to_float(lb_half h) { return _cvtsh_ss(h); }
+
+static inline int32_t hsum_i32(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
+    return _mm_cvtsi128_si32(s);
+}
+
+static inline __m256i load32(const void *p) { return _mm256_loadu_si256((const __m256i *)p); }
+
+/* Sum of u * a over 32 bytes, with each 16-element half weighted by its own 16-bit scale
+   (`scales` holds the first half's scale in its low 128 bits, the second's in the high ones):
+   eight s32 partial sums. */
+static inline __m256i scaled_dot32(__m256i u, __m256i a, __m256i scales) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, a), scales);
+}
+
+/* Picking per-sub-block scales out of 8 sixteen-bit scales held in both 128-bit lanes:
+   kPairPick[k] gives scale 2k to the low lane and scale 2k + 1 to the high lane (the two 16-element
+   sub-blocks of a 32-element row); kOnePick[i] gives scale i to every lane. */
+static const uint8_t kPairPick[4][32] = {
+    {0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1,
+     2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3},
+    {4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5,
+     6, 7, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7},
+    {8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9,
+     10, 11, 10, 11, 10, 11, 10, 11, 10, 11, 10, 11, 10, 11, 10, 11},
+    {12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13,
+     14, 15, 14, 15, 14, 15, 14, 15, 14, 15, 14, 15, 14, 15, 14, 15},
+};
+
+static inline __m256i pick_pair(__m256i scales8x2, int k) {
+    return _mm256_shuffle_epi8(scales8x2, load32(kPairPick[k]));
+}
+
+static inline __m256i pick_one(__m256i scales8x2, int i) {
+    const int16_t lo = (int16_t)(2 * i), hi = (int16_t)(2 * i + 1);
+    return _mm256_shuffle_epi8(scales8x2, _mm256_set1_epi16((int16_t)(lo | (hi << 8))));
+}
+
+/* 16 signed 8-bit sub-scales, as two vectors of 16-bit scales in both lanes: sub-blocks 0-7 and
+   8-15 (the two 128-element halves of a super-block). */
+static inline void widen_scales16(__m128i scales_i8, __m256i halves[2]) {
+    const __m256i wide = _mm256_cvtepi8_epi16(scales_i8);
+    halves[0] = _mm256_permute2x128_si256(wide, wide, 0x00);
+    halves[1] = _mm256_permute2x128_si256(wide, wide, 0x11);
+}
+
+/* Sum over the 16 sub-blocks of scale * bsum (scales as s16, from signed or unsigned bytes). */
+static inline int32_t scaled_bsums(__m256i scales_i16, const block_q8_K *y) {
+    return hsum_i32(_mm256_madd_epi16(scales_i16, load32(y->bsums)));
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Q8_K activation quantizer                                                                   */
+/* ------------------------------------------------------------------------------------------ */
+
+/* The element of largest magnitude, signed; the first one when several share it, as the
+   reference finds it. NaNs never win (max_ps keeps its second operand when one is NaN). */
+static float q8_K_signed_max(const float *x) {
+    const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    __m256 amax = _mm256_setzero_ps();
+    for (int j = 0; j < QK_K; j += 8) {
+        amax = _mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(x + j), abs_mask), amax);
+    }
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_shuffle_ps(m, m, 1));
+    const float best = _mm_cvtss_f32(m);
+    if (best == 0.0f) return 0.0f;
+    const __m256 target = _mm256_set1_ps(best);
+    for (int j = 0; j < QK_K; j += 8) {
+        const __m256 ax = _mm256_and_ps(_mm256_loadu_ps(x + j), abs_mask);
+        const int hits = _mm256_movemask_ps(_mm256_cmp_ps(ax, target, _CMP_EQ_OQ));
+        if (hits) return x[j + __builtin_ctz((unsigned)hits)];
+    }
+    return 0.0f; /* not reached: best is one of the magnitudes */
+}
+
+/* lb_nearest_int's rounding (add 1.5 * 2^23, read the low mantissa bits) on eight lanes, then
+   the reference's min(v, 127); exact for every input, NaN and infinities included. */
+static inline __m256i q8_K_round8(__m256 scaled) {
+    const __m256 magic = _mm256_set1_ps(12582912.0f);
+    const __m256i bits = _mm256_castps_si256(_mm256_add_ps(scaled, magic));
+    const __m256i v = _mm256_sub_epi32(_mm256_and_si256(bits, _mm256_set1_epi32(0x007fffff)),
+                                       _mm256_set1_epi32(0x00400000));
+    return _mm256_min_epi32(v, _mm256_set1_epi32(127));
+}
+
+/* Low bytes of 32 s32 values (the reference's conversion to int8), in element order. Masking
+   first makes both packs exact: no value saturates. */
+static inline __m256i q8_K_low_bytes(__m256i v0, __m256i v1, __m256i v2, __m256i v3) {
+    const __m256i low = _mm256_set1_epi32(0xff);
+    const __m256i p01 = _mm256_packus_epi32(_mm256_and_si256(v0, low), _mm256_and_si256(v1, low));
+    const __m256i p23 = _mm256_packus_epi32(_mm256_and_si256(v2, low), _mm256_and_si256(v3, low));
+    const __m256i bytes = _mm256_packus_epi16(p01, p23);
+    /* the in-lane packs leave the 4-byte groups as v0 v1 v2 v3 (elements 0-3 of each), then
+       v0 v1 v2 v3 (elements 4-7): interleave the two halves */
+    return _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+static void q8_K_quantize_block(const float *x, block_q8_K *y) {
+    const float max = q8_K_signed_max(x);
+    if (max == 0.0f) {
+        memset(y, 0, sizeof *y);
+        return;
+    }
+    const float iscale = -127.0f / max;
+    const __m256 vscale = _mm256_set1_ps(iscale);
+    for (int j = 0; j < QK_K; j += 32) {
+        __m256i v[4];
+        for (int i = 0; i < 4; i++) {
+            v[i] = q8_K_round8(_mm256_mul_ps(vscale, _mm256_loadu_ps(x + j + 8 * i)));
+        }
+        const __m256i q = q8_K_low_bytes(v[0], v[1], v[2], v[3]);
+        _mm256_storeu_si256((__m256i *)(y->qs + j), q);
+        /* bsums of the two 16-element groups: widen to s16 and sum adjacent pairs down */
+        const __m256i ones = _mm256_set1_epi16(1);
+        const __m128i q_lo = _mm256_castsi256_si128(q), q_hi = _mm256_extracti128_si256(q, 1);
+        const __m256i s_lo = _mm256_madd_epi16(_mm256_cvtepi8_epi16(q_lo), ones);
+        const __m256i s_hi = _mm256_madd_epi16(_mm256_cvtepi8_epi16(q_hi), ones);
+        y->bsums[j / 16] = (int16_t)hsum_i32(s_lo);
+        y->bsums[j / 16 + 1] = (int16_t)hsum_i32(s_hi);
+    }
+    y->d = 1.0f / iscale;
+}
+
+static lowbit_status quantize_q8_K_avx2(const float *src, void *dst, int64_t n,
+                                        const float *importance) {
+    (void)importance;
+    block_q8_K *y = dst;
+    for (int64_t b = 0; b < n / QK_K; b++) q8_K_quantize_block(src + b * QK_K, &y[b]);
+    return LOWBIT_OK;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Q2_K: 2-bit levels, 4-bit scale and min per 16 elements                                     */
+/* ------------------------------------------------------------------------------------------ */
+
+static float vec_dot_q2_K_avx2(int64_t n, const void *weights, const void *activations) {
+    const block_q2_K *x = weights;
+    const block_q8_K *y = activations;
+    const __m256i two_bits = _mm256_set1_epi8(3);
+    float sum = 0.0f;
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        const __m128i packed = _mm_loadu_si128((const __m128i *)x[b].scales);
+        const __m256i sc = _mm256_cvtepu8_epi16(_mm_and_si128(packed, _mm_set1_epi8(0x0F)));
+        const __m256i mn = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(packed, 4),
+                                                              _mm_set1_epi8(0x0F)));
+        const __m256i halves[2] = {_mm256_permute2x128_si256(sc, sc, 0x00),
+                                   _mm256_permute2x128_si256(sc, sc, 0x11)};
+        __m256i acc = _mm256_setzero_si256();
+        for (int h = 0; h < 2; h++) {
+            const __m256i q = load32(x[b].qs + 32 * h);
+            for (int k = 0; k < 4; k++) {
+                const __m256i u = _mm256_and_si256(_mm256_srli_epi16(q, 2 * k), two_bits);
+                const __m256i a = load32(y[b].qs + 128 * h + 32 * k);
+                acc = _mm256_add_epi32(acc, scaled_dot32(u, a, pick_pair(halves[h], k)));
+            }
+        }
+        const int32_t sum_scaled = hsum_i32(acc);
+        const int32_t sum_mins = scaled_bsums(mn, &y[b]);
+        const float d = half_to_float(x[b].d) * y[b].d;
+        const float dmin = half_to_float(x[b].dmin) * y[b].d;
+        sum += d * (float)sum_scaled - dmin * (float)sum_mins;
+    }
+    return sum;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Q3_K: 3-bit levels (two low bits plus a high-bit plane), 6-bit signed scales                */
+/* ------------------------------------------------------------------------------------------ */
+
+/* The 16 sub-scales as signed bytes: low nibbles in bytes 0-7 (high nibbles there for 8-15), top
+   two bits in bytes 8-11 at bit 2 * (j / 4). Stored with an offset of 32. */
+static inline __m128i q3_K_scales(const uint8_t packed[12]) {
+    uint64_t low;
+    uint32_t top;
+    memcpy(&low, packed, 8);
+    memcpy(&top, packed + 8, 4);
+    const uint64_t nib = 0x0F0F0F0F0F0F0F0FULL;
+    const uint64_t two = 0x03030303U;
+    /* top bits of scales 0-7 (bytes 0-3: shift 0, bytes 4-7: shift 2) and of 8-15 (4 and 6) */
+    const uint64_t top_lo = (top & two) | (((uint64_t)(top >> 2) & two) << 32);
+    const uint64_t top_hi = ((top >> 4) & two) | (((uint64_t)(top >> 6) & two) << 32);
+    const uint64_t s_lo = (low & nib) | (top_lo << 4);
+    const uint64_t s_hi = ((low >> 4) & nib) | (top_hi << 4);
+    return _mm_sub_epi8(_mm_set_epi64x((long long)s_hi, (long long)s_lo), _mm_set1_epi8(32));
+}
+
+static float vec_dot_q3_K_avx2(int64_t n, const void *weights, const void *activations) {
+    const block_q3_K *x = weights;
+    const block_q8_K *y = activations;
+    const __m256i two_bits = _mm256_set1_epi8(3);
+    float sum = 0.0f;
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        const __m128i scales = q3_K_scales(x[b].scales);
+        __m256i halves[2];
+        widen_scales16(scales, halves);
+        const __m256i hmask = load32(x[b].hmask);
+        __m256i acc = _mm256_setzero_si256();
+        for (int h = 0; h < 2; h++) {
+            const __m256i q = load32(x[b].qs + 32 * h);
+            for (int k = 0; k < 4; k++) {
+                /* u = low2 + 4 * high bit, in 0..7; the level is u - 4 */
+                const __m256i bit = _mm256_set1_epi8((char)(1 << (4 * h + k)));
+                const __m256i high = _mm256_and_si256(
+                    _mm256_cmpeq_epi8(_mm256_and_si256(hmask, bit), bit), _mm256_set1_epi8(4));
+                const __m256i u = _mm256_or_si256(
+                    _mm256_and_si256(_mm256_srli_epi16(q, 2 * k), two_bits), high);
+                const __m256i a = load32(y[b].qs + 128 * h + 32 * k);
+                acc = _mm256_add_epi32(acc, scaled_dot32(u, a, pick_pair(halves[h], k)));
+            }
+        }
+        const int32_t offset = 4 * scaled_bsums(_mm256_cvtepi8_epi16(scales), &y[b]);
+        sum += half_to_float(x[b].d) * y[b].d * (float)(hsum_i32(acc) - offset);
+    }
+    return sum;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Q4_K and Q5_K: 4-bit (+ a high-bit plane) levels, 6-bit scale and min per 32 elements       */
+/* ------------------------------------------------------------------------------------------ */
+
+/* The eight scales (as s16, in both lanes) and the eight mins, each repeated for the two 16-element
+   bsums of its sub-block, from GGUF's 12-byte packing. */
+static inline void k4_scales_mins(const uint8_t packed[12], __m256i *scales, __m256i *mins) {
+    uint32_t a, b, c;
+    memcpy(&a, packed, 4);
+    memcpy(&b, packed + 4, 4);
+    memcpy(&c, packed + 8, 4);
+    const uint32_t six = 0x3F3F3F3FU, four = 0x0F0F0F0FU, two = 0x03030303U;
+    const uint32_t sc_lo = a & six, mn_lo = b & six;
+    const uint32_t sc_hi = (c & four) | (((a >> 6) & two) << 4);
+    const uint32_t mn_hi = ((c >> 4) & four) | (((b >> 6) & two) << 4);
+    const __m128i sc = _mm_cvtepu8_epi16(_mm_setr_epi32((int)sc_lo, (int)sc_hi, 0, 0));
+    *scales = _mm256_broadcastsi128_si256(sc);
+    const __m128i mn = _mm_setr_epi32((int)mn_lo, (int)mn_hi, 0, 0);
+    *mins = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mn, mn));
+}
+
+/* Sum of u * a over one 32-element sub-block with one scale for all 32. */
+static inline __m256i sub32_dot(__m256i u, const int8_t *a, __m256i scale) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, load32(a)), scale);
+}
+
+static float vec_dot_q4_K_avx2(int64_t n, const void *weights, const void *activations) {
+    const block_q4_K *x = weights;
+    const block_q8_K *y = activations;
+    const __m256i nibble = _mm256_set1_epi8(0x0F);
+    float sum = 0.0f;
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        __m256i scales, mins;
+        k4_scales_mins(x[b].scales, &scales, &mins);
+        __m256i acc = _mm256_setzero_si256();
+        for (int c = 0; c < 4; c++) {
+            const __m256i q = load32(x[b].qs + 32 * c);
+            const __m256i lo = _mm256_and_si256(q, nibble);
+            const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), nibble);
+            const int8_t *a = y[b].qs + 64 * c;
+            acc = _mm256_add_epi32(acc, sub32_dot(lo, a, pick_one(scales, 2 * c)));
+            acc = _mm256_add_epi32(acc, sub32_dot(hi, a + 32, pick_one(scales, 2 * c + 1)));
+        }
+        const int32_t sum_mins = scaled_bsums(mins, &y[b]);
+        const float d = half_to_float(x[b].d) * y[b].d;
+        const float dmin = half_to_float(x[b].dmin) * y[b].d;
+        sum += d * (float)hsum_i32(acc) - dmin * (float)sum_mins;
+    }
+    return sum;
+}
+
+/* 16 where bit `bit` of the qh byte is set, else 0: the fifth bit of a Q5_K level. */
+static inline __m256i q5_K_high(__m256i qh, int bit) {
+    const __m256i mask = _mm256_set1_epi8((char)(1 << bit));
+    return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, mask), mask),
+                            _mm256_set1_epi8(16));
+}
+
+static float vec_dot_q5_K_avx2(int64_t n, const void *weights, const void *activations) {
+    const block_q5_K *x = weights;
+    const block_q8_K *y = activations;
+    const __m256i nibble = _mm256_set1_epi8(0x0F);
+    float sum = 0.0f;
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        __m256i scales, mins;
+        k4_scales_mins(x[b].scales, &scales, &mins);
+        const __m256i qh = load32(x[b].qh);
+        __m256i acc = _mm256_setzero_si256();
+        for (int c = 0; c < 4; c++) {
+            const __m256i q = load32(x[b].qs + 32 * c);
+            const __m256i lo = _mm256_or_si256(_mm256_and_si256(q, nibble), q5_K_high(qh, 2 * c));
+            const __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), nibble),
+                                               q5_K_high(qh, 2 * c + 1));
+            const int8_t *a = y[b].qs + 64 * c;
+            acc = _mm256_add_epi32(acc, sub32_dot(lo, a, pick_one(scales, 2 * c)));
+            acc = _mm256_add_epi32(acc, sub32_dot(hi, a + 32, pick_one(scales, 2 * c + 1)));
+        }
+        const int32_t sum_mins = scaled_bsums(mins, &y[b]);
+        const float d = half_to_float(x[b].d) * y[b].d;
+        const float dmin = half_to_float(x[b].dmin) * y[b].d;
+        sum += d * (float)hsum_i32(acc) - dmin * (float)sum_mins;
+    }
+    return sum;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Q6_K: 6-bit levels (low nibbles plus a 2-bit plane), 8-bit signed scales per 16 elements    */
+/* ------------------------------------------------------------------------------------------ */
+
+static float vec_dot_q6_K_avx2(int64_t n, const void *weights, const void *activations) {
+    const block_q6_K *x = weights;
+    const block_q8_K *y = activations;
+    const __m256i nibble = _mm256_set1_epi8(0x0F), two_bits = _mm256_set1_epi8(3);
+    float sum = 0.0f;
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        const __m128i scales = _mm_loadu_si128((const __m128i *)x[b].scales);
+        __m256i halves[2];
+        widen_scales16(scales, halves);
+        __m256i acc = _mm256_setzero_si256();
+        for (int h = 0; h < 2; h++) {
+            const __m256i ql[2] = {load32(x[b].ql + 64 * h), load32(x[b].ql + 64 * h + 32)};
+            const __m256i qh = load32(x[b].qh + 32 * h);
+            for (int k = 0; k < 4; k++) {
+                /* u = level + 32 in 0..63 */
+                const __m256i low =
+                    _mm256_and_si256(_mm256_srli_epi16(ql[k % 2], 4 * (k / 2)), nibble);
+                const __m256i high = _mm256_and_si256(_mm256_srli_epi16(qh, 2 * k), two_bits);
+                const __m256i u = _mm256_or_si256(low, _mm256_slli_epi16(high, 4));
+                const __m256i a = load32(y[b].qs + 128 * h + 32 * k);
+                acc = _mm256_add_epi32(acc, scaled_dot32(u, a, pick_pair(halves[h], k)));
+            }
+        }
+        const int32_t offset = 32 * scaled_bsums(_mm256_cvtepi8_epi16(scales), &y[b]);
+        sum += half_to_float(x[b].d) * y[b].d * (float)(hsum_i32(acc) - offset);
+    }
+    return sum;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* IQ4_XS: 4-bit indices into the non-linear IQ4 grid, 6-bit signed scales per 32 elements     */
+/* ------------------------------------------------------------------------------------------ */
+
+/* The eight sub-scales (stored with an offset of 32) as s16 in both lanes. */
+static inline __m256i iq4_xs_scales(const block_iq4_xs *x) {
+    uint32_t low;
+    memcpy(&low, x->scales_l, 4);
+    /* scale i: nibble i % 2 of scales_l[i / 2], plus bits 2i, 2i + 1 of scales_h on top */
+    const __m128i l = _mm_cvtsi32_si128((int)low);
+    const __m128i nib =
+        _mm_and_si128(_mm_unpacklo_epi8(l, _mm_srli_epi16(l, 4)), _mm_set1_epi8(0x0F));
+    uint64_t top = 0;
+    for (int i = 0; i < 8; i++) top |= (uint64_t)((x->scales_h >> (2 * i)) & 3) << (8 * i + 4);
+    const __m128i s8 = _mm_sub_epi8(_mm_or_si128(nib, _mm_cvtsi64_si128((long long)top)),
+                                    _mm_set1_epi8(32));
+    return _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(s8));
+}
+
+static float vec_dot_iq4_xs_avx2(int64_t n, const void *weights, const void *activations) {
+    const block_iq4_xs *x = weights;
+    const block_q8_K *y = activations;
+    const __m256i grid =
+        _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)lb_kvalues_iq4nl));
+    const __m256i nibble = _mm256_set1_epi8(0x0F);
+    float sum = 0.0f;
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        const __m256i scales = iq4_xs_scales(&x[b]);
+        __m256i acc = _mm256_setzero_si256();
+        for (int p = 0; p < 4; p++) {
+            /* sub-blocks 2p and 2p + 1: bytes 0-15 and 16-31, low nibbles first in each */
+            const __m256i q = load32(x[b].qs + 32 * p);
+            const __m256i lo = _mm256_shuffle_epi8(grid, _mm256_and_si256(q, nibble));
+            const __m256i hi =
+                _mm256_shuffle_epi8(grid, _mm256_and_si256(_mm256_srli_epi16(q, 4), nibble));
+            const __m256i w[2] = {_mm256_permute2x128_si256(lo, hi, 0x20),
+                                  _mm256_permute2x128_si256(lo, hi, 0x31)};
+            for (int s = 0; s < 2; s++) {
+                /* both operands signed: |a| (exact as u8, even for -128) times w with a's sign */
+                const __m256i a = load32(y[b].qs + 64 * p + 32 * s);
+                const __m256i prod =
+                    _mm256_maddubs_epi16(_mm256_abs_epi8(a), _mm256_sign_epi8(w[s], a));
+                acc = _mm256_add_epi32(acc, _mm256_madd_epi16(prod, pick_one(scales, 2 * p + s)));
+            }
+        }
+        sum += half_to_float(x[b].d) * y[b].d * (float)hsum_i32(acc);
+    }
+    return sum;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* TQ2_0 and TQ1_0: ternary levels t = u - 1                                                   */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Sum of the 256 activations of a block, from its bsums. */
+static inline __m256i bsums_total8(const block_q8_K *y) {
+    return _mm256_madd_epi16(load32(y->bsums), _mm256_set1_epi16(1));
+}
+
+static inline __m256i unsigned_dot32(__m256i u, const int8_t *a) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, load32(a)), _mm256_set1_epi16(1));
+}
+
+static float vec_dot_tq2_0_avx2(int64_t n, const void *weights, const void *activations) {
+    const block_tq2_0 *x = weights;
+    const block_q8_K *y = activations;
+    const __m256i two_bits = _mm256_set1_epi8(3);
+    float sum = 0.0f;
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        __m256i acc = _mm256_sub_epi32(_mm256_setzero_si256(), bsums_total8(&y[b]));
+        for (int h = 0; h < 2; h++) {
+            const __m256i q = load32(x[b].qs + 32 * h);
+            for (int l = 0; l < 4; l++) {
+                const __m256i u = _mm256_and_si256(_mm256_srli_epi16(q, 2 * l), two_bits);
+                acc = _mm256_add_epi32(acc, unsigned_dot32(u, y[b].qs + 128 * h + 32 * l));
+            }
+        }
+        sum += (float)hsum_i32(acc) * (half_to_float(x[b].d) * y[b].d);
+    }
+    return sum;
+}
+
+/* The leading base-3 digit of each byte of a TQ1_0 fixed-point fraction: (byte * 3) >> 8, that
+   is 1 from 86 up and 2 from 171 up. */
+static inline __m256i tq1_leading_digit(__m256i s) {
+    const __m256i ge86 = _mm256_cmpeq_epi8(_mm256_max_epu8(s, _mm256_set1_epi8(86)), s);
+    const __m256i ge171 = _mm256_cmpeq_epi8(_mm256_max_epu8(s, _mm256_set1_epi8((char)171)), s);
+    return _mm256_sub_epi8(_mm256_setzero_si256(), _mm256_add_epi8(ge86, ge171));
+}
+
+/* byte * 3 modulo 256: shifts the next digit into the leading position. */
+static inline __m256i tq1_next(__m256i s) { return _mm256_add_epi8(_mm256_add_epi8(s, s), s); }
+static inline __m128i tq1_next128(__m128i s) { return _mm_add_epi8(_mm_add_epi8(s, s), s); }
+
+static float vec_dot_tq1_0_avx2(int64_t n, const void *weights, const void *activations) {
+    const block_tq1_0 *x = weights;
+    const block_q8_K *y = activations;
+    float sum = 0.0f;
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        const int8_t *a = y[b].qs;
+        __m256i acc = _mm256_sub_epi32(_mm256_setzero_si256(), bsums_total8(&y[b]));
+        /* qs[0..31]: digit n of byte m is element 32n + m */
+        __m256i s = load32(x[b].qs);
+        for (int d = 0; d < 5; d++, s = tq1_next(s)) {
+            acc = _mm256_add_epi32(acc, unsigned_dot32(tq1_leading_digit(s), a + 32 * d));
+        }
+        /* qs[32..47]: digit n of byte m is element 160 + 16n + m; two digits per vector */
+        const __m128i narrow = _mm_loadu_si128((const __m128i *)(x[b].qs + 32));
+        __m256i pair = _mm256_set_m128i(tq1_next128(narrow), narrow);
+        for (int d = 0; d < 2; d++) {
+            acc = _mm256_add_epi32(acc, unsigned_dot32(tq1_leading_digit(pair), a + 160 + 32 * d));
+            pair = tq1_next(tq1_next(pair));
+        }
+        /* the fifth narrow digit (elements 224..239) and qh's four digits of 4 bytes (240..255:
+           digit n of byte m is element 240 + 4n + m), in one vector */
+        uint32_t qh;
+        memcpy(&qh, x[b].qh, 4);
+        const __m128i h1 = _mm_set1_epi32((int)qh), h3 = tq1_next128(h1), h9 = tq1_next128(h3);
+        const __m128i h27 = tq1_next128(h9);
+        const __m128i tail =
+            _mm_blend_epi32(_mm_blend_epi32(h1, h3, 0x2), _mm_blend_epi32(h9, h27, 0x8), 0xC);
+        const __m256i last = _mm256_set_m128i(tail, _mm256_castsi256_si128(pair));
+        acc = _mm256_add_epi32(acc, unsigned_dot32(tq1_leading_digit(last), a + 224));
+        sum += (float)hsum_i32(acc) * (half_to_float(x[b].d) * y[b].d);
+    }
+    return sum;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Lattice formats with sign bits: IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S                      */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Each group of 8 elements is a codebook entry of 8 (IQ2) or two of 4 (IQ3) magnitudes and a
+   sign byte, bit j for element j. The sub-block scales are odd integers 2s + 1 over a power of
+   two, so the kernels sum (2s + 1) * (integer dot) exactly and apply d / 8 (or / 4, or 1) once:
+   the results differ from the references (which sum in float per group) by rounding only. */
+
+/* 32 magnitudes negated where their bit of the four sign bytes is set. */
+static inline __m256i apply_signs(__m256i magnitudes, uint32_t signs4) {
+    static const uint8_t byte_of_element[32] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
+                                                2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3};
+    const __m256i bits = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
+    const __m256i spread =
+        _mm256_shuffle_epi8(_mm256_set1_epi32((int)signs4), load32(byte_of_element));
+    const __m256i negative = _mm256_cmpeq_epi8(_mm256_and_si256(spread, bits), bits);
+    return _mm256_sub_epi8(_mm256_xor_si256(magnitudes, negative), negative);
+}
+
+/* Pairwise s16 sums of w * a for signed w with |w| < 128 and any s8 a (|a| is exact as u8). */
+static inline __m256i signed_pairs(__m256i w, const int8_t *activations) {
+    const __m256i a = load32(activations);
+    return _mm256_maddubs_epi16(_mm256_abs_epi8(a), _mm256_sign_epi8(w, a));
+}
+
+static inline __m256i grid8x4(const uint64_t *grid, int i0, int i1, int i2, int i3) {
+    return _mm256_set_epi64x((long long)grid[i3], (long long)grid[i2], (long long)grid[i1],
+                             (long long)grid[i0]);
+}
+
+static inline __m256i grid4x8(const uint32_t *grid, const int idx[8]) {
+    return _mm256_set_epi32((int)grid[idx[7]], (int)grid[idx[6]], (int)grid[idx[5]],
+                            (int)grid[idx[4]], (int)grid[idx[3]], (int)grid[idx[2]],
+                            (int)grid[idx[1]], (int)grid[idx[0]]);
+}
+
+static inline uint32_t load_u32(const void *p) {
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+
+/* Four 7-bit sign fields (bits 0-27 of `packed`) expanded to even-parity sign bytes. */
+static inline uint32_t ksigns4(uint32_t packed) {
+    uint32_t out = 0;
+    for (int l = 0; l < 4; l++) {
+        out |= (uint32_t)lb_ksigns_iq2xs[(packed >> (7 * l)) & 127] << (8 * l);
+    }
+    return out;
+}
+
+/* The 16 odd sub-scales 2s + 1 of IQ2_XS/IQ2_S (s: the nibbles of 8 bytes, low first). */
+static inline void odd_scales16(const uint8_t scales[8], __m256i halves[2]) {
+    const __m128i packed = _mm_loadl_epi64((const __m128i *)scales);
+    const __m128i nibbles = _mm_and_si128(_mm_unpacklo_epi8(packed, _mm_srli_epi16(packed, 4)),
+                                          _mm_set1_epi8(0x0F));
+    widen_scales16(_mm_add_epi8(_mm_add_epi8(nibbles, nibbles), _mm_set1_epi8(1)), halves);
+}
+
+static float vec_dot_iq2_xxs_avx2(int64_t n, const void *weights, const void *activations) {
+    const block_iq2_xxs *x = weights;
+    const block_q8_K *y = activations;
+    float sum = 0.0f;
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        const uint8_t *bytes = (const uint8_t *)x[b].qs;
+        __m256i acc = _mm256_setzero_si256();
+        for (int ib = 0; ib < 8; ib++) {
+            const uint8_t *p = bytes + 8 * ib; /* 4 grid indices, then 4 x 7 sign bits, a scale */
+            const uint32_t signs_and_scale = load_u32(p + 4);
+            const __m256i w = apply_signs(grid8x4(lb_iq2xxs_grid, p[0], p[1], p[2], p[3]),
+                                          ksigns4(signs_and_scale));
+            const __m256i scale = _mm256_set1_epi16((int16_t)(2 * (signs_and_scale >> 28) + 1));
+            acc = _mm256_add_epi32(acc,
+                                   _mm256_madd_epi16(signed_pairs(w, y[b].qs + 32 * ib), scale));
+        }
+        sum += 0.125f * half_to_float(x[b].d) * y[b].d * (float)hsum_i32(acc);
+    }
+    return sum;
+}
+
+static float vec_dot_iq2_xs_avx2(int64_t n, const void *weights, const void *activations) {
+    const block_iq2_xs *x = weights;
+    const block_q8_K *y = activations;
+    float sum = 0.0f;
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        __m256i halves[2];
+        odd_scales16(x[b].scales, halves);
+        __m256i acc = _mm256_setzero_si256();
+        for (int ib = 0; ib < 8; ib++) {
+            const uint16_t *v = x[b].qs + 4 * ib; /* 9-bit index and 7 sign bits each */
+            const uint32_t signs = (uint32_t)lb_ksigns_iq2xs[v[0] >> 9] |
+                                   (uint32_t)lb_ksigns_iq2xs[v[1] >> 9] << 8 |
+                                   (uint32_t)lb_ksigns_iq2xs[v[2] >> 9] << 16 |
+                                   (uint32_t)lb_ksigns_iq2xs[v[3] >> 9] << 24;
+            const __m256i w = apply_signs(
+                grid8x4(lb_iq2xs_grid, v[0] & 511, v[1] & 511, v[2] & 511, v[3] & 511), signs);
+            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(signed_pairs(w, y[b].qs + 32 * ib),
+                                                          pick_pair(halves[ib / 4], ib % 4)));
+        }
+        sum += 0.125f * half_to_float(x[b].d) * y[b].d * (float)hsum_i32(acc);
+    }
+    return sum;
+}
+
+static float vec_dot_iq2_s_avx2(int64_t n, const void *weights, const void *activations) {
+    const block_iq2_s *x = weights;
+    const block_q8_K *y = activations;
+    float sum = 0.0f;
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        __m256i halves[2];
+        odd_scales16(x[b].scales, halves);
+        const uint8_t *qs = x[b].qs, *signs = x[b].qs + QK_K / 8;
+        __m256i acc = _mm256_setzero_si256();
+        for (int ib = 0; ib < 8; ib++) {
+            const int qh = x[b].qh[ib]; /* two more index bits per group */
+            const __m256i g = grid8x4(lb_iq2s_grid, qs[4 * ib] | ((qh << 8) & 0x300),
+                                      qs[4 * ib + 1] | ((qh << 6) & 0x300),
+                                      qs[4 * ib + 2] | ((qh << 4) & 0x300),
+                                      qs[4 * ib + 3] | ((qh << 2) & 0x300));
+            const __m256i w = apply_signs(g, load_u32(signs + 4 * ib));
+            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(signed_pairs(w, y[b].qs + 32 * ib),
+                                                          pick_pair(halves[ib / 4], ib % 4)));
+        }
+        sum += 0.125f * half_to_float(x[b].d) * y[b].d * (float)hsum_i32(acc);
+    }
+    return sum;
+}
+
+static float vec_dot_iq3_xxs_avx2(int64_t n, const void *weights, const void *activations) {
+    const block_iq3_xxs *x = weights;
+    const block_q8_K *y = activations;
+    float sum = 0.0f;
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        const uint8_t *scales_and_signs = x[b].qs + QK_K / 4;
+        __m256i acc = _mm256_setzero_si256();
+        for (int ib = 0; ib < 8; ib++) {
+            const uint32_t aux = load_u32(scales_and_signs + 4 * ib);
+            int idx[8];
+            for (int i = 0; i < 8; i++) idx[i] = x[b].qs[8 * ib + i];
+            const __m256i w = apply_signs(grid4x8(lb_iq3xxs_grid, idx), ksigns4(aux));
+            const __m256i scale = _mm256_set1_epi16((int16_t)(2 * (aux >> 28) + 1));
+            acc = _mm256_add_epi32(acc,
+                                   _mm256_madd_epi16(signed_pairs(w, y[b].qs + 32 * ib), scale));
+        }
+        sum += 0.25f * half_to_float(x[b].d) * y[b].d * (float)hsum_i32(acc);
+    }
+    return sum;
+}
+
+static float vec_dot_iq3_s_avx2(int64_t n, const void *weights, const void *activations) {
+    const block_iq3_s *x = weights;
+    const block_q8_K *y = activations;
+    float sum = 0.0f;
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        __m256i acc = _mm256_setzero_si256();
+        for (int ib = 0; ib < 8; ib++) {
+            const int nibble = (x[b].scales[ib / 2] >> (4 * (ib % 2))) & 0xF;
+            const uint8_t *qs = x[b].qs + 8 * ib;
+            const int qh = x[b].qh[ib]; /* the ninth index bit of each of the 8 entries */
+            int idx[8];
+            for (int i = 0; i < 8; i++) idx[i] = qs[i] | (((qh >> i) & 1) << 8);
+            const __m256i w =
+                apply_signs(grid4x8(lb_iq3s_grid, idx), load_u32(x[b].signs + 4 * ib));
+            const __m256i scale = _mm256_set1_epi16((int16_t)(2 * nibble + 1));
+            acc = _mm256_add_epi32(acc,
+                                   _mm256_madd_epi16(signed_pairs(w, y[b].qs + 32 * ib), scale));
+        }
+        sum += half_to_float(x[b].d) * y[b].d * (float)hsum_i32(acc);
+    }
+    return sum;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+
+void lb_register_kquants_avx2(lb_kernel_set *set) {
+    set->quantize_activation[LOWBIT_TYPE_Q8_K] = quantize_q8_K_avx2;
+    set->vec_dot[LOWBIT_TYPE_Q2_K] = vec_dot_q2_K_avx2;
+    set->vec_dot[LOWBIT_TYPE_Q3_K] = vec_dot_q3_K_avx2;
+    set->vec_dot[LOWBIT_TYPE_Q4_K] = vec_dot_q4_K_avx2;
+    set->vec_dot[LOWBIT_TYPE_Q5_K] = vec_dot_q5_K_avx2;
+    set->vec_dot[LOWBIT_TYPE_Q6_K] = vec_dot_q6_K_avx2;
+    set->vec_dot[LOWBIT_TYPE_IQ4_XS] = vec_dot_iq4_xs_avx2;
+    set->vec_dot[LOWBIT_TYPE_TQ1_0] = vec_dot_tq1_0_avx2;
+    set->vec_dot[LOWBIT_TYPE_TQ2_0] = vec_dot_tq2_0_avx2;
+    set->vec_dot[LOWBIT_TYPE_IQ2_XXS] = vec_dot_iq2_xxs_avx2;
+    set->vec_dot[LOWBIT_TYPE_IQ2_XS] = vec_dot_iq2_xs_avx2;
+    set->vec_dot[LOWBIT_TYPE_IQ2_S] = vec_dot_iq2_s_avx2;
+    set->vec_dot[LOWBIT_TYPE_IQ3_XXS] = vec_dot_iq3_xxs_avx2;
+    set->vec_dot[LOWBIT_TYPE_IQ3_S] = vec_dot_iq3_s_avx2;
+}
