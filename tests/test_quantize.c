@@ -297,7 +297,8 @@ int main(void) {
         char path[600];
         snprintf(path, sizeof path, "%s/%s", models_dir, e->d_name);
         if (!first[0]) snprintf(first, sizeof first, "%s", path);
-        round_trip_model(path, e->d_name);
+        /* under an emulator, the full preset matrix on the smallest model only */
+        if (!lb_test_quick() || strcmp(e->d_name, "stories260K.bin") == 0) round_trip_model(path, e->d_name);
         n_models++;
     }
     if (d) closedir(d);

@@ -1,6 +1,7 @@
 #include "testing.h"
 
 #include <stdlib.h>
+#include <string.h>
 #include <sys/stat.h>
 
 int lb_checks_passed;
@@ -18,6 +19,11 @@ const char *lb_shared_path(const char *relative) {
     }
     snprintf(path, sizeof path, "%s/%s", root, relative);
     return path;
+}
+
+int lb_test_quick(void) {
+    const char *quick = getenv("LOWBIT_TEST_QUICK");
+    return quick && *quick && strcmp(quick, "0") != 0;
 }
 
 int lb_test_summary(void) {

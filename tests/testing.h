@@ -23,6 +23,9 @@ extern int lb_checks_failed;
 /* Path of a file under the shared folder (LOWBIT_SHARED or the build's default). Exits the test
    with a failure when the folder is missing: tests that need it never skip silently. */
 const char *lb_shared_path(const char *relative);
+/* 1 when LOWBIT_TEST_QUICK is set: the heaviest tests then cover a representative subset (the
+   cross-architecture run under an emulator sets it; native and sanitizer runs cover everything). */
+int lb_test_quick(void);
 /* Prints the summary line and returns the process exit code. */
 int lb_test_summary(void);
 
