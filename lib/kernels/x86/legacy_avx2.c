@@ -1,4 +1,449 @@
-/* PLACEHOLDER: replaced by the real kernels of this file. */
+/*
+ * AVX2 (+FMA, F16C) kernels of the 32-element block formats (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
+ * IQ4_NL, MXFP4), NVFP4, the float formats (F32, F16, BF16), and the activation quantizers
+ * Q8_0, Q8_1 and Q8_K.
+ *
+ * Dot products: each block's weights are unpacked into 32 bytes laid out like the activation
+ * block's qs (element j of the block in byte j), then multiplied by the activation bytes with
+ * maddubs (unsigned x signed bytes, pairs summed to int16) and madd by ones (int16 pairs summed to
+ * int32), giving 8 int32 partial sums that are exact. Signed weights use the sign trick: |w| is
+ * unsigned and the activation takes w's sign, which is exact as long as no activation byte is
+ * -128 (the activation quantizers produce -127..127 only; weights may be -128). The integer sums
+ * are converted to float and accumulated with FMA at the block's scale, so results differ from
+ * the scalar references only by the order of the float additions.
+ *
+ * Activation quantizers: bytes identical to the type table's quantize_ref (same float operations
+ * in the same order, the same rounding: roundf's ties away from zero for Q8_0/Q8_1, the
+ * round-to-nearest-even of lb_nearest_int for Q8_K).
+ */
+#include "../../formats/blocks.h"
 #include "../kernels.h"
 
-void lb_register_legacy_avx2(lb_kernel_set *set) { (void)set; }
+#include <immintrin.h>
+
+/* ------------------------------------------------------------------------------------------ */
+/* Helpers                                                                                     */
+/* ------------------------------------------------------------------------------------------ */
+
+static inline float hsum_f32x8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+static inline int32_t hsum_i32x8(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
+    return _mm_cvtsi128_si32(s);
+}
+
+/* fp16 -> fp32 is exact, so F16C gives the scalar converter's value. */
+static inline float half_to_float(lb_half h) { return _cvtsh_ss(h); }
+
+/* 8 int32 sums of 4 products each: unsigned bytes u times signed bytes s. */
+static inline __m256i dot_u8_i8(__m256i u, __m256i s) {
+    /* no saturation: u <= 128 here (|w| of a signed byte, or a 5-bit level), so each int16 pair
+       sum is at most 2 * 128 * 128 */
+    const __m256i pairs = _mm256_maddubs_epi16(u, s);
+    return _mm256_madd_epi16(pairs, _mm256_set1_epi16(1));
+}
+
+/* The same for signed weights w (any byte) and activations a (never -128). */
+static inline __m256i dot_i8_i8(__m256i w, __m256i a) {
+    return dot_u8_i8(_mm256_sign_epi8(w, w), _mm256_sign_epi8(a, w));
+}
+
+/* 16 packed bytes -> 32 nibbles: low nibbles (elements 0..15) in the low lane, high nibbles
+   (elements 16..31) in the high lane, the order of the activation block. */
+static inline __m256i unpack_nibbles_32(const uint8_t *qs) {
+    const __m128i packed = _mm_loadu_si128((const __m128i *)qs);
+    const __m256i both = _mm256_set_m128i(_mm_srli_epi16(packed, 4), packed);
+    return _mm256_and_si256(both, _mm256_set1_epi8(0x0F));
+}
+
+/* The 32 bits of qh as 32 bytes, 0xFF where element j's bit is set. */
+static inline __m256i expand_bits_32(const uint8_t qh[4]) {
+    uint32_t bits;
+    memcpy(&bits, qh, sizeof bits);
+    /* byte j gets byte j / 8 of the word, then tests bit j % 8 of it */
+    const __m256i spread = _mm256_shuffle_epi8(
+        _mm256_set1_epi32((int32_t)bits),
+        _mm256_set_epi64x(0x0303030303030303LL, 0x0202020202020202LL, 0x0101010101010101LL, 0));
+    const __m256i bit = _mm256_set1_epi64x((int64_t)0x8040201008040201ULL);
+    return _mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit);
+}
+
+/* A 16-entry signed byte table, in both lanes, for _mm256_shuffle_epi8 lookups by nibble. */
+static inline __m256i table16(const int8_t values[16]) {
+    return _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)values));
+}
+
+/* acc + scale * (float)sums */
+static inline __m256 fma_scaled(__m256i sums, float scale, __m256 acc) {
+    return _mm256_fmadd_ps(_mm256_set1_ps(scale), _mm256_cvtepi32_ps(sums), acc);
+}
+
+/* acc with v added to lane 0 only (the min terms of Q4_1/Q5_1, one float per block). */
+static inline __m256 add_lane0(__m256 acc, float v) {
+    return _mm256_add_ps(acc, _mm256_set_m128(_mm_setzero_ps(), _mm_set_ss(v)));
+}
+
+/*
+ * The loop every block format shares: two blocks per iteration into two accumulators (the FMA
+ * latency is hidden), one more block for an odd count. BLOCK_FN(x, y, acc) returns acc plus one
+ * block's contribution.
+ */
+#define DEFINE_BLOCK_DOT(NAME, WBLOCK, ABLOCK, ELEMS, BLOCK_FN)                                   \
+    static float NAME(int64_t n, const void *weights, const void *activations) {                 \
+        const WBLOCK *x = weights;                                                               \
+        const ABLOCK *y = activations;                                                           \
+        const int64_t nb = n / (ELEMS);                                                          \
+        __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();                           \
+        int64_t b = 0;                                                                           \
+        for (; b + 1 < nb; b += 2) {                                                             \
+            acc0 = BLOCK_FN(&x[b], &y[b], acc0);                                                 \
+            acc1 = BLOCK_FN(&x[b + 1], &y[b + 1], acc1);                                         \
+        }                                                                                        \
+        if (b < nb) acc0 = BLOCK_FN(&x[b], &y[b], acc0);                                         \
+        return hsum_f32x8(_mm256_add_ps(acc0, acc1));                                            \
+    }
+
+/* ------------------------------------------------------------------------------------------ */
+/* Legacy formats                                                                              */
+/* ------------------------------------------------------------------------------------------ */
+
+static inline __m256 block_q4_0_q8_0(const block_q4_0 *x, const block_q8_0 *y, __m256 acc) {
+    const __m256i w = _mm256_sub_epi8(unpack_nibbles_32(x->qs), _mm256_set1_epi8(8));
+    const __m256i a = _mm256_loadu_si256((const __m256i *)y->qs);
+    return fma_scaled(dot_i8_i8(w, a), half_to_float(x->d) * half_to_float(y->d), acc);
+}
+
+static inline __m256 block_q4_1_q8_1(const block_q4_1 *x, const block_q8_1 *y, __m256 acc) {
+    const __m256i a = _mm256_loadu_si256((const __m256i *)y->qs);
+    const __m256i sums = dot_u8_i8(unpack_nibbles_32(x->qs), a);
+    acc = fma_scaled(sums, half_to_float(x->d) * half_to_float(y->d), acc);
+    return add_lane0(acc, half_to_float(x->m) * half_to_float(y->s));
+}
+
+static inline __m256 block_q5_0_q8_0(const block_q5_0 *x, const block_q8_0 *y, __m256 acc) {
+    /* q - 16 as a byte is the nibble with 0xF0 set where the 5th bit is clear */
+    const __m256i high = _mm256_andnot_si256(expand_bits_32(x->qh), _mm256_set1_epi8((char)0xF0));
+    const __m256i w = _mm256_or_si256(unpack_nibbles_32(x->qs), high);
+    const __m256i a = _mm256_loadu_si256((const __m256i *)y->qs);
+    return fma_scaled(dot_i8_i8(w, a), half_to_float(x->d) * half_to_float(y->d), acc);
+}
+
+static inline __m256 block_q5_1_q8_1(const block_q5_1 *x, const block_q8_1 *y, __m256 acc) {
+    const __m256i high = _mm256_and_si256(expand_bits_32(x->qh), _mm256_set1_epi8(0x10));
+    const __m256i w = _mm256_or_si256(unpack_nibbles_32(x->qs), high);
+    const __m256i a = _mm256_loadu_si256((const __m256i *)y->qs);
+    acc = fma_scaled(dot_u8_i8(w, a), half_to_float(x->d) * half_to_float(y->d), acc);
+    return add_lane0(acc, half_to_float(x->m) * half_to_float(y->s));
+}
+
+static inline __m256 block_q8_0_q8_0(const block_q8_0 *x, const block_q8_0 *y, __m256 acc) {
+    const __m256i w = _mm256_loadu_si256((const __m256i *)x->qs);
+    const __m256i a = _mm256_loadu_si256((const __m256i *)y->qs);
+    return fma_scaled(dot_i8_i8(w, a), half_to_float(x->d) * half_to_float(y->d), acc);
+}
+
+DEFINE_BLOCK_DOT(dot_q4_0, block_q4_0, block_q8_0, QK4_0, block_q4_0_q8_0)
+DEFINE_BLOCK_DOT(dot_q4_1, block_q4_1, block_q8_1, QK4_1, block_q4_1_q8_1)
+DEFINE_BLOCK_DOT(dot_q5_0, block_q5_0, block_q8_0, QK5_0, block_q5_0_q8_0)
+DEFINE_BLOCK_DOT(dot_q5_1, block_q5_1, block_q8_1, QK5_1, block_q5_1_q8_1)
+DEFINE_BLOCK_DOT(dot_q8_0, block_q8_0, block_q8_0, QK8_0, block_q8_0_q8_0)
+
+/* ------------------------------------------------------------------------------------------ */
+/* Table formats: IQ4_NL, MXFP4, NVFP4                                                         */
+/* ------------------------------------------------------------------------------------------ */
+
+/* The doubled E2M1 values by 4-bit code (see fp4.c: scales are decoded halved to match). */
+static const int8_t fp4_doubled[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
+
+static inline __m256 block_iq4_nl_q8_0(const block_iq4_nl *x, const block_q8_0 *y, __m256 acc) {
+    const __m256i w = _mm256_shuffle_epi8(table16(lb_kvalues_iq4nl), unpack_nibbles_32(x->qs));
+    const __m256i a = _mm256_loadu_si256((const __m256i *)y->qs);
+    return fma_scaled(dot_i8_i8(w, a), half_to_float(y->d) * half_to_float(x->d), acc);
+}
+
+/* E8M0 byte e -> 2^(e - 128), the MXFP4 scale halved (e = 0, 1 give float subnormals). */
+static inline float e8m0_half(uint8_t e) {
+    return lb_bits_to_float(e < 2 ? 0x00200000u << e : (uint32_t)(e - 1) << 23);
+}
+
+static inline __m256 block_mxfp4_q8_0(const block_mxfp4 *x, const block_q8_0 *y, __m256 acc) {
+    const __m256i w = _mm256_shuffle_epi8(table16(fp4_doubled), unpack_nibbles_32(x->qs));
+    const __m256i a = _mm256_loadu_si256((const __m256i *)y->qs);
+    return fma_scaled(dot_i8_i8(w, a), half_to_float(y->d) * e8m0_half(x->e), acc);
+}
+
+/* Four UE4M3 bytes -> their values halved, as fp4.c decodes them: bit 7 ignored by the fields,
+   exponent 0 subnormal (m * 2^-9), exactly 0x7F (NaN) read as 0. Branch-free on four lanes,
+   since each NVFP4 block has four. */
+static inline __m128 ue4m3_half_x4(const uint8_t codes[4]) {
+    int32_t packed;
+    memcpy(&packed, codes, sizeof packed);
+    const __m128i c = _mm_cvtepu8_epi32(_mm_cvtsi32_si128(packed));
+    const __m128i e = _mm_and_si128(_mm_srli_epi32(c, 3), _mm_set1_epi32(15));
+    const __m128i m = _mm_and_si128(c, _mm_set1_epi32(7));
+    const __m128 normal = _mm_castsi128_ps(_mm_or_si128(
+        _mm_slli_epi32(_mm_add_epi32(e, _mm_set1_epi32(120)), 23), _mm_slli_epi32(m, 20)));
+    const __m128 subnormal = _mm_mul_ps(_mm_cvtepi32_ps(m), _mm_set1_ps(0x1p-9f));
+    const __m128 is_subnormal = _mm_castsi128_ps(_mm_cmpeq_epi32(e, _mm_setzero_si128()));
+    const __m128 is_nan = _mm_castsi128_ps(_mm_cmpeq_epi32(c, _mm_set1_epi32(0x7F)));
+    const __m128 value = _mm_andnot_ps(is_nan, _mm_blendv_ps(normal, subnormal, is_subnormal));
+    return _mm_mul_ps(value, _mm_set1_ps(0.5f));
+}
+
+/* Half of an NVFP4 block (two 16-element sub-blocks, 16 bytes) against one Q8_0 block. Sub-block
+   bytes j hold element j (low nibble) and j + 8 (high nibble), so low and high nibbles are
+   interleaved by 8 bytes to follow the activation order. The madd lanes 0-3 belong to the first
+   sub-block and 4-7 to the second: `scales` holds each sub-block's scale times the activation's
+   in its four lanes. */
+static inline __m256 nvfp4_half(const uint8_t *qs, __m256 scales, const block_q8_0 *y,
+                                __m256 acc) {
+    const __m128i packed = _mm_loadu_si128((const __m128i *)qs);
+    const __m128i mask = _mm_set1_epi8(0x0F);
+    const __m128i lo = _mm_and_si128(packed, mask);
+    const __m128i hi = _mm_and_si128(_mm_srli_epi16(packed, 4), mask);
+    const __m256i codes = _mm256_set_m128i(_mm_unpackhi_epi64(lo, hi), _mm_unpacklo_epi64(lo, hi));
+    const __m256i w = _mm256_shuffle_epi8(table16(fp4_doubled), codes);
+    const __m256i a = _mm256_loadu_si256((const __m256i *)y->qs);
+    return _mm256_fmadd_ps(scales, _mm256_cvtepi32_ps(dot_i8_i8(w, a)), acc);
+}
+
+/* One NVFP4 block (64 elements) against two Q8_0 blocks, each half into its own accumulator. */
+static inline void block_nvfp4_q8_0(const block_nvfp4 *x, const block_q8_0 *y, __m256 acc[2]) {
+    const float dy0 = half_to_float(y[0].d), dy1 = half_to_float(y[1].d);
+    const __m128 s = _mm_mul_ps(ue4m3_half_x4(x->d), _mm_set_ps(dy1, dy1, dy0, dy0));
+    const __m256 first = _mm256_set_m128(_mm_shuffle_ps(s, s, 0x55), _mm_shuffle_ps(s, s, 0x00));
+    const __m256 second = _mm256_set_m128(_mm_shuffle_ps(s, s, 0xFF), _mm_shuffle_ps(s, s, 0xAA));
+    acc[0] = nvfp4_half(x->qs, first, &y[0], acc[0]);
+    acc[1] = nvfp4_half(x->qs + 16, second, &y[1], acc[1]);
+}
+
+DEFINE_BLOCK_DOT(dot_iq4_nl, block_iq4_nl, block_q8_0, QK4_NL, block_iq4_nl_q8_0)
+DEFINE_BLOCK_DOT(dot_mxfp4, block_mxfp4, block_q8_0, QK_MXFP4, block_mxfp4_q8_0)
+
+/* NVFP4 reads two activation blocks per weight block: its own loop. */
+static float dot_nvfp4(int64_t n, const void *weights, const void *activations) {
+    const block_nvfp4 *x = weights;
+    const block_q8_0 *y = activations;
+    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (int64_t b = 0; b < n / QK_NVFP4; b++) block_nvfp4_q8_0(&x[b], &y[2 * b], acc);
+    return hsum_f32x8(_mm256_add_ps(acc[0], acc[1]));
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Float formats: 32 elements per iteration in four accumulators, the tail in scalar code       */
+/* ------------------------------------------------------------------------------------------ */
+
+static inline __m256 load_f32x8(const float *p) { return _mm256_loadu_ps(p); }
+
+static inline __m256 load_f16x8(const uint16_t *p) {
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+}
+
+static inline __m256 load_bf16x8(const uint16_t *p) {
+    const __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16));
+}
+
+#define DEFINE_FLOAT_DOT(NAME, ELEM, LOAD, TO_F32)                                                \
+    static float NAME(int64_t n, const void *weights, const void *activations) {                 \
+        const ELEM *w = weights, *a = activations;                                               \
+        __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),         \
+                         _mm256_setzero_ps()};                                                   \
+        int64_t i = 0;                                                                           \
+        for (; i + 32 <= n; i += 32) {                                                           \
+            for (int k = 0; k < 4; k++) {                                                        \
+                acc[k] = _mm256_fmadd_ps(LOAD(w + i + 8 * k), LOAD(a + i + 8 * k), acc[k]);      \
+            }                                                                                    \
+        }                                                                                        \
+        for (; i + 8 <= n; i += 8) acc[0] = _mm256_fmadd_ps(LOAD(w + i), LOAD(a + i), acc[0]);   \
+        float sum = hsum_f32x8(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]),                      \
+                                             _mm256_add_ps(acc[2], acc[3])));                    \
+        for (; i < n; i++) sum += TO_F32(w[i]) * TO_F32(a[i]);                                   \
+        return sum;                                                                              \
+    }
+
+static inline float f32_identity(float v) { return v; }
+
+DEFINE_FLOAT_DOT(dot_f32, float, load_f32x8, f32_identity)
+DEFINE_FLOAT_DOT(dot_f16, uint16_t, load_f16x8, lb_fp16_to_fp32)
+DEFINE_FLOAT_DOT(dot_bf16, uint16_t, load_bf16x8, lb_bf16_to_fp32)
+
+/* ------------------------------------------------------------------------------------------ */
+/* Activation quantizers                                                                       */
+/* ------------------------------------------------------------------------------------------ */
+
+static inline __m256 abs_f32x8(__m256 v) {
+    return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), v);
+}
+
+static inline float hmax_f32x8(__m256 v) {
+    __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    m = _mm_max_ss(m, _mm_movehdup_ps(m));
+    return _mm_cvtss_f32(m);
+}
+
+/* roundf: nearest, ties away from zero. The fraction v - trunc(v) is exact, so comparing its
+   magnitude with 0.5 decides exactly; the step of 1 takes v's sign. */
+static inline __m256 round_half_away(__m256 v) {
+    const __m256 t = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+    const __m256 frac = abs_f32x8(_mm256_sub_ps(v, t));
+    const __m256 up = _mm256_cmp_ps(frac, _mm256_set1_ps(0.5f), _CMP_GE_OQ);
+    const __m256 step = _mm256_or_ps(_mm256_set1_ps(1.0f),
+                                     _mm256_and_ps(v, _mm256_set1_ps(-0.0f)));
+    return _mm256_add_ps(t, _mm256_and_ps(up, step));
+}
+
+/* Four vectors of 8 int32 (values fitting int8) -> 32 int8 in element order. */
+static inline __m256i pack_i32_to_i8(__m256i a, __m256i b, __m256i c, __m256i d) {
+    const __m256i ab = _mm256_packs_epi32(a, b); /* lane-interleaved: a0 b0 | a1 b1 */
+    const __m256i cd = _mm256_packs_epi32(c, d);
+    const __m256i bytes = _mm256_packs_epi16(ab, cd); /* a0 b0 c0 d0 | a1 b1 c1 d1 */
+    return _mm256_permutevar8x32_epi32(bytes, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+/* The Q8_0/Q8_1 reference levels of one block: d = amax / 127, q = roundf(x / d) with the
+   inverse computed as the scalar code does (0 when d is 0 or 1 / d overflows). Returns the level
+   sum (for Q8_1) and d unrounded. */
+static int q8_block_levels(const float *x, float *d_out, int8_t qs[32]) {
+    __m256 v[4], amax = _mm256_setzero_ps();
+    for (int k = 0; k < 4; k++) {
+        v[k] = _mm256_loadu_ps(x + 8 * k);
+        amax = _mm256_max_ps(amax, abs_f32x8(v[k]));
+    }
+    const float d = hmax_f32x8(amax) / 127.0f;
+    float id = d == 0.0f ? 0.0f : 1.0f / d;
+    if (!isfinite(id)) id = 0.0f;
+    __m256i q[4];
+    for (int k = 0; k < 4; k++) {
+        q[k] = _mm256_cvtps_epi32(round_half_away(_mm256_mul_ps(v[k], _mm256_set1_ps(id))));
+    }
+    const __m256i bytes = pack_i32_to_i8(q[0], q[1], q[2], q[3]);
+    _mm256_storeu_si256((__m256i *)qs, bytes);
+    *d_out = d;
+    const __m256i sums = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+    return hsum_i32x8(sums);
+}
+
+static lowbit_status quantize_q8_0(const float *src, void *dst, int64_t n,
+                                   const float *importance) {
+    (void)importance;
+    block_q8_0 *y = dst;
+    for (int64_t b = 0; b < n / QK8_0; b++, src += QK8_0) {
+        float d;
+        (void)q8_block_levels(src, &d, y[b].qs);
+        if (lb_store_fp16_scale(d, &y[b].d) != LOWBIT_OK) return LOWBIT_ERR_SCALE_OVERFLOW;
+    }
+    return LOWBIT_OK;
+}
+
+static lowbit_status quantize_q8_1(const float *src, void *dst, int64_t n,
+                                   const float *importance) {
+    (void)importance;
+    block_q8_1 *y = dst;
+    for (int64_t b = 0; b < n / QK8_1; b++, src += QK8_1) {
+        float d;
+        const int sum = q8_block_levels(src, &d, y[b].qs);
+        if (lb_store_fp16_scale(d, &y[b].d) != LOWBIT_OK ||
+            lb_store_fp16_scale((float)sum * d, &y[b].s) != LOWBIT_OK) {
+            return LOWBIT_ERR_SCALE_OVERFLOW;
+        }
+    }
+    return LOWBIT_OK;
+}
+
+/* The first element of largest magnitude of a 256-element block (the reference keeps the first
+   on ties, and its sign matters), with that magnitude; -1 when every element is 0. */
+static int q8_K_first_extreme(const float *x, float *amax_out) {
+    __m256 amax = _mm256_setzero_ps();
+    for (int j = 0; j < QK_K; j += 8) amax = _mm256_max_ps(amax, abs_f32x8(_mm256_loadu_ps(x + j)));
+    const float m = hmax_f32x8(amax);
+    *amax_out = m;
+    if (m == 0.0f) return -1;
+    const __m256 target = _mm256_set1_ps(m);
+    for (int j = 0; j < QK_K; j += 8) {
+        const __m256 hit = _mm256_cmp_ps(abs_f32x8(_mm256_loadu_ps(x + j)), target, _CMP_EQ_OQ);
+        const int bits = _mm256_movemask_ps(hit);
+        if (bits) return j + __builtin_ctz((unsigned)bits);
+    }
+    return -1; /* not reached for finite input */
+}
+
+/* Sums of each 16 consecutive int8 of a 32-byte vector, as two int16 in lanes 0 and 8 of the
+   result's two 128-bit halves (sad against zero works on |x|, so bias to unsigned first). */
+static inline void bsums_of_32(__m256i q, int16_t out[2]) {
+    const __m256i biased = _mm256_xor_si256(q, _mm256_set1_epi8((char)0x80)); /* q + 128 */
+    const __m256i sad = _mm256_sad_epu8(biased, _mm256_setzero_si256());   /* 4 sums of 8 */
+    int64_t s[4];
+    _mm256_storeu_si256((__m256i *)s, sad);
+    out[0] = (int16_t)(s[0] + s[1] - 16 * 128);
+    out[1] = (int16_t)(s[2] + s[3] - 16 * 128);
+}
+
+static void q8_K_block(const float *x, float max, block_q8_K *y) {
+    const float iscale = -127.0f / max;
+    if (!isfinite(iscale)) {
+        /* max below ~4e-37: every product is +-Inf or NaN, which lb_nearest_int's bit trick
+           turns into levels whose low byte is 0 */
+        memset(y->qs, 0, sizeof y->qs);
+        memset(y->bsums, 0, sizeof y->bsums);
+        y->d = 1.0f / iscale;
+        return;
+    }
+    const __m256 scale = _mm256_set1_ps(iscale);
+    for (int j = 0; j < QK_K; j += 32) {
+        __m256i q[4];
+        for (int k = 0; k < 4; k++) {
+            /* lb_nearest_int's float-add trick rounds to nearest even, as the FPU does */
+            const __m256 v = _mm256_round_ps(_mm256_mul_ps(scale, _mm256_loadu_ps(x + j + 8 * k)),
+                                             _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            q[k] = _mm256_min_epi32(_mm256_cvtps_epi32(v), _mm256_set1_epi32(127));
+        }
+        const __m256i bytes = pack_i32_to_i8(q[0], q[1], q[2], q[3]);
+        _mm256_storeu_si256((__m256i *)(y->qs + j), bytes);
+        bsums_of_32(bytes, &y->bsums[j / 16]);
+    }
+    y->d = 1.0f / iscale;
+}
+
+static lowbit_status quantize_q8_K(const float *src, void *dst, int64_t n,
+                                   const float *importance) {
+    (void)importance;
+    block_q8_K *y = dst;
+    for (int64_t b = 0; b < n / QK_K; b++, src += QK_K) {
+        float amax;
+        const int at = q8_K_first_extreme(src, &amax);
+        if (at < 0) {
+            memset(&y[b], 0, sizeof y[b]);
+            continue;
+        }
+        q8_K_block(src, src[at], &y[b]);
+    }
+    return LOWBIT_OK;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+
+void lb_register_legacy_avx2(lb_kernel_set *set) {
+    set->vec_dot[LOWBIT_TYPE_Q4_0] = dot_q4_0;
+    set->vec_dot[LOWBIT_TYPE_Q4_1] = dot_q4_1;
+    set->vec_dot[LOWBIT_TYPE_Q5_0] = dot_q5_0;
+    set->vec_dot[LOWBIT_TYPE_Q5_1] = dot_q5_1;
+    set->vec_dot[LOWBIT_TYPE_Q8_0] = dot_q8_0;
+    set->vec_dot[LOWBIT_TYPE_IQ4_NL] = dot_iq4_nl;
+    set->vec_dot[LOWBIT_TYPE_MXFP4] = dot_mxfp4;
+    set->vec_dot[LOWBIT_TYPE_NVFP4] = dot_nvfp4;
+    set->vec_dot[LOWBIT_TYPE_F32] = dot_f32;
+    set->vec_dot[LOWBIT_TYPE_F16] = dot_f16;
+    set->vec_dot[LOWBIT_TYPE_BF16] = dot_bf16;
+    set->quantize_activation[LOWBIT_TYPE_Q8_0] = quantize_q8_0;
+    set->quantize_activation[LOWBIT_TYPE_Q8_1] = quantize_q8_1;
+    set->quantize_activation[LOWBIT_TYPE_Q8_K] = quantize_q8_K;
+}

@@ -1,0 +1,530 @@
+/*
+ * `lowbit bench`: matrix-vector (GEMV) and small matrix-matrix (GEMM) speed of every format, with
+ * the fastest kernels of this CPU (lowbit_matmul) beside the scalar reference of the type table
+ * (its vec_dot, run by a plain loop here), measured in the same run so that the ratio holds on a
+ * noisy machine. bench/bench_gemv.c builds the same code as its own program.
+ *
+ * Per format, on a rows x cols matrix (default 4096 x 4096) of normal weights encoded by the
+ * reference encoder:
+ *   - GEMV on one thread and on all cores, median time of --reps calls, as GFLOP/s-equivalent
+ *     (2 rows cols / time) and weight bytes read per second;
+ *     warm: repeated on the same matrix (it stays in cache when it fits);
+ *     cold: cycling over copies of the matrix totalling --cold-mib (far beyond the last-level
+ *     cache), so every call streams its weights from memory;
+ *   - GEMM throughput for 32 and 512 activation rows on all cores, on the first --gemm-rows weight
+ *     rows (the rate does not depend on how many rows there are once they outnumber the threads).
+ *     The scalar loop, 10-50x slower, runs fewer rows and samples.
+ * Beside the table: the memory read bandwidth (a streaming sum over a buffer far larger than the
+ * last-level cache, one core and all cores), the ceiling of a cold GEMV.
+ *
+ * Only the public API is used.
+ */
+#define _POSIX_C_SOURCE 200809L /* clock_gettime */
+
+#include "cli.h"
+#include "lowbit.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define MIB (1024.0 * 1024.0)
+
+/* Formats of --quick: the common ones (legacy, K-quants, non-linear, FP4, floats). */
+static const char *const quick_types = "q4_0,q8_0,q4_K,q6_K,iq4_nl,mxfp4,f16";
+
+typedef struct bench_options {
+    const char *types; /* comma-separated, NULL for every format with a dot product */
+    int reps;
+    int quick, json;
+    int threads;
+    int64_t rows, cols;
+    int64_t cold_mib, bandwidth_mib;
+    int64_t gemm_rows;
+} bench_options;
+
+static void print_usage(FILE *out) {
+    fprintf(out,
+            "usage: lowbit bench [options]\n"
+            "  GEMV/GEMM speed per format, SIMD kernels beside the scalar reference.\n"
+            "  --types LIST      formats to run, e.g. q4_0,q4_K (default: all with a dot product)\n"
+            "  --reps N          timing samples per figure, median reported (default 15)\n"
+            "  --quick           a few formats, fewer samples, smaller cold set\n"
+            "  --threads N       threads of the all-core runs (default: all cores)\n"
+            "  --rows N --cols N matrix shape (default 4096 x 4096)\n"
+            "  --cold-mib N      total size of the matrix copies of the cold runs (default 512)\n"
+            "  --bandwidth-mib N buffer of the bandwidth test, at most 1024 (default 512, 0 skips)\n"
+            "  --gemm-rows N     weight rows of the GEMM runs (default 512)\n"
+            "  --json            machine-readable output\n");
+}
+
+static int parse_int(const char *text, int64_t min, int64_t max, int64_t *value) {
+    if (!text) return 0;
+    errno = 0;
+    char *end = NULL;
+    const long long v = strtoll(text, &end, 10);
+    if (errno || end == text || *end || v < min || v > max) return 0;
+    *value = v;
+    return 1;
+}
+
+/* Returns CLI_OK, CLI_USAGE, or -1 after --help. */
+static int parse_options(int argc, char **argv, bench_options *o) {
+    *o = (bench_options){NULL, 15, 0, 0, 0, 4096, 4096, 512, 512, 512};
+    int64_t reps = -1, cold = -1;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        int64_t n = 0;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            print_usage(stdout);
+            return -1;
+        } else if (!strcmp(a, "--json")) {
+            o->json = 1;
+        } else if (!strcmp(a, "--quick")) {
+            o->quick = 1;
+        } else if (!strcmp(a, "--types") && v) {
+            o->types = v, i++;
+        } else if (!strcmp(a, "--reps") && parse_int(v, 1, 10000, &reps)) {
+            i++;
+        } else if (!strcmp(a, "--threads") && parse_int(v, 1, 4096, &n)) {
+            o->threads = (int)n, i++;
+        } else if (!strcmp(a, "--rows") && parse_int(v, 1, 1 << 20, &o->rows)) {
+            i++;
+        } else if (!strcmp(a, "--cols") && parse_int(v, 256, 1 << 20, &o->cols)) {
+            i++;
+        } else if (!strcmp(a, "--cold-mib") && parse_int(v, 0, 1 << 20, &cold)) {
+            i++;
+        } else if (!strcmp(a, "--bandwidth-mib") && parse_int(v, 0, 1024, &o->bandwidth_mib)) {
+            i++;
+        } else if (!strcmp(a, "--gemm-rows") && parse_int(v, 1, 1 << 20, &o->gemm_rows)) {
+            i++;
+        } else {
+            fprintf(stderr, "lowbit bench: bad or incomplete option '%s'\n", a);
+            print_usage(stderr);
+            return CLI_USAGE;
+        }
+    }
+    if (o->quick) {
+        if (!o->types) o->types = quick_types;
+        o->reps = 5;
+        o->cold_mib = o->bandwidth_mib = 256;
+    }
+    if (reps > 0) o->reps = (int)reps;
+    if (cold >= 0) o->cold_mib = cold;
+    if (o->gemm_rows > o->rows) o->gemm_rows = o->rows;
+    return CLI_OK;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Timing                                                                                      */
+/* ------------------------------------------------------------------------------------------ */
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int compare_doubles(const void *a, const void *b) {
+    const double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, compare_doubles);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/* One GEMV/GEMM call on matrix copy `copy`; returns 0 on failure. */
+typedef int (*gemv_call_fn)(void *ctx, int copy);
+
+/* Median seconds per call over `reps` calls (after one untimed warm-up), each on the next of
+   `copies` matrices; a negative value when a call fails. */
+static double time_calls(gemv_call_fn call, void *ctx, int reps, int copies) {
+    double *samples = malloc((size_t)reps * sizeof *samples);
+    if (!samples || !call(ctx, 0)) {
+        free(samples);
+        return -1.0;
+    }
+    for (int r = 0; r < reps; r++) {
+        const double start = now_seconds();
+        if (!call(ctx, (r + 1) % copies)) {
+            free(samples);
+            return -1.0;
+        }
+        samples[r] = now_seconds() - start;
+    }
+    const double m = median(samples, reps);
+    free(samples);
+    return m;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* The two implementations: lowbit_matmul, and the scalar reference in a plain loop            */
+/* ------------------------------------------------------------------------------------------ */
+
+typedef struct gemv_setup {
+    const lowbit_type_traits *type, *activation;
+    uint8_t *matrices;       /* `copies` copies of the weight matrix */
+    size_t matrix_bytes, row_bytes;
+    int64_t rows, cols;
+    const float *x;          /* up to 512 activation rows */
+    float *out;
+    lowbit_pool *pool;       /* NULL for one thread */
+    lowbit_matmul_scratch scratch;
+    uint8_t *quantized;      /* activation rows of the scalar path */
+    size_t activation_row_bytes;
+    int64_t n_tokens, n_rows; /* this measurement's shape (n_rows <= rows) */
+} gemv_setup;
+
+static int simd_call(void *p, int copy) {
+    gemv_setup *s = p;
+    return lowbit_matmul(s->type->type, s->matrices + (size_t)copy * s->matrix_bytes, s->n_rows,
+                         s->cols, s->x, s->n_tokens, s->out, s->pool, &s->scratch) == LOWBIT_OK;
+}
+
+typedef struct scalar_job {
+    const gemv_setup *setup;
+    const uint8_t *weights;
+} scalar_job;
+
+static void scalar_rows(void *p, int64_t begin, int64_t end) {
+    const scalar_job *job = p;
+    const gemv_setup *s = job->setup;
+    for (int64_t r = begin; r < end; r++) {
+        const uint8_t *w = job->weights + (size_t)r * s->row_bytes;
+        for (int64_t t = 0; t < s->n_tokens; t++) {
+            s->out[t * s->n_rows + r] =
+                s->type->vec_dot(s->cols, w, s->quantized + (size_t)t * s->activation_row_bytes);
+        }
+    }
+}
+
+/* The same product with the type table's scalar quantizer and dot product. */
+static int scalar_call(void *p, int copy) {
+    gemv_setup *s = p;
+    for (int64_t t = 0; t < s->n_tokens; t++) {
+        if (s->activation->quantize_ref(s->x + t * s->cols,
+                                        s->quantized + (size_t)t * s->activation_row_bytes,
+                                        s->cols, NULL) != LOWBIT_OK) {
+            return 0;
+        }
+    }
+    scalar_job job = {s, s->matrices + (size_t)copy * s->matrix_bytes};
+    lowbit_pool_run(s->pool, s->n_rows, scalar_rows, &job);
+    return 1;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Measurements of one format                                                                  */
+/* ------------------------------------------------------------------------------------------ */
+
+enum { WARM_1, COLD_1, WARM_N, COLD_N, GEMM_32, GEMM_512, N_FIGURES };
+static const char *const figure_names[N_FIGURES] = {"gemv_warm_1t", "gemv_cold_1t",
+                                                    "gemv_warm_nt", "gemv_cold_nt",
+                                                    "gemm32_nt",    "gemm512_nt"};
+
+typedef struct format_result {
+    const lowbit_type_traits *type;
+    double simd_s[N_FIGURES], scalar_s[N_FIGURES]; /* seconds per call, < 0: failed */
+    int64_t rows[N_FIGURES], tokens[N_FIGURES];    /* the shape each was measured on */
+    int64_t cols;
+    int copies;
+} format_result;
+
+static double gflops(const format_result *r, int f, double seconds) {
+    return seconds > 0 ? 2.0 * (double)r->rows[f] * (double)r->cols * (double)r->tokens[f] /
+                             seconds * 1e-9
+                       : 0.0;
+}
+
+static double weight_gbs(const format_result *r, int f, double seconds) {
+    return seconds > 0
+               ? (double)lowbit_row_bytes(r->type->type, r->cols) * (double)r->rows[f] / seconds *
+                     1e-9
+               : 0.0;
+}
+
+/* Encodes a rows x cols matrix of normal-ish weights (a fixed sum of uniforms: no libm needed
+   for speed, deterministic) and copies it `copies` times. */
+static uint8_t *make_matrices(const lowbit_type_traits *t, int64_t rows, int64_t cols, int copies,
+                              lowbit_pool *pool, size_t *matrix_bytes) {
+    float *x = malloc((size_t)(rows * cols) * sizeof *x);
+    *matrix_bytes = lowbit_row_bytes(t->type, cols) * (size_t)rows;
+    uint8_t *m = malloc(*matrix_bytes * (size_t)copies);
+    if (!x || !m) goto fail;
+    uint64_t state = 0x6C6F77626974ull;
+    for (int64_t i = 0; i < rows * cols; i++) {
+        float sum = 0.0f;
+        for (int k = 0; k < 4; k++) {
+            state = state * 6364136223846793005ull + 1442695040888963407ull;
+            sum += (float)(state >> 40) / 16777216.0f;
+        }
+        x[i] = (sum - 2.0f) * 1.7f;
+    }
+    if (lowbit_quantize_rows_ref(t->type, x, m, rows, cols, pool, NULL) != LOWBIT_OK) goto fail;
+    for (int c = 1; c < copies; c++) memcpy(m + (size_t)c * *matrix_bytes, m, *matrix_bytes);
+    free(x);
+    return m;
+fail:
+    free(x);
+    free(m);
+    return NULL;
+}
+
+static void measure(gemv_setup *s, format_result *r, int f, lowbit_pool *pool, int64_t n_rows,
+                    int64_t n_tokens, int copies, int reps, int scalar_reps, int64_t scalar_rows_n) {
+    s->pool = pool;
+    s->n_tokens = n_tokens;
+    s->n_rows = n_rows;
+    r->rows[f] = n_rows;
+    r->tokens[f] = n_tokens;
+    r->simd_s[f] = time_calls(simd_call, s, reps, copies);
+    /* the scalar loop on fewer rows where that is much slower; its rate is what is compared */
+    s->n_rows = scalar_rows_n;
+    const double t = time_calls(scalar_call, s, scalar_reps, copies);
+    r->scalar_s[f] = t > 0 ? t * (double)n_rows / (double)scalar_rows_n : t;
+}
+
+static int bench_format(const lowbit_type_traits *t, const bench_options *o, lowbit_pool *pool,
+                        const float *x, float *out, format_result *r) {
+    memset(r, 0, sizeof *r);
+    r->type = t;
+    r->cols = o->cols;
+    const double row_mib = (double)lowbit_row_bytes(t->type, o->cols) * (double)o->rows / MIB;
+    int copies = (int)((double)o->cold_mib / row_mib + 0.999);
+    copies = copies < 2 ? 2 : copies;
+    gemv_setup s = {0};
+    s.type = t;
+    s.activation = lowbit_type_info(t->vec_dot_type);
+    s.rows = o->rows;
+    s.cols = o->cols;
+    s.row_bytes = lowbit_row_bytes(t->type, o->cols);
+    s.x = x;
+    s.out = out;
+    s.activation_row_bytes = lowbit_row_bytes(s.activation->type, o->cols);
+    s.matrices = make_matrices(t, o->rows, o->cols, copies, pool, &s.matrix_bytes);
+    s.quantized = malloc(s.activation_row_bytes * 512);
+    if (!s.matrices || !s.quantized) {
+        free(s.matrices);
+        free(s.quantized);
+        return 0;
+    }
+    r->copies = copies;
+    const int reps = o->reps, scalar_reps = o->reps / 3 > 3 ? o->reps / 3 : 3;
+    const int64_t all = o->rows, gemm = o->gemm_rows;
+    const int64_t gemm_scalar = gemm / 8 > 16 ? gemm / 8 : (gemm < 16 ? gemm : 16);
+    measure(&s, r, WARM_1, NULL, all, 1, 1, reps, scalar_reps, all);
+    measure(&s, r, COLD_1, NULL, all, 1, copies, reps, scalar_reps, all);
+    measure(&s, r, WARM_N, pool, all, 1, 1, reps, scalar_reps, all);
+    measure(&s, r, COLD_N, pool, all, 1, copies, reps, scalar_reps, all);
+    const int gemm_reps = reps / 3 > 3 ? reps / 3 : 3;
+    measure(&s, r, GEMM_32, pool, gemm, 32, 1, gemm_reps, 3, gemm_scalar);
+    measure(&s, r, GEMM_512, pool, gemm, 512, 1, 3, 1, gemm_scalar / 4 > 4 ? gemm_scalar / 4 : 4);
+    lowbit_matmul_scratch_free(&s.scratch);
+    free(s.matrices);
+    free(s.quantized);
+    return 1;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Memory bandwidth                                                                            */
+/* ------------------------------------------------------------------------------------------ */
+
+#define CHUNK_WORDS (1 << 17) /* 1 MiB of uint64 per unit of parallel work */
+
+typedef struct sum_job {
+    const uint64_t *data;
+    int64_t words;
+    uint64_t partial[1024]; /* one per chunk, so the threads never share a counter */
+} sum_job;
+
+static void sum_chunks(void *p, int64_t begin, int64_t end) {
+    sum_job *job = p;
+    for (int64_t c = begin; c < end; c++) {
+        const uint64_t *w = job->data + c * CHUNK_WORDS;
+        uint64_t a = 0, b = 0, d = 0, e = 0; /* four chains, so the loads overlap */
+        for (int64_t i = 0; i < CHUNK_WORDS; i += 4) {
+            a += w[i];
+            b += w[i + 1];
+            d += w[i + 2];
+            e += w[i + 3];
+        }
+        job->partial[c % 1024] += a + b + d + e;
+    }
+}
+
+/* GB/s of a streaming read over `mib` MiB; 0 when it cannot allocate. */
+static double read_bandwidth(int64_t mib, lowbit_pool *pool, int reps) {
+    const int64_t chunks = mib;
+    sum_job *job = calloc(1, sizeof *job);
+    uint64_t *data = malloc((size_t)chunks * CHUNK_WORDS * sizeof *data);
+    if (!job || !data) {
+        free(job);
+        free(data);
+        return 0.0;
+    }
+    memset(data, 1, (size_t)chunks * CHUNK_WORDS * sizeof *data); /* fault every page in */
+    job->data = data;
+    double *samples = malloc((size_t)reps * sizeof *samples);
+    for (int r = 0; r < reps; r++) {
+        const double start = now_seconds();
+        lowbit_pool_run(pool, chunks, sum_chunks, job);
+        samples[r] = now_seconds() - start;
+    }
+    uint64_t check = 0;
+    for (int i = 0; i < 1024; i++) check += job->partial[i];
+    const double seconds = median(samples, reps);
+    free(samples);
+    free(data);
+    free(job);
+    /* the checksum is used so that the sums are not optimised away */
+    return check == 42 ? 0.0 : (double)chunks * MIB / seconds * 1e-9;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Output                                                                                      */
+/* ------------------------------------------------------------------------------------------ */
+
+static void print_table_header(int threads) {
+    printf("GEMV: one row of activations; GEMM: 32 / 512 rows; 1t = one thread, nt = %d threads.\n"
+           "Each cell: SIMD GFLOP/s (weight GB/s for GEMV) and the speedup over the scalar "
+           "reference (x).\n\n",
+           threads);
+    printf("%-8s %6s", "format", "bpw");
+    for (int f = 0; f < N_FIGURES; f++) printf(" %24s", figure_names[f]);
+    printf("\n");
+}
+
+static void print_table_row(const format_result *r) {
+    printf("%-8s %6.2f", r->type->name, lowbit_bits_per_weight(r->type->type));
+    for (int f = 0; f < N_FIGURES; f++) {
+        char cell[64];
+        const double t = r->simd_s[f], ts = r->scalar_s[f];
+        if (t <= 0) {
+            snprintf(cell, sizeof cell, "n/a");
+        } else if (f <= COLD_N) {
+            snprintf(cell, sizeof cell, "%.1f (%.1f GB/s) %.1fx", gflops(r, f, t),
+                     weight_gbs(r, f, t), ts > 0 ? ts / t : 0.0);
+        } else {
+            snprintf(cell, sizeof cell, "%.1f %.1fx", gflops(r, f, t), ts > 0 ? ts / t : 0.0);
+        }
+        printf(" %24s", cell);
+    }
+    printf("\n");
+    fflush(stdout);
+}
+
+static void print_json_row(const format_result *r, int first) {
+    printf("%s\n    {\"type\": \"%s\", \"bits_per_weight\": %.4f, \"cold_copies\": %d", first ? "" : ",",
+           r->type->name, lowbit_bits_per_weight(r->type->type), r->copies);
+    for (int f = 0; f < N_FIGURES; f++) {
+        const double t = r->simd_s[f], ts = r->scalar_s[f];
+        printf(",\n     \"%s\": {\"rows\": %lld, \"tokens\": %lld, \"simd_ms\": %.4f, "
+               "\"scalar_ms\": %.4f, \"simd_gflops\": %.3f, \"scalar_gflops\": %.3f, "
+               "\"simd_weight_gbs\": %.3f, \"speedup\": %.3f}",
+               figure_names[f], (long long)r->rows[f], (long long)r->tokens[f], t * 1e3, ts * 1e3,
+               gflops(r, f, t), gflops(r, f, ts), weight_gbs(r, f, t),
+               t > 0 && ts > 0 ? ts / t : 0.0);
+    }
+    printf("}");
+}
+
+/* Whether `name` is in the comma-separated list (case-insensitive through the type lookup). */
+static int type_selected(const char *list, const lowbit_type_traits *t) {
+    if (!list) {
+        /* every weight format with a dot product; Q8_1 and Q8_K are activation formats only */
+        return t->vec_dot && t->quantize_ref && t->type != LOWBIT_TYPE_Q8_1 &&
+               t->type != LOWBIT_TYPE_Q8_K;
+    }
+    char name[32];
+    for (const char *p = list; *p;) {
+        size_t len = strcspn(p, ",");
+        if (len < sizeof name) {
+            memcpy(name, p, len);
+            name[len] = '\0';
+            lowbit_type type;
+            if (lowbit_type_from_name(name, &type) == LOWBIT_OK && type == t->type) return 1;
+        }
+        p += len + (p[len] == ',');
+    }
+    return 0;
+}
+
+static int check_type_list(const char *list) {
+    char name[32];
+    for (const char *p = list; list && *p;) {
+        size_t len = strcspn(p, ",");
+        lowbit_type type;
+        snprintf(name, sizeof name, "%.*s", (int)(len < 31 ? len : 31), p);
+        if (lowbit_type_from_name(name, &type) != LOWBIT_OK || !lowbit_type_info(type)->vec_dot ||
+            !lowbit_type_info(type)->quantize_ref) {
+            fprintf(stderr, "lowbit bench: '%s' is not a format with an encoder and a dot product\n",
+                    name);
+            return 0;
+        }
+        p += len + (p[len] == ',');
+    }
+    return 1;
+}
+
+int cmd_bench(int argc, char **argv) {
+    bench_options o;
+    const int parsed = parse_options(argc, argv, &o);
+    if (parsed != CLI_OK) return parsed < 0 ? CLI_OK : parsed;
+    if (!check_type_list(o.types)) return CLI_USAGE;
+    lowbit_pool *pool = NULL;
+    if (lowbit_pool_create(o.threads, &pool) != LOWBIT_OK) {
+        fprintf(stderr, "lowbit bench: cannot create the thread pool\n");
+        return CLI_FAILED;
+    }
+    const int threads = lowbit_pool_size(pool);
+    float *x = malloc((size_t)(512 * o.cols) * sizeof *x);
+    float *out = malloc((size_t)(512 * o.rows) * sizeof *out);
+    if (!x || !out) {
+        fprintf(stderr, "lowbit bench: out of memory\n");
+        free(x);
+        free(out);
+        lowbit_pool_destroy(pool);
+        return CLI_FAILED;
+    }
+    for (int64_t i = 0; i < 512 * o.cols; i++) x[i] = (float)((i * 7919) % 2001 - 1000) * 1e-3f;
+
+    const double bw1 = o.bandwidth_mib > 0 ? read_bandwidth(o.bandwidth_mib, NULL, 5) : 0.0;
+    const double bwn = o.bandwidth_mib > 0 ? read_bandwidth(o.bandwidth_mib, pool, 5) : 0.0;
+    if (o.json) {
+        printf("{\n  \"rows\": %lld, \"cols\": %lld, \"threads\": %d, \"reps\": %d,\n"
+               "  \"read_bandwidth_gbs_1t\": %.3f, \"read_bandwidth_gbs_nt\": %.3f,\n"
+               "  \"formats\": [",
+               (long long)o.rows, (long long)o.cols, threads, o.reps, bw1, bwn);
+    } else {
+        printf("lowbit bench: %lld x %lld weights, %d reps (median), cold set %lld MiB\n",
+               (long long)o.rows, (long long)o.cols, o.reps, (long long)o.cold_mib);
+        if (o.bandwidth_mib > 0) {
+            printf("memory read bandwidth: %.1f GB/s one thread, %.1f GB/s %d threads\n", bw1,
+                   bwn, threads);
+        }
+        print_table_header(threads);
+    }
+    int status = CLI_OK, first = 1;
+    for (int i = 0; i < lowbit_type_count(); i++) {
+        const lowbit_type_traits *t = lowbit_type_at(i);
+        if (!type_selected(o.types, t)) continue;
+        format_result r;
+        if (!bench_format(t, &o, pool, x, out, &r)) {
+            fprintf(stderr, "lowbit bench: %s: cannot set up the matrices\n", t->name);
+            status = CLI_FAILED;
+            continue;
+        }
+        if (o.json) print_json_row(&r, first);
+        else print_table_row(&r);
+        first = 0;
+    }
+    if (o.json) printf("\n  ]\n}\n");
+    free(x);
+    free(out);
+    lowbit_pool_destroy(pool);
+    return status;
+}
