@@ -470,7 +470,7 @@ typedef struct lowbit_eval_result {
 typedef void (*lowbit_eval_progress_fn)(void *ctx, int64_t paragraphs_done, int64_t paragraphs);
 
 typedef struct lowbit_eval_options {
-    const lowbit_llama *base;        /* a base model run in the same pass, or NULL */
+    lowbit_llama *base;              /* a base model run in the same pass (its KV cache is used), or NULL */
     const char *base_logits_path;    /* logits of the base saved earlier, or NULL */
     const char *save_logits_path;    /* save this model's logits here (to serve as a base), or NULL */
     int64_t max_paragraphs;          /* 0: all */

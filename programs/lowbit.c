@@ -15,7 +15,12 @@ typedef struct command {
 } command;
 
 static const command commands[] = {
+    {"bench", cmd_bench, "GEMV/GEMM speed of every format, SIMD kernels beside the scalar reference"},
     {"quantize", cmd_quantize, "quantize a model (GGUF, llama2.c, safetensors) into a GGUF file"},
+    {"imatrix", cmd_imatrix, "collect an importance matrix by running calibration text through a model"},
+    {"eval", cmd_eval, "perplexity of a language model on a text; KL-divergence against a base"},
+    {"generate", cmd_generate, "generate text with a language model (greedy or top-p sampling)"},
+    {"compare", cmd_compare, "compare variants of a model: size, perplexity, KL-divergence, speed"},
     {"inspect", cmd_inspect, "show a model file's metadata and tensors"},
     {"formats", cmd_formats,
      "list every format: layout, bits per weight, and error and speed on the golden inputs"},
