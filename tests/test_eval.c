@@ -242,7 +242,7 @@ static int same_comparison(const lowbit_eval_result *a, const lowbit_eval_result
 }
 
 static lowbit_status eval_with(const lm *m, const char *text, size_t length, int64_t max_paragraphs,
-                               const lowbit_llama *base, const char *base_logits,
+                               lowbit_llama *base, const char *base_logits,
                                const char *save_logits, lowbit_eval_result *r, lowbit_diag *diag) {
     lowbit_eval_options options = {0};
     options.max_paragraphs = max_paragraphs;
