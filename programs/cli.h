@@ -59,6 +59,8 @@ int cli_read_file(const char *command, const char *path, char **data, size_t *le
 int cli_parse_count(const char *text, int64_t max, int64_t *value);
 /* A JSON string literal on stdout. */
 void cli_print_json_string(const char *s);
+/* The same for n bytes (NUL bytes included, escaped as \\u0000). */
+void cli_print_json_chars(const char *s, size_t n);
 /* Evaluation progress on stderr (a redrawn line on a terminal, plain lines otherwise): create a
    context labelled `label` (free() it), pass cli_eval_progress and it to lowbit_eval_text. */
 void *cli_eval_progress_create(const char *label);

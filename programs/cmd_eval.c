@@ -221,10 +221,12 @@ static int parse_eval_args(int argc, char **argv, eval_args *a) {
     return CLI_OK;
 }
 
-void cli_print_json_string(const char *s) {
+void cli_print_json_string(const char *s) { cli_print_json_chars(s, strlen(s)); }
+
+void cli_print_json_chars(const char *s, size_t n) {
     putchar('"');
-    for (; *s; s++) {
-        const unsigned char c = (unsigned char)*s;
+    for (size_t i = 0; i < n; i++) {
+        const unsigned char c = (unsigned char)s[i];
         if (c == '"' || c == '\\') printf("\\%c", c);
         else if (c < 0x20) printf("\\u%04x", c);
         else putchar(c);

@@ -272,22 +272,6 @@ static void print_text_row(const lowbit_type_traits *t, const golden_figures *fi
     printf("\n");
 }
 
-/* A JSON string with the characters JSON requires escaped. */
-static void print_json_string(const char *s) {
-    putchar('"');
-    for (; *s; s++) {
-        const unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') {
-            printf("\\%c", c);
-        } else if (c < 0x20) {
-            printf("\\u%04x", c);
-        } else {
-            putchar(c);
-        }
-    }
-    putchar('"');
-}
-
 static void print_json_number(const char *key, double v) {
     if (isnan(v) || isinf(v)) {
         printf(", \"%s\": null", key);
@@ -311,7 +295,7 @@ static void print_json_row(const lowbit_type_traits *t, const golden_figures *fi
 
 static void print_json_header(const char *dir, int have_golden) {
     printf("{\n  \"golden_dir\": ");
-    print_json_string(dir);
+    cli_print_json_string(dir);
     printf(", \"golden_available\": %s,\n  \"formats\": [\n", have_golden ? "true" : "false");
 }
 

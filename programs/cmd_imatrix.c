@@ -44,9 +44,8 @@ static void print_imatrix_usage(FILE *out) {
 }
 
 static int parse_positive(const char *text, int64_t max, int64_t *value) {
-    char *end;
-    const long long v = strtoll(text, &end, 10);
-    if (*text == '\0' || *end != '\0' || v < 1 || v > max) return 0;
+    int64_t v;
+    if (!cli_parse_count(text, max, &v) || v < 1) return 0;
     *value = v;
     return 1;
 }

@@ -55,20 +55,9 @@ static void print_text(const lowbit_model *model, const char *path) {
            (unsigned long long)bytes, elements ? 8.0 * (double)bytes / (double)elements : 0.0);
 }
 
-static void print_json_string(const char *s, size_t n) {
-    putchar('"');
-    for (size_t i = 0; i < n; i++) {
-        const unsigned char c = (unsigned char)s[i];
-        if (c == '"' || c == '\\') printf("\\%c", c);
-        else if (c < 0x20) printf("\\u%04x", c);
-        else putchar(c);
-    }
-    putchar('"');
-}
-
 static void print_json(const lowbit_model *model, const char *path) {
     printf("{\"file\": ");
-    print_json_string(path, strlen(path));
+    cli_print_json_chars(path, strlen(path));
     printf(", \"format\": \"%s\", \"metadata\": [",
            lowbit_model_format_name(lowbit_model_get_format(model)));
     for (int64_t i = 0; i < lowbit_model_kv_count(model); i++) {
@@ -77,9 +66,9 @@ static void print_json(const lowbit_model *model, const char *path) {
         lowbit_model_kv(model, i, &kv);
         const size_t length = lowbit_kv_format(&kv, value, sizeof value);
         printf("%s\n  {\"key\": ", i ? "," : "");
-        print_json_string(kv.key, strlen(kv.key));
+        cli_print_json_chars(kv.key, strlen(kv.key));
         printf(", \"type\": \"%s\", \"value\": ", value_type_name(kv.type));
-        print_json_string(value, length);
+        cli_print_json_chars(value, length);
         printf("}");
     }
     printf("\n], \"tensors\": [");
@@ -87,7 +76,7 @@ static void print_json(const lowbit_model *model, const char *path) {
         lowbit_tensor_info t;
         lowbit_model_tensor(model, i, &t);
         printf("%s\n  {\"name\": ", i ? "," : "");
-        print_json_string(t.name, strlen(t.name));
+        cli_print_json_chars(t.name, strlen(t.name));
         printf(", \"shape\": [");
         for (int d = 0; d < t.n_dims; d++) printf("%s%lld", d ? ", " : "", (long long)t.ne[d]);
         printf("], \"type\": \"%s\", \"bytes\": %llu, \"bits_per_weight\": %.4f}",

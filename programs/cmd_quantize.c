@@ -245,33 +245,22 @@ static void print_plan_text(const lowbit_plan *plan, const quantize_args *a) {
            (unsigned long long)lowbit_plan_file_size(plan));
 }
 
-static void print_json_string(const char *s) {
-    putchar('"');
-    for (; *s; s++) {
-        const unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\') printf("\\%c", c);
-        else if (c < 0x20) printf("\\u%04x", c);
-        else putchar(c);
-    }
-    putchar('"');
-}
-
 static void print_plan_json(const lowbit_plan *plan, const quantize_args *a, int written,
                             double seconds) {
     const int64_t n = lowbit_plan_tensor_count(plan);
     printf("{\"input\": ");
-    print_json_string(a->input);
+    cli_print_json_string(a->input);
     printf(", \"output\": ");
-    print_json_string(a->output);
+    cli_print_json_string(a->output);
     printf(", \"preset\": ");
-    print_json_string(a->preset);
+    cli_print_json_string(a->preset);
     printf(", \"written\": %s, \"seconds\": %.3f, \"file_size\": %llu, \"file_type\": %u, \"tensors\": [",
            written ? "true" : "false", seconds, (unsigned long long)lowbit_plan_file_size(plan),
            lowbit_plan_file_type(plan));
     for (int64_t i = 0; i < n; i++) {
         const lowbit_tensor_plan *t = lowbit_plan_tensor(plan, i);
         printf("%s\n  {\"name\": ", i ? "," : "");
-        print_json_string(t->name);
+        cli_print_json_string(t->name);
         printf(", \"shape\": [");
         for (int d = 0; d < t->n_dims; d++) printf("%s%lld", d ? ", " : "", (long long)t->ne[d]);
         printf("], \"from\": \"%s\", \"to\": \"%s\", \"bits_per_weight\": %.4f, \"bytes\": %llu, "
@@ -279,7 +268,7 @@ static void print_plan_json(const lowbit_plan *plan, const quantize_args *a, int
                type_name(t->source_type), type_name(t->type), lowbit_bits_per_weight(t->type),
                (unsigned long long)t->n_bytes, (unsigned long long)t->offset,
                t->uses_importance ? "true" : "false", t->fell_back ? "true" : "false");
-        print_json_string(t->note);
+        cli_print_json_string(t->note);
         printf("}");
     }
     printf("\n]}\n");

@@ -12,6 +12,7 @@
  */
 #define _GNU_SOURCE /* mkdtemp, unshare, setresuid */
 #include "testing.h"
+#include "testing_process.h"
 #include "lowbit.h"
 #include "io/file.h"
 
@@ -32,70 +33,6 @@
 
 static char root[] = "/tmp/lowbit_test_atomic.XXXXXX";
 
-static const char *join(const char *folder, const char *name) {
-    static char paths[8][1024];
-    static int next;
-    char *p = paths[next++ % 8];
-    snprintf(p, 1024, "%s/%s", folder, name);
-    return p;
-}
-
-/* Creates root/name; the path stays valid for the whole test (join's buffers are reused). */
-static const char *make_folder(const char *name) {
-    static char folders[16][1024];
-    static int count;
-    char *path = folders[count++ % 16];
-    snprintf(path, 1024, "%s/%s", root, name);
-    mkdir(path, 0755);
-    return path;
-}
-
-static int compare_strings(const void *a, const void *b) {
-    return strcmp(*(const char *const *)a, *(const char *const *)b);
-}
-
-/* The folder's entries, sorted and joined by commas ("" when empty); "?" if it cannot be read. */
-static const char *listing(const char *folder) {
-    static char out[4096];
-    char *names[256];
-    int n = 0;
-    DIR *d = opendir(folder);
-    if (!d) return "?";
-    for (struct dirent *e; (e = readdir(d)) && n < 256;) {
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) names[n++] = strdup(e->d_name);
-    }
-    closedir(d);
-    qsort(names, (size_t)n, sizeof *names, compare_strings);
-    out[0] = '\0';
-    for (int i = 0; i < n; i++) {
-        if (i) strncat(out, ",", sizeof out - strlen(out) - 1);
-        strncat(out, names[i], sizeof out - strlen(out) - 1);
-        free(names[i]);
-    }
-    return out;
-}
-
-static int write_text(const char *path, const char *text) {
-    FILE *f = fopen(path, "wb");
-    if (!f) return 0;
-    const int ok = fputs(text, f) >= 0;
-    return fclose(f) == 0 && ok;
-}
-
-static int holds_text(const char *path, const char *text) {
-    char buf[256] = {0};
-    FILE *f = fopen(path, "rb");
-    if (!f) return 0;
-    const size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    return n == strlen(text) && memcmp(buf, text, n) == 0;
-}
-
-static int exists(const char *path) {
-    struct stat st;
-    return lstat(path, &st) == 0;
-}
-
 /* A deterministic pattern of n bytes. */
 static uint8_t *pattern(size_t n, unsigned seed) {
     uint8_t *p = malloc(n);
@@ -103,73 +40,36 @@ static uint8_t *pattern(size_t n, unsigned seed) {
     return p;
 }
 
-/* Runs fn(folder) in a forked child: its exit code (0: its checks passed), or 128 + signal. */
-static int in_child(int (*fn)(const char *), const char *folder) {
-    fflush(stdout);
-    fflush(stderr);
-    const pid_t pid = fork();
-    if (pid < 0) return -1;
-    if (pid == 0) _exit(fn(folder));
-    int status = 0;
-    if (waitpid(pid, &status, 0) != pid) return -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
-
-static int write_id_map(const char *file, const char *map) {
-    const int fd = open(file, O_WRONLY);
-    if (fd < 0) return 0;
-    const ssize_t n = write(fd, map, strlen(map));
-    close(fd);
-    return n == (ssize_t)strlen(map);
-}
-
-/* A mount namespace of this (child) process only, where mounts do not propagate out: as root,
-   or else through a user namespace (where tmpfs may be mounted without privileges). */
-static int private_mounts(void) {
-    if (unshare(CLONE_NEWNS) != 0) {
-        const uid_t uid = getuid();
-        const gid_t gid = getgid();
-        char map[64];
-        if (unshare(CLONE_NEWUSER | CLONE_NEWNS) != 0) return 0;
-        write_id_map("/proc/self/setgroups", "deny");
-        snprintf(map, sizeof map, "0 %u 1", (unsigned)uid);
-        if (!write_id_map("/proc/self/uid_map", map)) return 0;
-        snprintf(map, sizeof map, "0 %u 1", (unsigned)gid);
-        if (!write_id_map("/proc/self/gid_map", map)) return 0;
-    }
-    return mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) == 0;
-}
-
 /* ---- cases run in the test process ---- */
 
 static void test_refused_destinations(void) {
     lb_atomic_file *f = NULL;
     lowbit_diag diag = {0};
-    const char *before = strdup(listing(root));
-    const char *missing = join(root, "missing/out.bin");
+    const char *before = strdup(lb_listing(root));
+    const char *missing = lb_join_path(root, "missing/out.bin");
     CHECK(lb_atomic_open(missing, &f, &diag) == LOWBIT_ERR_IO && !f &&
               strstr(diag.message, "does not exist") && strstr(diag.message, missing),
           "missing folder: %s", diag.message);
-    CHECK(strcmp(listing(root), before) == 0 && !exists(join(root, "missing")),
+    CHECK(strcmp(lb_listing(root), before) == 0 && !lb_exists(lb_join_path(root, "missing")),
           "missing folder: nothing created");
 
-    const char *folder = make_folder("dirs");
-    const char *sub = make_folder("dirs/sub");
+    const char *folder = lb_make_folder(root, "dirs");
+    const char *sub = lb_make_folder(root, "dirs/sub");
     CHECK(lb_atomic_open(sub, &f, &diag) == LOWBIT_ERR_IO && !f &&
               strstr(diag.message, "is a directory"), "directory: %s", diag.message);
-    CHECK(lb_atomic_open(join(folder, "new/"), &f, &diag) == LOWBIT_ERR_IO && !f &&
+    CHECK(lb_atomic_open(lb_join_path(folder, "new/"), &f, &diag) == LOWBIT_ERR_IO && !f &&
               strstr(diag.message, "names a folder"), "trailing slash: %s", diag.message);
     CHECK(lb_atomic_open("/dev/null", &f, &diag) == LOWBIT_ERR_IO && !f &&
               strstr(diag.message, "not a regular file"), "device: %s", diag.message);
     CHECK(lb_atomic_open("", &f, &diag) == LOWBIT_ERR_IO && !f, "empty path");
-    CHECK(strcmp(listing(folder), "sub") == 0 && strcmp(listing(sub), "") == 0,
-          "directory: nothing created (%s)", listing(folder));
+    CHECK(strcmp(lb_listing(folder), "sub") == 0 && strcmp(lb_listing(sub), "") == 0,
+          "directory: nothing created (%s)", lb_listing(folder));
     free((void *)before);
 }
 
 static void test_write_and_commit(void) {
-    const char *folder = make_folder("basic");
-    const char *dest = join(folder, "out.bin");
+    const char *folder = lb_make_folder(root, "basic");
+    const char *dest = lb_join_path(folder, "out.bin");
     lb_atomic_file *f = NULL;
     lowbit_diag diag = {0};
     CHECK(lb_atomic_open(dest, &f, &diag) == LOWBIT_OK, "open: %s", diag.message);
@@ -179,7 +79,7 @@ static void test_write_and_commit(void) {
     CHECK(strncmp(temp, dest, dest_length) == 0 && temp[dest_length] == '.' &&
               strlen(temp) == dest_length + 11 && strcmp(temp + dest_length + 7, ".tmp") == 0,
           "temporary name '%s'", temp);
-    CHECK(exists(temp) && !exists(dest), "only the temporary file exists while writing");
+    CHECK(lb_exists(temp) && !lb_exists(dest), "only the temporary file exists while writing");
     /* small writes (buffered), a large one (written through), padding */
     const size_t big = (size_t)3 << 20;
     uint8_t *data = pattern(big, 1);
@@ -188,7 +88,7 @@ static void test_write_and_commit(void) {
     CHECK(lb_atomic_write_zeros(f, 10, &diag) == LOWBIT_OK, "zeros");
     CHECK(lb_atomic_write(f, "!", 1, &diag) == LOWBIT_OK, "last write");
     CHECK(lb_atomic_size(f) == 5 + big + 11, "size %llu", (unsigned long long)lb_atomic_size(f));
-    CHECK(!exists(dest), "no destination before the commit");
+    CHECK(!lb_exists(dest), "no destination before the commit");
     CHECK(lb_atomic_commit(f, &diag) == LOWBIT_OK, "commit: %s", diag.message);
     struct stat st;
     CHECK(stat(dest, &st) == 0 && (uint64_t)st.st_size == 5 + big + 11 &&
@@ -200,11 +100,11 @@ static void test_write_and_commit(void) {
     static const uint8_t zeros[10];
     CHECK(n == 5 + big + 11 && memcmp(back, "hello", 5) == 0 && memcmp(back + 5, data, big) == 0 &&
               memcmp(back + 5 + big, zeros, 10) == 0 && back[5 + big + 10] == '!', "content");
-    CHECK(strcmp(listing(folder), "out.bin") == 0, "listing: %s", listing(folder));
+    CHECK(strcmp(lb_listing(folder), "out.bin") == 0, "listing: %s", lb_listing(folder));
 
     /* the umask applies: 077 gives 0600 */
     const mode_t old_mask = umask(077);
-    const char *private_dest = join(folder, "private.bin");
+    const char *private_dest = lb_join_path(folder, "private.bin");
     CHECK(lb_atomic_open(private_dest, &f, &diag) == LOWBIT_OK &&
               lb_atomic_commit(f, &diag) == LOWBIT_OK, "empty file: %s", diag.message);
     umask(old_mask);
@@ -216,24 +116,24 @@ static void test_write_and_commit(void) {
     CHECK(getcwd(cwd, sizeof cwd) && chdir(folder) == 0, "chdir");
     CHECK(lb_atomic_open("bare.bin", &f, &diag) == LOWBIT_OK &&
               lb_atomic_write(f, "bare", 4, &diag) == LOWBIT_OK &&
-              lb_atomic_commit(f, &diag) == LOWBIT_OK && holds_text("bare.bin", "bare"),
+              lb_atomic_commit(f, &diag) == LOWBIT_OK && lb_holds_text("bare.bin", "bare"),
           "relative name: %s", diag.message);
     CHECK(unlink("bare.bin") == 0 && chdir(cwd) == 0, "chdir back");
 
     /* an existing destination keeps its content until the commit, and after an abort */
-    CHECK(write_text(dest, "old"), "old content");
+    CHECK(lb_write_text(dest, "old"), "old content");
     CHECK(lb_atomic_open(dest, &f, &diag) == LOWBIT_OK, "open over a file");
     CHECK(lb_atomic_write(f, "new content", 11, &diag) == LOWBIT_OK, "write");
-    CHECK(holds_text(dest, "old"), "untouched before the commit");
-    CHECK(lb_atomic_commit(f, &diag) == LOWBIT_OK && holds_text(dest, "new content"), "replaced");
+    CHECK(lb_holds_text(dest, "old"), "untouched before the commit");
+    CHECK(lb_atomic_commit(f, &diag) == LOWBIT_OK && lb_holds_text(dest, "new content"), "replaced");
     CHECK(lb_atomic_open(dest, &f, &diag) == LOWBIT_OK, "open again");
     temp = lb_atomic_temp_path(f);
     CHECK(lb_atomic_write(f, data, (size_t)5 << 19, &diag) == LOWBIT_OK, "2.5 MiB");
     CHECK(stat(temp, &st) == 0 && st.st_size >= (2 << 20), "data on disk before the abort");
     lb_atomic_abort(f);
     lb_atomic_abort(NULL);
-    CHECK(holds_text(dest, "new content"), "untouched by the abort");
-    CHECK(strcmp(listing(folder), "out.bin,private.bin") == 0, "after abort: %s", listing(folder));
+    CHECK(lb_holds_text(dest, "new content"), "untouched by the abort");
+    CHECK(strcmp(lb_listing(folder), "out.bin,private.bin") == 0, "after abort: %s", lb_listing(folder));
     free(back);
     free(data);
 }
@@ -244,39 +144,39 @@ static void on_signal(int signal_number) {
 }
 
 static void test_registry(void) {
-    const char *folder = make_folder("registry");
+    const char *folder = lb_make_folder(root, "registry");
     lb_atomic_file *a = NULL, *b = NULL, *c = NULL;
     lowbit_diag diag = {0};
     uint8_t *data = pattern((size_t)2 << 20, 2);
-    CHECK(lb_atomic_open(join(folder, "a.bin"), &a, &diag) == LOWBIT_OK &&
-              lb_atomic_open(join(folder, "b.bin"), &b, &diag) == LOWBIT_OK, "open two");
+    CHECK(lb_atomic_open(lb_join_path(folder, "a.bin"), &a, &diag) == LOWBIT_OK &&
+              lb_atomic_open(lb_join_path(folder, "b.bin"), &b, &diag) == LOWBIT_OK, "open two");
     if (!a || !b) return;
     lb_atomic_write(a, "a", 1, &diag);
     lb_atomic_write(b, data, (size_t)2 << 20, &diag);
     char temp_a[1024], temp_b[1024];
     snprintf(temp_a, sizeof temp_a, "%s", lb_atomic_temp_path(a));
     snprintf(temp_b, sizeof temp_b, "%s", lb_atomic_temp_path(b));
-    CHECK(exists(temp_a) && exists(temp_b), "both temporaries exist");
+    CHECK(lb_exists(temp_a) && lb_exists(temp_b), "both temporaries exist");
     /* a committed file is no longer the registry's: the cleanup leaves it alone */
-    CHECK(lb_atomic_open(join(folder, "c.bin"), &c, &diag) == LOWBIT_OK &&
+    CHECK(lb_atomic_open(lb_join_path(folder, "c.bin"), &c, &diag) == LOWBIT_OK &&
               lb_atomic_commit(c, &diag) == LOWBIT_OK, "commit c");
     lb_atomic_remove_all_temporaries();
-    CHECK(!exists(temp_a) && !exists(temp_b), "the cleanup removed the temporaries");
-    CHECK(strcmp(listing(folder), "c.bin") == 0, "after cleanup: %s", listing(folder));
+    CHECK(!lb_exists(temp_a) && !lb_exists(temp_b), "the cleanup removed the temporaries");
+    CHECK(strcmp(lb_listing(folder), "c.bin") == 0, "after cleanup: %s", lb_listing(folder));
     /* what was cleaned up cannot be committed */
     CHECK(lb_atomic_commit(a, &diag) == LOWBIT_ERR_IO && strstr(diag.message, "a.bin"),
           "commit after cleanup: %s", diag.message);
     lb_atomic_abort(b);
-    CHECK(strcmp(listing(folder), "c.bin") == 0, "after commit/abort: %s", listing(folder));
+    CHECK(strcmp(lb_listing(folder), "c.bin") == 0, "after commit/abort: %s", lb_listing(folder));
 
     /* from a signal handler */
     struct sigaction action = {0};
     action.sa_handler = on_signal;
     sigaction(SIGUSR1, &action, NULL);
-    CHECK(lb_atomic_open(join(folder, "d.bin"), &a, &diag) == LOWBIT_OK, "open d");
+    CHECK(lb_atomic_open(lb_join_path(folder, "d.bin"), &a, &diag) == LOWBIT_OK, "open d");
     lb_atomic_write(a, data, (size_t)2 << 20, &diag);
     raise(SIGUSR1);
-    CHECK(strcmp(listing(folder), "c.bin") == 0, "after the signal: %s", listing(folder));
+    CHECK(strcmp(lb_listing(folder), "c.bin") == 0, "after the signal: %s", lb_listing(folder));
     lb_atomic_abort(a);
     signal(SIGUSR1, SIG_DFL);
 
@@ -286,14 +186,14 @@ static void test_registry(void) {
     for (int i = 0; i < LB_ATOMIC_MAX_LIVE; i++) {
         char name[32];
         snprintf(name, sizeof name, "m%02d.bin", i);
-        opened += lb_atomic_open(join(folder, name), &many[i], &diag) == LOWBIT_OK;
+        opened += lb_atomic_open(lb_join_path(folder, name), &many[i], &diag) == LOWBIT_OK;
     }
     CHECK(opened == LB_ATOMIC_MAX_LIVE, "opened %d", opened);
-    CHECK(lb_atomic_open(join(folder, "one-too-many.bin"), &a, &diag) == LOWBIT_ERR_IO && !a &&
+    CHECK(lb_atomic_open(lb_join_path(folder, "one-too-many.bin"), &a, &diag) == LOWBIT_ERR_IO && !a &&
               strstr(diag.message, "more than 16"), "full registry: %s", diag.message);
     for (int i = 0; i < opened; i++) lb_atomic_abort(many[i]);
-    CHECK(strcmp(listing(folder), "c.bin") == 0, "after the aborts: %s", listing(folder));
-    CHECK(lb_atomic_open(join(folder, "e.bin"), &a, &diag) == LOWBIT_OK, "slots reused");
+    CHECK(strcmp(lb_listing(folder), "c.bin") == 0, "after the aborts: %s", lb_listing(folder));
+    CHECK(lb_atomic_open(lb_join_path(folder, "e.bin"), &a, &diag) == LOWBIT_OK, "slots reused");
     lb_atomic_abort(a);
     free(data);
 }
@@ -301,12 +201,12 @@ static void test_registry(void) {
 /* ---- cases run in a child ---- */
 
 static int read_only_by_mount(const char *folder) {
-    if (!private_mounts() || mount("tmpfs", folder, "tmpfs", 0, "size=1m") != 0) {
+    if (!lb_private_mounts() || mount("tmpfs", folder, "tmpfs", 0, "size=1m") != 0) {
         return CANNOT_SET_UP;
     }
     const int failed_before = lb_checks_failed;
-    const char *dest = join(folder, "out.bin");
-    CHECK(write_text(dest, "old"), "old content");
+    const char *dest = lb_join_path(folder, "out.bin");
+    CHECK(lb_write_text(dest, "old"), "old content");
     CHECK(mount(NULL, folder, NULL, MS_REMOUNT | MS_RDONLY, "size=1m") == 0, "remount read-only: %s",
           strerror(errno));
     lb_atomic_file *f = NULL;
@@ -314,8 +214,8 @@ static int read_only_by_mount(const char *folder) {
     CHECK(lb_atomic_open(dest, &f, &diag) == LOWBIT_ERR_IO && !f &&
               strstr(diag.message, strerror(EROFS)) && strstr(diag.message, dest),
           "read-only folder (tmpfs): %s", diag.message);
-    CHECK(holds_text(dest, "old"), "destination untouched");
-    CHECK(strcmp(listing(folder), "out.bin") == 0, "read-only listing: %s", listing(folder));
+    CHECK(lb_holds_text(dest, "old"), "destination untouched");
+    CHECK(strcmp(lb_listing(folder), "out.bin") == 0, "read-only listing: %s", lb_listing(folder));
     return lb_checks_failed > failed_before;
 }
 
@@ -324,21 +224,21 @@ static int read_only_by_uid(const char *folder) {
         return CANNOT_SET_UP;
     }
     const int failed_before = lb_checks_failed;
-    const char *dest = join(folder, "out.bin");
+    const char *dest = lb_join_path(folder, "out.bin");
     lb_atomic_file *f = NULL;
     lowbit_diag diag = {0};
     CHECK(lb_atomic_open(dest, &f, &diag) == LOWBIT_ERR_IO && !f &&
               strstr(diag.message, strerror(EACCES)) && strstr(diag.message, dest),
           "read-only folder (0555, uid 65534): %s", diag.message);
-    CHECK(holds_text(dest, "old"), "destination untouched");
-    CHECK(strcmp(listing(folder), "out.bin") == 0, "0555 listing: %s", listing(folder));
+    CHECK(lb_holds_text(dest, "old"), "destination untouched");
+    CHECK(strcmp(lb_listing(folder), "out.bin") == 0, "0555 listing: %s", lb_listing(folder));
     return lb_checks_failed > failed_before;
 }
 
 /* Writes 2 MiB to folder/out.bin (which holds "old") and expects `reason` on the way; then
    checks that nothing but the old file is left. */
 static void expect_write_failure(const char *folder, const char *reason) {
-    const char *dest = join(folder, "out.bin");
+    const char *dest = lb_join_path(folder, "out.bin");
     lb_atomic_file *f = NULL;
     lowbit_diag diag = {0};
     CHECK(lb_atomic_open(dest, &f, &diag) == LOWBIT_OK, "open: %s", diag.message);
@@ -350,7 +250,7 @@ static void expect_write_failure(const char *folder, const char *reason) {
     for (int i = 0; i < 32 && st == LOWBIT_OK; i++) st = lb_atomic_write(f, data, 64 << 10, &diag);
     if (st == LOWBIT_OK) st = lb_atomic_commit(f, &diag);
     else {
-        CHECK(!exists(temp), "the temporary file is removed at the first error");
+        CHECK(!lb_exists(temp), "the temporary file is removed at the first error");
         lowbit_diag again = {0};
         CHECK(lb_atomic_write(f, data, 1, &again) == LOWBIT_ERR_IO &&
                   strcmp(again.message, diag.message) == 0, "later writes fail the same way");
@@ -360,17 +260,17 @@ static void expect_write_failure(const char *folder, const char *reason) {
     }
     CHECK(st == LOWBIT_ERR_IO && strstr(diag.message, reason) && strstr(diag.message, temp),
           "expected '%s': %s", reason, diag.message);
-    CHECK(holds_text(dest, "old"), "destination keeps its old content");
-    CHECK(strcmp(listing(folder), "out.bin") == 0, "listing: %s", listing(folder));
+    CHECK(lb_holds_text(dest, "old"), "destination keeps its old content");
+    CHECK(strcmp(lb_listing(folder), "out.bin") == 0, "listing: %s", lb_listing(folder));
     free(data);
 }
 
 static int full_disk_by_mount(const char *folder) {
-    if (!private_mounts() || mount("tmpfs", folder, "tmpfs", 0, "size=64k") != 0) {
+    if (!lb_private_mounts() || mount("tmpfs", folder, "tmpfs", 0, "size=64k") != 0) {
         return CANNOT_SET_UP;
     }
     const int failed_before = lb_checks_failed;
-    CHECK(write_text(join(folder, "out.bin"), "old"), "old content");
+    CHECK(lb_write_text(lb_join_path(folder, "out.bin"), "old"), "old content");
     expect_write_failure(folder, strerror(ENOSPC));
     return lb_checks_failed > failed_before;
 }
@@ -379,7 +279,7 @@ static int full_disk_by_mount(const char *folder) {
    after a short write up to it. */
 static int file_size_limit(const char *folder) {
     const int failed_before = lb_checks_failed;
-    CHECK(write_text(join(folder, "out.bin"), "old"), "old content");
+    CHECK(lb_write_text(lb_join_path(folder, "out.bin"), "old"), "old content");
     const struct rlimit limit = {300000, 300000};
     if (signal(SIGXFSZ, SIG_IGN) == SIG_ERR || setrlimit(RLIMIT_FSIZE, &limit) != 0) {
         return CANNOT_SET_UP;
@@ -393,18 +293,18 @@ static const char *outcome(int child_exit) {
 }
 
 static void test_read_only_folder(void) {
-    const char *by_mount = make_folder("ro-mount");
-    const int mount_rc = in_child(read_only_by_mount, by_mount);
+    const char *by_mount = lb_make_folder(root, "ro-mount");
+    const int mount_rc = lb_in_child(read_only_by_mount, by_mount);
     CHECK(mount_rc == 0 || mount_rc == CANNOT_SET_UP, "read-only tmpfs case: exit %d", mount_rc);
-    CHECK(strcmp(listing(by_mount), "") == 0, "the mount stayed in the child: %s", listing(by_mount));
+    CHECK(strcmp(lb_listing(by_mount), "") == 0, "the mount stayed in the child: %s", lb_listing(by_mount));
 
-    const char *by_uid = make_folder("ro-uid");
-    CHECK(write_text(join(by_uid, "out.bin"), "old"), "old content");
+    const char *by_uid = lb_make_folder(root, "ro-uid");
+    CHECK(lb_write_text(lb_join_path(by_uid, "out.bin"), "old"), "old content");
     chmod(by_uid, 0555);
-    const int uid_rc = in_child(read_only_by_uid, by_uid);
+    const int uid_rc = lb_in_child(read_only_by_uid, by_uid);
     CHECK(uid_rc == 0 || uid_rc == CANNOT_SET_UP, "0555 folder case: exit %d", uid_rc);
-    CHECK(strcmp(listing(by_uid), "out.bin") == 0 && holds_text(join(by_uid, "out.bin"), "old"),
-          "0555 folder afterwards: %s", listing(by_uid));
+    CHECK(strcmp(lb_listing(by_uid), "out.bin") == 0 && lb_holds_text(lb_join_path(by_uid, "out.bin"), "old"),
+          "0555 folder afterwards: %s", lb_listing(by_uid));
     chmod(by_uid, 0755);
     CHECK(mount_rc != CANNOT_SET_UP || uid_rc != CANNOT_SET_UP,
           "no way to make a read-only folder here (mount namespace, user namespace, setresuid)");
@@ -412,15 +312,15 @@ static void test_read_only_folder(void) {
 }
 
 static void test_full_disk(void) {
-    const char *by_mount = make_folder("full-mount");
-    const int mount_rc = in_child(full_disk_by_mount, by_mount);
+    const char *by_mount = lb_make_folder(root, "full-mount");
+    const int mount_rc = lb_in_child(full_disk_by_mount, by_mount);
     CHECK(mount_rc == 0 || mount_rc == CANNOT_SET_UP, "full tmpfs case: exit %d", mount_rc);
-    CHECK(strcmp(listing(by_mount), "") == 0, "the mount stayed in the child: %s", listing(by_mount));
-    const char *by_limit = make_folder("fsize");
-    const int limit_rc = in_child(file_size_limit, by_limit);
+    CHECK(strcmp(lb_listing(by_mount), "") == 0, "the mount stayed in the child: %s", lb_listing(by_mount));
+    const char *by_limit = lb_make_folder(root, "fsize");
+    const int limit_rc = lb_in_child(file_size_limit, by_limit);
     CHECK(limit_rc == 0, "file size limit case: exit %d", limit_rc);
-    CHECK(strcmp(listing(by_limit), "out.bin") == 0 && holds_text(join(by_limit, "out.bin"), "old"),
-          "after EFBIG: %s", listing(by_limit));
+    CHECK(strcmp(lb_listing(by_limit), "out.bin") == 0 && lb_holds_text(lb_join_path(by_limit, "out.bin"), "old"),
+          "after EFBIG: %s", lb_listing(by_limit));
     printf("full disk: tmpfs %s, RLIMIT_FSIZE %s\n", outcome(mount_rc), outcome(limit_rc));
 }
 

@@ -12,6 +12,7 @@
  */
 #define _GNU_SOURCE /* mkdtemp */
 #include "testing.h"
+#include "testing_process.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -23,84 +24,12 @@
 #include <unistd.h>
 
 #define CORPUS LOWBIT_TEST_DATA "/malformed"
-#define CAPTURE_BYTES 16384
 
 static char root[] = "/tmp/lowbit_cli_errors.XXXXXX";
 static char out_folder[256]; /* root/out: where quantize writes; must stay empty on failure */
-static char out_path[300];   /* out_folder/result.gguf */
-
-typedef struct cli_result {
-    int exited;                /* 1: exited normally; 0: killed by a signal */
-    int code;                  /* the exit status, or the signal number */
-    char out[CAPTURE_BYTES];   /* stdout, NUL-terminated (cut) */
-    char err[CAPTURE_BYTES];   /* stderr, NUL-terminated (cut) */
-} cli_result;
-
-static void read_capture(const char *path, char *buf) {
-    buf[0] = '\0';
-    FILE *f = fopen(path, "rb");
-    if (!f) return;
-    const size_t n = fread(buf, 1, CAPTURE_BYTES - 1, f);
-    buf[n] = '\0';
-    fclose(f);
-}
-
-/* Runs the CLI with argv (argv[0] is "lowbit"), stdin from /dev/null, capturing both streams. */
-static void run_cli(const char *const *argv, cli_result *r) {
-    char out_file[300], err_file[300];
-    snprintf(out_file, sizeof out_file, "%s/stdout.txt", root);
-    snprintf(err_file, sizeof err_file, "%s/stderr.txt", root);
-    fflush(stdout);
-    fflush(stderr);
-    const pid_t pid = fork();
-    if (pid == 0) {
-        const int in = open("/dev/null", O_RDONLY);
-        const int out = open(out_file, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        const int err = open(err_file, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        if (in < 0 || out < 0 || err < 0) _exit(126);
-        dup2(in, 0);
-        dup2(out, 1);
-        dup2(err, 2);
-        /* under sanitizers, a report must not pass for the CLI's own exit status 1 */
-        setenv("ASAN_OPTIONS", "exitcode=99", 0);
-        setenv("UBSAN_OPTIONS", "exitcode=99", 0);
-        execv(LOWBIT_CLI_PATH, (char *const *)argv);
-        _exit(127);
-    }
-    int status = 0;
-    r->exited = 0;
-    r->code = -1;
-    if (pid > 0 && waitpid(pid, &status, 0) == pid) {
-        r->exited = WIFEXITED(status);
-        r->code = r->exited ? WEXITSTATUS(status) : WTERMSIG(status);
-    }
-    read_capture(out_file, r->out);
-    read_capture(err_file, r->err);
-}
-
-/* The entries of a folder, sorted, joined by commas; "?" when it cannot be read. */
-static int compare_strings(const void *a, const void *b) {
-    return strcmp(*(const char *const *)a, *(const char *const *)b);
-}
-
-static const char *listing(const char *folder) {
-    static char text[4096];
-    char *names[512];
-    int n = 0;
-    DIR *d = opendir(folder);
-    if (!d) return "?";
-    for (struct dirent *e; (e = readdir(d)) && n < 512;) {
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) names[n++] = strdup(e->d_name);
-    }
-    closedir(d);
-    qsort(names, (size_t)n, sizeof *names, compare_strings);
-    text[0] = '\0';
-    for (int i = 0; i < n; i++) {
-        if (i) strncat(text, ",", sizeof text - strlen(text) - 1);
-        strncat(text, names[i], sizeof text - strlen(text) - 1);
-        free(names[i]);
-    }
-    return text;
+static char out_path[300];   /* Runs the CLI with argv (argv[0] is "lowbit"), stdin from /dev/null, capturing both streams. */
+static void run_cli(const char *const *argv, lb_cli_result *r) {
+    lb_finish_cli(lb_start_cli(argv, root, NULL), root, r);
 }
 
 /* One line: non-empty, ends with '\n', no other '\n'. */
@@ -111,18 +40,13 @@ static int is_one_line(const char *s) {
 
 /* Whether `message` holds `word` once every occurrence of `name` (a file name) is blanked out. */
 static int mentions(const char *message, const char *word, const char *name) {
-    char copy[CAPTURE_BYTES];
+    char copy[LB_CAPTURE_BYTES];
     snprintf(copy, sizeof copy, "%s", message);
     const size_t name_length = name ? strlen(name) : 0;
     for (char *p = name_length ? strstr(copy, name) : NULL; p; p = strstr(p, name)) {
         memset(p, '#', name_length);
     }
     return strstr(copy, word) != NULL;
-}
-
-static const char *base_name(const char *path) {
-    const char *slash = strrchr(path, '/');
-    return slash ? slash + 1 : path;
 }
 
 static const char *corpus_path(const char *file) {
@@ -134,7 +58,7 @@ static const char *corpus_path(const char *file) {
 }
 
 /* The checks every failed run gets. `label` says which run; `name` is blanked in the message. */
-static void expect_failure(const cli_result *r, int code, const char *label, const char *name,
+static void expect_failure(const lb_cli_result *r, int code, const char *label, const char *name,
                            const char *word, const char *also) {
     CHECK(r->exited && r->code == code, "%s: %s %d (want exit %d); stderr: %s", label,
           r->exited ? "exit" : "killed by signal", r->code, code, r->err);
@@ -144,16 +68,16 @@ static void expect_failure(const cli_result *r, int code, const char *label, con
     CHECK(mentions(r->err, word, name), "%s: the message names '%s': %s", label, word, r->err);
     if (also) CHECK(mentions(r->err, also, name), "%s: the message names '%s': %s", label, also, r->err);
     CHECK(r->out[0] == '\0', "%s: nothing on stdout: '%.200s'", label, r->out);
-    CHECK(strcmp(listing(out_folder), "") == 0, "%s: the output folder is left empty: %s", label,
-          listing(out_folder));
+    CHECK(strcmp(lb_listing(out_folder), "") == 0, "%s: the output folder is left empty: %s", label,
+          lb_listing(out_folder));
 }
 
-static void inspect(const char *path, cli_result *r) {
+static void inspect(const char *path, lb_cli_result *r) {
     const char *argv[] = {"lowbit", "inspect", path, NULL};
     run_cli(argv, r);
 }
 
-static void quantize(const char *path, cli_result *r) {
+static void quantize(const char *path, lb_cli_result *r) {
     const char *argv[] = {"lowbit", "quantize", path, out_path, "Q8_0", NULL};
     run_cli(argv, r);
 }
@@ -290,7 +214,7 @@ static int same_state(file_state a, file_state b) {
 }
 
 static void test_corpus(void) {
-    cli_result *r = malloc(sizeof *r);
+    lb_cli_result *r = malloc(sizeof *r);
     for (int i = 0; i < N_CORPUS; i++) {
         const corpus_case *c = &corpus[i];
         const char *path = corpus_path(c->file);
@@ -309,7 +233,7 @@ static void test_corpus(void) {
 
 /* The intact file: both commands succeed, so each failure above is due to its one defect. */
 static void test_valid_reference(void) {
-    cli_result *r = malloc(sizeof *r);
+    lb_cli_result *r = malloc(sizeof *r);
     const char *path = corpus_path("gguf_valid_reference.gguf");
     inspect(path, r);
     CHECK(r->exited && r->code == 0 && strstr(r->out, "blk.0.attn_q.weight") && r->err[0] == '\0',
@@ -317,7 +241,7 @@ static void test_valid_reference(void) {
     quantize(path, r);
     CHECK(r->exited && r->code == 0 && strstr(r->out, "wrote"), "quantize the valid file: exit %d, %s",
           r->code, r->err);
-    CHECK(strcmp(listing(out_folder), "result.gguf") == 0, "the output alone: %s", listing(out_folder));
+    CHECK(strcmp(lb_listing(out_folder), "result.gguf") == 0, "the output alone: %s", lb_listing(out_folder));
     unlink(out_path);
     free(r);
 }
@@ -328,7 +252,7 @@ static void test_non_finite_weights(void) {
     static const struct {
         const char *file, *word, *row;
     } cases[] = {{"gguf_nan_weight.gguf", "NaN", "row 2"}, {"gguf_inf_weight.gguf", "Inf", "row 3"}};
-    cli_result *r = malloc(sizeof *r);
+    lb_cli_result *r = malloc(sizeof *r);
     for (int i = 0; i < 2; i++) {
         const char *path = corpus_path(cases[i].file);
         char label[160];
@@ -349,7 +273,7 @@ static void test_non_finite_weights(void) {
 /* The valid file cut short at many lengths (every 7th byte through the header, metadata and
    tensor infos, then a few inside the data): inspect must fail cleanly on each. */
 static void test_prefixes(void) {
-    cli_result *r = malloc(sizeof *r);
+    lb_cli_result *r = malloc(sizeof *r);
     static char bytes[16384];
     FILE *f = fopen(corpus_path("gguf_valid_reference.gguf"), "rb");
     const size_t size = f ? fread(bytes, 1, sizeof bytes, f) : 0;
@@ -379,7 +303,7 @@ static void test_prefixes(void) {
 
 /* Inputs that are not model files at all, and outputs that cannot be files. */
 static void test_bad_paths(void) {
-    cli_result *r = malloc(sizeof *r);
+    lb_cli_result *r = malloc(sizeof *r);
     char folder[300], missing[300];
     snprintf(folder, sizeof folder, "%s/a-folder", root);
     snprintf(missing, sizeof missing, "%s/no-such-file.gguf", root);
@@ -409,7 +333,7 @@ static void test_bad_paths(void) {
 /* OUT naming the input itself (the same path, or another path to the same file) must be refused:
    writing it would replace the input, which lowbit never modifies. */
 static void test_output_is_input(void) {
-    cli_result *r = malloc(sizeof *r);
+    lb_cli_result *r = malloc(sizeof *r);
     char copy[320], other_spelling[400];
     snprintf(copy, sizeof copy, "%s/input.gguf", out_folder);
     snprintf(other_spelling, sizeof other_spelling, "%s/../out/./input.gguf", out_folder);
@@ -433,8 +357,8 @@ static void test_output_is_input(void) {
     CHECK(r->exited && r->code == 1 && strstr(r->err, "input"),
           "quantize IN (IN spelled otherwise): exit %d (want 1): %s", r->code, r->err);
     CHECK(same_state(before, state_of(copy)), "the aliased path leaves the input as it was");
-    CHECK(strcmp(listing(out_folder), "input.gguf") == 0, "nothing else written: %s",
-          listing(out_folder));
+    CHECK(strcmp(lb_listing(out_folder), "input.gguf") == 0, "nothing else written: %s",
+          lb_listing(out_folder));
     unlink(copy);
     free(r);
 }
@@ -475,7 +399,7 @@ static const usage_case usage_cases[] = {
 };
 
 static void test_usage_errors(void) {
-    cli_result *r = malloc(sizeof *r);
+    lb_cli_result *r = malloc(sizeof *r);
     const char *valid = corpus_path("gguf_valid_reference.gguf");
     char missing[320];
     snprintf(missing, sizeof missing, "%s/no-such-imatrix.dat", root);

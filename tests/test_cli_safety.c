@@ -14,6 +14,7 @@
  */
 #define _GNU_SOURCE /* mkdtemp, unshare, struct timespec in stat */
 #include "testing.h"
+#include "testing_process.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -33,59 +34,11 @@
 #include <unistd.h>
 
 #define CANNOT_SET_UP 2 /* a child's exit code: no private mounts here */
-#define CAPTURE_BYTES 16384
 #define OLD_CONTENT "old content, must survive\n"
 
 static char root[] = "/tmp/lowbit_cli_safety.XXXXXX";
 static char model_path[4096];  /* lit3m.bin */
 static char model_folder[4096];
-
-/* ---- files and folders ---- */
-
-/* folder/name in one of 8 rotating buffers (folder may itself be an earlier result). */
-static const char *join(const char *folder, const char *name) {
-    static char paths[8][4200];
-    static int next;
-    char joined[4200];
-    snprintf(joined, sizeof joined, "%s/%s", folder, name);
-    char *p = paths[next++ % 8];
-    memcpy(p, joined, sizeof joined);
-    return p;
-}
-
-static const char *make_folder(const char *name) {
-    static char folders[16][1024];
-    static int count;
-    char *path = folders[count++ % 16];
-    snprintf(path, 1024, "%s/%s", root, name);
-    mkdir(path, 0755);
-    return path;
-}
-
-static int compare_strings(const void *a, const void *b) {
-    return strcmp(*(const char *const *)a, *(const char *const *)b);
-}
-
-/* The folder's entries, sorted, joined by commas; "?" when it cannot be read. */
-static const char *listing(const char *folder) {
-    static char text[4096];
-    char *names[256];
-    int n = 0;
-    DIR *d = opendir(folder);
-    if (!d) return "?";
-    for (struct dirent *e; (e = readdir(d)) && n < 256;) {
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) names[n++] = strdup(e->d_name);
-    }
-    closedir(d);
-    qsort(names, (size_t)n, sizeof *names, compare_strings);
-    text[0] = '\0';
-    for (int i = 0; i < n; i++) {
-        if (i) strncat(text, ",", sizeof text - strlen(text) - 1);
-        strncat(text, names[i], sizeof text - strlen(text) - 1);
-        free(names[i]);
-    }
-    return text;
-}
 
 /* The size of the first file in the folder whose name ends in ".tmp" (a temporary file left
    behind or being written), or -1 when there is none. */
@@ -107,27 +60,6 @@ static long long temporary_size(const char *folder) {
 }
 
 static int has_temporary(const char *folder) { return temporary_size(folder) >= 0; }
-
-static int write_text(const char *path, const char *text) {
-    FILE *f = fopen(path, "wb");
-    if (!f) return 0;
-    const int ok = fputs(text, f) >= 0;
-    return fclose(f) == 0 && ok;
-}
-
-static int holds_text(const char *path, const char *text) {
-    char buf[256] = {0};
-    FILE *f = fopen(path, "rb");
-    if (!f) return 0;
-    const size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    return n == strlen(text) && memcmp(buf, text, n) == 0;
-}
-
-static int exists(const char *path) {
-    struct stat st;
-    return lstat(path, &st) == 0;
-}
 
 typedef struct file_state {
     off_t size;
@@ -160,74 +92,39 @@ static int same_state(file_state a, file_state b) {
            a.ctime.tv_nsec == b.ctime.tv_nsec;
 }
 
-/* ---- running the CLI ---- */
+static rlim_t child_file_size_limit; /* start_quantize's, for prepare_quantize in the child */
 
-typedef struct cli_result {
-    int exited;               /* 1: exited; 0: killed by a signal */
-    int code;                 /* exit status or signal number */
-    char out[CAPTURE_BYTES];
-    char err[CAPTURE_BYTES];
-} cli_result;
+/* In the CLI's process before exec: SIGXFSZ at its default (the CLI must ignore it itself), SIGINT
+   at its default, and the file-size limit. */
+static int prepare_quantize(void) {
+    signal(SIGXFSZ, SIG_DFL);
+    signal(SIGINT, SIG_DFL);
+    if (child_file_size_limit > 0) {
+        const struct rlimit limit = {child_file_size_limit, child_file_size_limit};
+        if (setrlimit(RLIMIT_FSIZE, &limit) != 0) return 125;
+    }
+    return 0;
+}
 
 /* Starts `lowbit quantize IN OUT PRESET [--threads N]` with stdout and stderr going to files in
-   root; file_size_limit > 0 sets RLIMIT_FSIZE in the new process only. SIGXFSZ is left at its
-   default, so the CLI must ignore it itself. */
+   root; file_size_limit > 0 sets RLIMIT_FSIZE in the new process only. */
 static pid_t start_quantize(const char *in, const char *out, const char *preset, const char *threads,
                             rlim_t file_size_limit) {
     const char *argv[] = {"lowbit", "quantize", in, out, preset, threads ? "--threads" : NULL, threads, NULL};
-    fflush(stdout);
-    fflush(stderr);
-    const pid_t pid = fork();
-    if (pid != 0) return pid;
-    const int fd_in = open("/dev/null", O_RDONLY);
-    const int fd_out = open(join(root, "stdout.txt"), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    const int fd_err = open(join(root, "stderr.txt"), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd_in < 0 || fd_out < 0 || fd_err < 0) _exit(126);
-    dup2(fd_in, 0);
-    dup2(fd_out, 1);
-    dup2(fd_err, 2);
-    signal(SIGXFSZ, SIG_DFL);
-    signal(SIGINT, SIG_DFL);
-    if (file_size_limit > 0) {
-        const struct rlimit limit = {file_size_limit, file_size_limit};
-        if (setrlimit(RLIMIT_FSIZE, &limit) != 0) _exit(125);
-    }
-    /* under sanitizers, a report must not pass for the CLI's own exit status 1 */
-    setenv("ASAN_OPTIONS", "exitcode=99", 0);
-    setenv("UBSAN_OPTIONS", "exitcode=99", 0);
-    execv(LOWBIT_CLI_PATH, (char *const *)argv);
-    _exit(127);
+    child_file_size_limit = file_size_limit;
+    return lb_start_cli(argv, root, prepare_quantize);
 }
 
-static void read_capture(const char *path, char *buf) {
-    buf[0] = '\0';
-    FILE *f = fopen(path, "rb");
-    if (!f) return;
-    const size_t n = fread(buf, 1, CAPTURE_BYTES - 1, f);
-    buf[n] = '\0';
-    fclose(f);
-}
-
-static void finish(pid_t pid, cli_result *r) {
-    int status = 0;
-    r->exited = 0;
-    r->code = -1;
-    if (pid > 0 && waitpid(pid, &status, 0) == pid) {
-        r->exited = WIFEXITED(status);
-        r->code = r->exited ? WEXITSTATUS(status) : WTERMSIG(status);
-    }
-    read_capture(join(root, "stdout.txt"), r->out);
-    read_capture(join(root, "stderr.txt"), r->err);
-}
+static void finish(pid_t pid, lb_cli_result *r) { lb_finish_cli(pid, root, r); }
 
 static void quantize(const char *in, const char *out, const char *preset, rlim_t file_size_limit,
-                     cli_result *r) {
+                     lb_cli_result *r) {
     finish(start_quantize(in, out, preset, NULL, file_size_limit), r);
 }
 
 /* The last line of stderr (progress lines may come before the error). */
 static const char *last_line(const char *text) {
-    static char line[CAPTURE_BYTES];
+    static char line[LB_CAPTURE_BYTES];
     size_t n = strlen(text);
     while (n > 0 && text[n - 1] == '\n') n--;
     size_t start = n;
@@ -238,7 +135,7 @@ static const char *last_line(const char *text) {
 
 /* What every failed write must look like: the exit status, a "lowbit quantize:" message naming
    `reason`, nothing on stdout, and the folder holding exactly `expected_listing`. */
-static void expect_failure(const char *label, const cli_result *r, int code, const char *reason,
+static void expect_failure(const char *label, const lb_cli_result *r, int code, const char *reason,
                            const char *folder, const char *expected_listing) {
     const char *message = last_line(r->err);
     CHECK(r->exited && r->code == code, "%s: %s %d (want exit %d); stderr: %s", label,
@@ -246,78 +143,39 @@ static void expect_failure(const char *label, const cli_result *r, int code, con
     CHECK(strncmp(message, "lowbit quantize: ", 17) == 0 && strstr(message, reason),
           "%s: the message names '%s': %s", label, reason, message);
     CHECK(r->out[0] == '\0', "%s: nothing on stdout: %.200s", label, r->out);
-    CHECK(!has_temporary(folder), "%s: no temporary file left: %s", label, listing(folder));
-    CHECK(strcmp(listing(folder), expected_listing) == 0, "%s: folder holds '%s', want '%s'", label,
-          listing(folder), expected_listing);
-}
-
-/* ---- private mounts, in a forked child ---- */
-
-/* Runs fn(folder) in a forked child: its exit code (0: its checks passed), or 128 + signal. */
-static int in_child(int (*fn)(const char *), const char *folder) {
-    fflush(stdout);
-    fflush(stderr);
-    const pid_t pid = fork();
-    if (pid < 0) return -1;
-    if (pid == 0) _exit(fn(folder));
-    int status = 0;
-    if (waitpid(pid, &status, 0) != pid) return -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
-
-static int write_id_map(const char *file, const char *map) {
-    const int fd = open(file, O_WRONLY);
-    if (fd < 0) return 0;
-    const ssize_t n = write(fd, map, strlen(map));
-    close(fd);
-    return n == (ssize_t)strlen(map);
-}
-
-/* A mount namespace of this (child) process and what it runs, where mounts do not propagate
-   out: as root, or else through a user namespace (where tmpfs may be mounted unprivileged). */
-static int private_mounts(void) {
-    if (unshare(CLONE_NEWNS) != 0) {
-        const uid_t uid = getuid();
-        const gid_t gid = getgid();
-        char map[64];
-        if (unshare(CLONE_NEWUSER | CLONE_NEWNS) != 0) return 0;
-        write_id_map("/proc/self/setgroups", "deny");
-        snprintf(map, sizeof map, "0 %u 1", (unsigned)uid);
-        if (!write_id_map("/proc/self/uid_map", map)) return 0;
-        snprintf(map, sizeof map, "0 %u 1", (unsigned)gid);
-        if (!write_id_map("/proc/self/gid_map", map)) return 0;
-    }
-    return mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) == 0;
+    CHECK(!has_temporary(folder), "%s: no temporary file left: %s", label, lb_listing(folder));
+    CHECK(strcmp(lb_listing(folder), expected_listing) == 0, "%s: folder holds '%s', want '%s'", label,
+          lb_listing(folder), expected_listing);
 }
 
 static int failed_since(int before) { return lb_checks_failed > before ? 1 : 0; }
 
 /* (b) the output folder is a read-only tmpfs holding an older out.gguf */
 static int read_only_folder(const char *folder) {
-    if (!private_mounts() || mount("tmpfs", folder, "tmpfs", 0, "size=1m") != 0) return CANNOT_SET_UP;
+    if (!lb_private_mounts() || mount("tmpfs", folder, "tmpfs", 0, "size=1m") != 0) return CANNOT_SET_UP;
     const int before = lb_checks_failed;
-    const char *dest = join(folder, "out.gguf");
-    CHECK(write_text(dest, OLD_CONTENT), "old content");
+    const char *dest = lb_join_path(folder, "out.gguf");
+    CHECK(lb_write_text(dest, OLD_CONTENT), "old content");
     CHECK(mount(NULL, folder, NULL, MS_REMOUNT | MS_RDONLY, "size=1m") == 0, "remount read-only: %s",
           strerror(errno));
-    cli_result *r = malloc(sizeof *r);
+    lb_cli_result *r = malloc(sizeof *r);
     quantize(model_path, dest, "Q8_0", 0, r);
     expect_failure("read-only folder", r, 1, strerror(EROFS), folder, "out.gguf");
-    CHECK(holds_text(dest, OLD_CONTENT), "read-only folder: the old output is untouched");
+    CHECK(lb_holds_text(dest, OLD_CONTENT), "read-only folder: the old output is untouched");
     free(r);
     return failed_since(before);
 }
 
 /* (c) the output folder is a 1 MiB tmpfs; lit3m in Q8_0 takes about 4 MB */
 static int full_disk(const char *folder) {
-    if (!private_mounts() || mount("tmpfs", folder, "tmpfs", 0, "size=1m") != 0) return CANNOT_SET_UP;
+    if (!lb_private_mounts() || mount("tmpfs", folder, "tmpfs", 0, "size=1m") != 0) return CANNOT_SET_UP;
     const int before = lb_checks_failed;
-    const char *dest = join(folder, "out.gguf");
-    CHECK(write_text(dest, OLD_CONTENT), "old content");
-    cli_result *r = malloc(sizeof *r);
+    const char *dest = lb_join_path(folder, "out.gguf");
+    CHECK(lb_write_text(dest, OLD_CONTENT), "old content");
+    lb_cli_result *r = malloc(sizeof *r);
     quantize(model_path, dest, "Q8_0", 0, r);
     expect_failure("full disk", r, 1, strerror(ENOSPC), folder, "out.gguf");
-    CHECK(holds_text(dest, OLD_CONTENT), "full disk: the old output is untouched");
+    CHECK(lb_holds_text(dest, OLD_CONTENT), "full disk: the old output is untouched");
     free(r);
     return failed_since(before);
 }
@@ -327,22 +185,22 @@ static int read_only_input(const char *folder) {
     char mounted[4096];
     snprintf(mounted, sizeof mounted, "%s/models", folder);
     mkdir(mounted, 0755);
-    if (!private_mounts() || mount(model_folder, mounted, NULL, MS_BIND, NULL) != 0) return CANNOT_SET_UP;
+    if (!lb_private_mounts() || mount(model_folder, mounted, NULL, MS_BIND, NULL) != 0) return CANNOT_SET_UP;
     const int before = lb_checks_failed;
     CHECK(mount(NULL, mounted, NULL, MS_REMOUNT | MS_BIND | MS_RDONLY, NULL) == 0,
           "remount the models read-only: %s", strerror(errno));
-    const char *in = join(mounted, "lit3m.bin");
+    const char *in = lb_join_path(mounted, "lit3m.bin");
     struct statvfs fs;
     CHECK(statvfs(mounted, &fs) == 0 && (fs.f_flag & ST_RDONLY), "the bind mount is read-only");
-    const char *out_folder = join(folder, "out");
+    const char *out_folder = lb_join_path(folder, "out");
     mkdir(out_folder, 0755);
-    const char *dest = join(out_folder, "out.gguf");
-    cli_result *r = malloc(sizeof *r);
+    const char *dest = lb_join_path(out_folder, "out.gguf");
+    lb_cli_result *r = malloc(sizeof *r);
     quantize(in, dest, "Q8_0", 0, r);
     CHECK(r->exited && r->code == 0 && strstr(r->out, "wrote"), "read-only input: exit %d: %s", r->code,
           r->err);
-    CHECK(strcmp(listing(out_folder), "out.gguf") == 0, "read-only input: output alone: %s",
-          listing(out_folder));
+    CHECK(strcmp(lb_listing(out_folder), "out.gguf") == 0, "read-only input: output alone: %s",
+          lb_listing(out_folder));
     struct stat st = {0};
     CHECK(stat(dest, &st) == 0 && st.st_size > 3000000 && st.st_size < 5000000,
           "read-only input: a Q8_0 file of lit3m's size (%lld bytes)", (long long)st.st_size);
@@ -365,13 +223,13 @@ static void test_mounted_cases(void) {
     for (int i = 0; i < 3; i++) {
         char name[64];
         snprintf(name, sizeof name, "mount%d", i);
-        const char *folder = make_folder(name);
-        const int rc = in_child(cases[i].fn, folder);
+        const char *folder = lb_make_folder(root, name);
+        const int rc = lb_in_child(cases[i].fn, folder);
         CHECK(rc == 0, "%s: %s (child exit %d)", cases[i].name, outcome(rc), rc);
-        CHECK(strcmp(listing(folder), i == 2 ? "models,out" : "") == 0,
-              "%s: the mount stayed in the child: %s", cases[i].name, listing(folder));
+        CHECK(strcmp(lb_listing(folder), i == 2 ? "models,out" : "") == 0,
+              "%s: the mount stayed in the child: %s", cases[i].name, lb_listing(folder));
         if (i == 2) {
-            CHECK(strcmp(listing(join(folder, "models")), "") == 0,
+            CHECK(strcmp(lb_listing(lb_join_path(folder, "models")), "") == 0,
                   "%s: the bind mount stayed in the child", cases[i].name);
         }
         printf("%s: %s\n", cases[i].name, outcome(rc));
@@ -382,9 +240,9 @@ static void test_mounted_cases(void) {
 
 /* (a) */
 static void test_missing_folder(void) {
-    cli_result *r = malloc(sizeof *r);
-    const char *folder = make_folder("missing-parent");
-    quantize(model_path, join(folder, "missing/out.gguf"), "Q8_0", 0, r);
+    lb_cli_result *r = malloc(sizeof *r);
+    const char *folder = lb_make_folder(root, "missing-parent");
+    quantize(model_path, lb_join_path(folder, "missing/out.gguf"), "Q8_0", 0, r);
     expect_failure("missing folder", r, 1, "does not exist", folder, "");
     free(r);
 }
@@ -392,14 +250,14 @@ static void test_missing_folder(void) {
 /* (d) RLIMIT_FSIZE of 1 MB: write() fails with EFBIG, which the CLI reports (it ignores
    SIGXFSZ, so it is not killed by it). */
 static void test_file_size_limit(void) {
-    cli_result *r = malloc(sizeof *r);
-    const char *folder = make_folder("fsize");
-    const char *dest = join(folder, "out.gguf");
-    CHECK(write_text(dest, OLD_CONTENT), "old content");
+    lb_cli_result *r = malloc(sizeof *r);
+    const char *folder = lb_make_folder(root, "fsize");
+    const char *dest = lb_join_path(folder, "out.gguf");
+    CHECK(lb_write_text(dest, OLD_CONTENT), "old content");
     quantize(model_path, dest, "Q8_0", 1 << 20, r);
     CHECK(r->exited || r->code != SIGXFSZ, "file size limit: the CLI was killed by SIGXFSZ");
     expect_failure("file size limit", r, 1, strerror(EFBIG), folder, "out.gguf");
-    CHECK(holds_text(dest, OLD_CONTENT), "file size limit: the old output is untouched");
+    CHECK(lb_holds_text(dest, OLD_CONTENT), "file size limit: the old output is untouched");
     free(r);
 }
 
@@ -475,10 +333,10 @@ static double now_seconds(void) {
    collects the result. Returns 0 when the run finished before a signal could land (the input was
    too small to interrupt). */
 static int interrupt_run(const char *in, const char *folder, const int *signals, int n_signals,
-                         cli_result *r) {
+                         lb_cli_result *r) {
     empty_folder(folder); /* what an earlier, failed case left must not look like this run */
-    const char *dest = join(folder, "out.gguf");
-    write_text(dest, OLD_CONTENT);
+    const char *dest = lb_join_path(folder, "out.gguf");
+    lb_write_text(dest, OLD_CONTENT);
     const pid_t pid = start_quantize(in, dest, "Q2_K", "1", 0);
     const double start = now_seconds();
     int started = 0, status = 0;
@@ -505,7 +363,7 @@ static int interrupt_run(const char *in, const char *folder, const int *signals,
     return 1;
 }
 
-static void check_interrupted(const char *label, const cli_result *r, const char *folder,
+static void check_interrupted(const char *label, const lb_cli_result *r, const char *folder,
                               int single_sigint) {
     if (single_sigint) {
         /* the handler asks the library to stop at the next tensor: it reports and exits 130 */
@@ -513,18 +371,18 @@ static void check_interrupted(const char *label, const cli_result *r, const char
     } else {
         /* a second signal leaves at once, with 130 or by the signal; no message is promised */
         CHECK((r->exited && r->code != 0) || !r->exited, "%s: a failure status (%d)", label, r->code);
-        CHECK(!has_temporary(folder), "%s: no temporary file left: %s", label, listing(folder));
-        CHECK(strcmp(listing(folder), "out.gguf") == 0, "%s: folder holds %s", label, listing(folder));
+        CHECK(!has_temporary(folder), "%s: no temporary file left: %s", label, lb_listing(folder));
+        CHECK(strcmp(lb_listing(folder), "out.gguf") == 0, "%s: folder holds %s", label, lb_listing(folder));
         CHECK(r->out[0] == '\0', "%s: nothing on stdout: %.200s", label, r->out);
     }
-    CHECK(holds_text(join(folder, "out.gguf"), OLD_CONTENT), "%s: the old output is untouched", label);
+    CHECK(lb_holds_text(lb_join_path(folder, "out.gguf"), OLD_CONTENT), "%s: the old output is untouched", label);
 }
 
 /* (e) SIGINT in the middle: lit3m first (Q2_K on one thread); when it is too quick to be caught,
    a synthetic GGUF of 16 Mi weights (64 MB), then one of 32 Mi (128 MB). Never passes without a signal
    having landed mid-run. */
 static void test_interrupt(void) {
-    const char *folder = make_folder("interrupt");
+    const char *folder = lb_make_folder(root, "interrupt");
     static const struct {
         const char *label;
         int signals[2];
@@ -533,16 +391,16 @@ static void test_interrupt(void) {
     } cases[] = {{"SIGINT", {SIGINT}, 1, 1},
                  {"SIGINT twice", {SIGINT, SIGINT}, 2, 0},
                  {"SIGTERM", {SIGTERM}, 1, 0}};
-    const char *inputs[3] = {model_path, join(root, "big16.gguf"), join(root, "big32.gguf")};
+    const char *inputs[3] = {model_path, lb_join_path(root, "big16.gguf"), lb_join_path(root, "big32.gguf")};
     const int rows[3] = {0, 1024, 2048}; /* 4 tensors of rows x 4096: 64 MB, 128 MB */
     char input_paths[3][1024];
     for (int i = 0; i < 3; i++) snprintf(input_paths[i], sizeof input_paths[i], "%s", inputs[i]);
-    cli_result *r = malloc(sizeof *r);
+    lb_cli_result *r = malloc(sizeof *r);
     int size = 0;
     for (int c = 0; c < 3; c++) {
         int caught = 0;
         while (!caught && size < 3) {
-            if (rows[size] && !exists(input_paths[size])) {
+            if (rows[size] && !lb_exists(input_paths[size])) {
                 CHECK(write_big_gguf(input_paths[size], 4, rows[size]), "write %s", input_paths[size]);
             }
             const double start = now_seconds();
@@ -565,7 +423,7 @@ static void test_interrupt(void) {
                   "SIGINT twice: exit 130 or killed by SIGINT (%s %d)", r->exited ? "exit" : "signal",
                   r->code);
         }
-        unlink(join(folder, "out.gguf"));
+        unlink(lb_join_path(folder, "out.gguf"));
     }
     for (int i = 1; i < 3; i++) unlink(input_paths[i]);
     free(r);

@@ -25,30 +25,7 @@
 
 static char work_dir[256];
 
-static const char *work_path(const char *name) {
-    static char paths[4][512];
-    static int next;
-    char *p = paths[next++ % 4];
-    snprintf(p, 512, "%s/%s", work_dir, name);
-    return p;
-}
-
-static char *read_whole(const char *path, size_t *length) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    const long size = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *data = malloc((size_t)size + 1);
-    if (data && fread(data, 1, (size_t)size, f) != (size_t)size) {
-        free(data);
-        data = NULL;
-    }
-    fclose(f);
-    if (data) data[size] = '\0';
-    *length = (size_t)size;
-    return data;
-}
+static const char *work_path(const char *name) { return lb_join_path(work_dir, name); }
 
 typedef struct lm {
     lowbit_model *model;
@@ -428,7 +405,7 @@ int main(void) {
         return lb_test_summary();
     }
     size_t length = 0;
-    char *text = read_whole(lb_shared_path("data/tinystories_eval.txt"), &length);
+    char *text = lb_read_whole_file(lb_shared_path("data/tinystories_eval.txt"), &length);
     lm m, twin;
     if (!text || !lm_open(lb_shared_path("models/stories260K.bin"), &m) ||
         !lm_open(lb_shared_path("models/stories260K.bin"), &twin)) {

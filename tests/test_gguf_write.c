@@ -17,13 +17,7 @@
 
 static char folder[] = "/tmp/lowbit_test_gguf_write.XXXXXX";
 
-static const char *out_path(const char *name) {
-    static char paths[4][512];
-    static int next;
-    char *p = paths[next++ % 4];
-    snprintf(p, 512, "%s/%s", folder, name);
-    return p;
-}
+static const char *out_path(const char *name) { return lb_join_path(folder, name); }
 
 /* ---- the expected bytes, from the specification ---- */
 

@@ -28,13 +28,7 @@
 
 static char work_dir[256];
 
-static const char *work_path(const char *name) {
-    static char paths[4][512];
-    static int next;
-    char *p = paths[next++ % 4];
-    snprintf(p, 512, "%s/%s", work_dir, name);
-    return p;
-}
+static const char *work_path(const char *name) { return lb_join_path(work_dir, name); }
 
 typedef struct golden {
     char model[64];

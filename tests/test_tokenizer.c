@@ -27,23 +27,6 @@ static double now_seconds(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static char *read_whole(const char *path, size_t *size) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    const long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *data = malloc((size_t)n + 1);
-    if (data && fread(data, 1, (size_t)n, f) != (size_t)n) {
-        free(data);
-        data = NULL;
-    }
-    fclose(f);
-    if (data) data[n] = '\0';
-    *size = (size_t)n;
-    return data;
-}
-
 /* The next non-empty piece of text split on "\n\n" (as Python's str.split), from *pos. */
 static int next_paragraph(const char *text, size_t size, size_t *pos, size_t *start,
                           size_t *length) {
@@ -84,7 +67,7 @@ static int32_t *read_golden_tokens(const char *name, int32_t *n_tokens) {
     char relative[256];
     snprintf(relative, sizeof relative, "golden/llama/%s.logits.bin", name);
     size_t size = 0;
-    char *bytes = read_whole(lb_shared_path(relative), &size);
+    char *bytes = lb_read_whole_file(lb_shared_path(relative), &size);
     *n_tokens = 0;
     CHECK(bytes && size >= 8, "%s: golden file", name);
     if (!bytes || size < 8) {
@@ -144,7 +127,7 @@ static void check_model(const model_case *mc, run_totals *totals) {
     char relative[256];
     snprintf(relative, sizeof relative, "data/%s", mc->text);
     size_t size = 0;
-    char *text = read_whole(lb_shared_path(relative), &size);
+    char *text = lb_read_whole_file(lb_shared_path(relative), &size);
     CHECK(text != NULL, "%s", relative);
     int32_t n_golden = 0;
     int32_t *golden = read_golden_tokens(mc->model, &n_golden);
@@ -200,7 +183,7 @@ static void measure_whole_file(void) {
     lowbit_tokenizer *tok = NULL;
     lowbit_model *model = open_model("stories260K", &tok);
     size_t size = 0;
-    char *text = read_whole(lb_shared_path("data/tinystories_eval.txt"), &size);
+    char *text = lb_read_whole_file(lb_shared_path("data/tinystories_eval.txt"), &size);
     int32_t *tokens = text ? malloc((size + 2) * sizeof *tokens) : NULL;
     if (tok && tokens) {
         int64_t n = 0;
@@ -358,7 +341,7 @@ static void check_against_reference(const char *model_name, const char *text_nam
     char relative[256];
     snprintf(relative, sizeof relative, "data/%s", text_name);
     size_t size = 0;
-    char *text = read_whole(lb_shared_path(relative), &size);
+    char *text = lb_read_whole_file(lb_shared_path(relative), &size);
     ref_vocab v = {0};
     if (!tok || !text || !ref_read(model, &v)) {
         CHECK(0, "%s: reference setup", model_name);

@@ -26,6 +26,33 @@ int lb_test_quick(void) {
     return quick && *quick && strcmp(quick, "0") != 0;
 }
 
+const char *lb_join_path(const char *folder, const char *name) {
+    static char paths[8][4200];
+    static int next;
+    char joined[4200];
+    snprintf(joined, sizeof joined, "%s/%s", folder, name);
+    char *p = paths[next++ % 8];
+    memcpy(p, joined, sizeof joined);
+    return p;
+}
+
+char *lb_read_whole_file(const char *path, size_t *size) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    const long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *data = malloc((size_t)n + 1);
+    if (data && fread(data, 1, (size_t)n, f) != (size_t)n) {
+        free(data);
+        data = NULL;
+    }
+    fclose(f);
+    if (data) data[n] = '\0';
+    *size = (size_t)n;
+    return data;
+}
+
 int lb_test_summary(void) {
     printf("%d passed, %d failed\n", lb_checks_passed, lb_checks_failed);
     return lb_checks_failed == 0 && lb_checks_passed > 0 ? 0 : 1;

@@ -3,6 +3,7 @@
 #ifndef LOWBIT_TESTING_H
 #define LOWBIT_TESTING_H
 
+#include <stddef.h>
 #include <stdio.h>
 
 extern int lb_checks_passed;
@@ -26,6 +27,10 @@ const char *lb_shared_path(const char *relative);
 /* 1 when LOWBIT_TEST_QUICK is set: the heaviest tests then cover a representative subset (the
    cross-architecture run under an emulator sets it; native and sanitizer runs cover everything). */
 int lb_test_quick(void);
+/* folder/name in one of 8 rotating buffers (folder may itself be an earlier result). */
+const char *lb_join_path(const char *folder, const char *name);
+/* A whole file, NUL-terminated (not counted in *size); NULL when it cannot be read. */
+char *lb_read_whole_file(const char *path, size_t *size);
 /* Prints the summary line and returns the process exit code. */
 int lb_test_summary(void);
 

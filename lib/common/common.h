@@ -21,6 +21,21 @@ static inline int lb_nearest_int(float x) {
     return (bits & 0x007fffff) - 0x00400000;
 }
 
+/* Little-endian integers of 1 to 8 bytes: every file format lowbit reads or writes stores them so,
+   whatever the host's byte order. */
+static inline uint64_t lb_load_le(const uint8_t *p, int bytes) {
+    uint64_t v = 0;
+    for (int i = 0; i < bytes; i++) v |= (uint64_t)p[i] << (8 * i);
+    return v;
+}
+
+static inline void lb_store_le(uint8_t *p, uint64_t v, int bytes) {
+    for (int i = 0; i < bytes; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+
+static inline uint32_t lb_load_u32(const uint8_t *p) { return (uint32_t)lb_load_le(p, 4); }
+static inline uint64_t lb_load_u64(const uint8_t *p) { return lb_load_le(p, 8); }
+
 /* fp16 <-> fp32, round to nearest even, denormals included (bit manipulation, no F16C needed). */
 static inline float lb_bits_to_float(uint32_t bits) {
     float f;

@@ -195,35 +195,15 @@ typedef struct logits_header {
     uint64_t n_positions, n_paragraphs, token_hash;
 } logits_header;
 
-static void put_u32(uint8_t *p, uint32_t v) {
-    for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static void put_u64(uint8_t *p, uint64_t v) {
-    for (int i = 0; i < 8; i++) p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint32_t get_u32(const uint8_t *p) {
-    uint32_t v = 0;
-    for (int i = 3; i >= 0; i--) v = (v << 8) | p[i];
-    return v;
-}
-
-static uint64_t get_u64(const uint8_t *p) {
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--) v = (v << 8) | p[i];
-    return v;
-}
-
 static void encode_header(const logits_header *h, uint8_t out[LOGITS_HEADER_BYTES]) {
     memset(out, 0, LOGITS_HEADER_BYTES);
     memcpy(out, LOGITS_MAGIC, 8);
-    put_u32(out + 8, LOGITS_VERSION);
-    put_u32(out + 12, h->vocab);
-    put_u64(out + 16, h->n_positions);
-    put_u64(out + 24, h->n_paragraphs);
-    put_u64(out + 32, h->token_hash);
-    put_u32(out + 40, LOGITS_FORMAT_F32);
+    lb_store_le(out + 8, LOGITS_VERSION, 4);
+    lb_store_le(out + 12, h->vocab, 4);
+    lb_store_le(out + 16, h->n_positions, 8);
+    lb_store_le(out + 24, h->n_paragraphs, 8);
+    lb_store_le(out + 32, h->token_hash, 8);
+    lb_store_le(out + 40, LOGITS_FORMAT_F32, 4);
 }
 
 /* Checks a mapped logits file against the positions this evaluation will score. */
@@ -233,20 +213,20 @@ static lowbit_status check_logits_file(const lb_mapped_file *file, const char *p
     if (file->size < LOGITS_HEADER_BYTES || memcmp(p, LOGITS_MAGIC, 8) != 0) {
         return lb_diag_set(diag, LOWBIT_ERR_BAD_FILE, -1, 0, "%s is not a lowbit logits file", path);
     }
-    if (get_u32(p + 8) != LOGITS_VERSION || get_u32(p + 40) != LOGITS_FORMAT_F32) {
+    if (lb_load_u32(p + 8) != LOGITS_VERSION || lb_load_u32(p + 40) != LOGITS_FORMAT_F32) {
         return lb_diag_set(diag, LOWBIT_ERR_UNSUPPORTED, -1, 8,
                            "%s: logits file version %u, value format %u (only 1, 0 are known)",
-                           path, get_u32(p + 8), get_u32(p + 40));
+                           path, lb_load_u32(p + 8), lb_load_u32(p + 40));
     }
-    const uint32_t vocab = get_u32(p + 12);
+    const uint32_t vocab = lb_load_u32(p + 12);
     if (vocab != expected->vocab) {
         return lb_diag_set(diag, LOWBIT_ERR_INVALID_ARGUMENT, -1, 12,
                            "%s holds logits over %u tokens, the model has %u", path, vocab,
                            expected->vocab);
     }
-    const uint64_t positions = get_u64(p + 16), paragraphs = get_u64(p + 24);
+    const uint64_t positions = lb_load_u64(p + 16), paragraphs = lb_load_u64(p + 24);
     if (positions != expected->n_positions || paragraphs != expected->n_paragraphs ||
-        get_u64(p + 32) != expected->token_hash) {
+        lb_load_u64(p + 32) != expected->token_hash) {
         return lb_diag_set(diag, LOWBIT_ERR_INVALID_ARGUMENT, -1, 16,
                            "%s was saved for another token stream (%llu paragraphs, %llu "
                            "positions; this text gives %llu, %llu, or other tokens): the text, "

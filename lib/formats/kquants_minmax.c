@@ -901,6 +901,21 @@ static void pack_q2_K(const minmax_code *code, void *block) {
     y->dmin = code->dmin;
 }
 
+/* A format's two row encoders, lb_quantize_ref_<name> and lb_quantize_<name> (importance
+   weighted), through its shape and pack_<name>. */
+#define MINMAX_ROW_ENCODERS(name, shape)                                                           \
+    lowbit_status lb_quantize_ref_##name(const float *src, void *dst, int64_t n,                   \
+                                         const float *importance) {                                \
+        (void)importance;                                                                          \
+        return quantize_row_minmax_ref(src, dst, n, &shape, sizeof(block_##name), pack_##name);    \
+    }                                                                                              \
+                                                                                                   \
+    lowbit_status lb_quantize_##name(const float *src, void *dst, int64_t n,                       \
+                                     const float *importance) {                                    \
+        return quantize_row_minmax(src, dst, n, importance, &shape, sizeof(block_##name),          \
+                                   pack_##name);                                                   \
+    }
+
 static const grid_start kStartsQ2K[] = {{0.75f, 0.375f}, {0.75f, 0.625f}, {0.5f, 0.0f}};
 static const grid_move kMovesQ2K[] = {{-0.01f, -0.1f}, {-0.005f, 0.1f}};
 static const grid_start kStartsQ2KWeighted[] = {{0.75f, 0.375f}, {0.75f, 0.75f}, {1.0f, 0.125f},
@@ -913,15 +928,7 @@ static const minmax_shape kShapeQ2K = {
      LB_ARRAY_LEN(kMovesQ2KWeighted)},
     kFourOffsets, LB_ARRAY_LEN(kFourOffsets)};
 
-lowbit_status lb_quantize_ref_q2_K(const float *src, void *dst, int64_t n, const float *importance) {
-    (void)importance;
-    return quantize_row_minmax_ref(src, dst, n, &kShapeQ2K, sizeof(block_q2_K), pack_q2_K);
-}
-
-lowbit_status lb_quantize_q2_K(const float *src, void *dst, int64_t n, const float *importance) {
-    return quantize_row_minmax(src, dst, n, importance, &kShapeQ2K, sizeof(block_q2_K),
-                               pack_q2_K);
-}
+MINMAX_ROW_ENCODERS(q2_K, kShapeQ2K)
 
 void lb_dequantize_q2_K(const void *src, float *dst, int64_t n) {
     const block_q2_K *x = src;
@@ -1002,15 +1009,7 @@ static const minmax_shape kShapeQ4K = {
      LB_ARRAY_LEN(kMovesQ4KWeighted)},
     kFiveOffsets, LB_ARRAY_LEN(kFiveOffsets)};
 
-lowbit_status lb_quantize_ref_q4_K(const float *src, void *dst, int64_t n, const float *importance) {
-    (void)importance;
-    return quantize_row_minmax_ref(src, dst, n, &kShapeQ4K, sizeof(block_q4_K), pack_q4_K);
-}
-
-lowbit_status lb_quantize_q4_K(const float *src, void *dst, int64_t n, const float *importance) {
-    return quantize_row_minmax(src, dst, n, importance, &kShapeQ4K, sizeof(block_q4_K),
-                               pack_q4_K);
-}
+MINMAX_ROW_ENCODERS(q4_K, kShapeQ4K)
 
 void lb_dequantize_q4_K(const void *src, float *dst, int64_t n) {
     const block_q4_K *x = src;
@@ -1093,15 +1092,7 @@ static const minmax_shape kShapeQ5K = {
      LB_ARRAY_LEN(kMovesQ5KWeighted)},
     kFourOffsets, LB_ARRAY_LEN(kFourOffsets)};
 
-lowbit_status lb_quantize_ref_q5_K(const float *src, void *dst, int64_t n, const float *importance) {
-    (void)importance;
-    return quantize_row_minmax_ref(src, dst, n, &kShapeQ5K, sizeof(block_q5_K), pack_q5_K);
-}
-
-lowbit_status lb_quantize_q5_K(const float *src, void *dst, int64_t n, const float *importance) {
-    return quantize_row_minmax(src, dst, n, importance, &kShapeQ5K, sizeof(block_q5_K),
-                               pack_q5_K);
-}
+MINMAX_ROW_ENCODERS(q5_K, kShapeQ5K)
 
 void lb_dequantize_q5_K(const void *src, float *dst, int64_t n) {
     const block_q5_K *x = src;

@@ -532,59 +532,40 @@ static void q6_K_pack(const kq_unpacked *u, block_q6_K *b) {
     q6_K_pack_levels(u->q, b);
 }
 
-lowbit_status lb_quantize_ref_q3_K(const float *src, void *dst, int64_t n,
-                                   const float *importance) {
-    (void)importance;
-    block_q3_K *y = dst;
-    for (int64_t b = 0; b < n / QK_K; b++) {
-        kq_unpacked u;
-        if (encode_reference(src + b * QK_K, &q3_K_format, &u) != LOWBIT_OK) {
-            return LOWBIT_ERR_SCALE_OVERFLOW;
-        }
-        q3_K_pack(&u, &y[b]);
+/* A format's two row encoders, lb_quantize_ref_<name> (the reference's choices) and
+   lb_quantize_<name> (the importance-weighted search), block by block through <name>_format and
+   <name>_pack. A macro rather than a function taking the pack: each pack stays inlined. */
+#define SYMMETRIC_ROW_ENCODERS(name)                                                               \
+    lowbit_status lb_quantize_ref_##name(const float *src, void *dst, int64_t n,                   \
+                                         const float *importance) {                                \
+        (void)importance;                                                                          \
+        block_##name *y = dst;                                                                     \
+        for (int64_t b = 0; b < n / QK_K; b++) {                                                   \
+            kq_unpacked u;                                                                         \
+            if (encode_reference(src + b * QK_K, &name##_format, &u) != LOWBIT_OK) {               \
+                return LOWBIT_ERR_SCALE_OVERFLOW;                                                  \
+            }                                                                                      \
+            name##_pack(&u, &y[b]);                                                                \
+        }                                                                                          \
+        return LOWBIT_OK;                                                                          \
+    }                                                                                              \
+                                                                                                   \
+    lowbit_status lb_quantize_##name(const float *src, void *dst, int64_t n,                       \
+                                     const float *importance) {                                    \
+        block_##name *y = dst;                                                                     \
+        for (int64_t b = 0; b < n / QK_K; b++) {                                                   \
+            kq_unpacked u;                                                                         \
+            const float *w = importance ? importance + b * QK_K : NULL;                            \
+            if (encode_search(src + b * QK_K, w, &name##_format, &u) != LOWBIT_OK) {               \
+                return LOWBIT_ERR_SCALE_OVERFLOW;                                                  \
+            }                                                                                      \
+            name##_pack(&u, &y[b]);                                                                \
+        }                                                                                          \
+        return LOWBIT_OK;                                                                          \
     }
-    return LOWBIT_OK;
-}
 
-lowbit_status lb_quantize_q3_K(const float *src, void *dst, int64_t n, const float *importance) {
-    block_q3_K *y = dst;
-    for (int64_t b = 0; b < n / QK_K; b++) {
-        kq_unpacked u;
-        const float *w = importance ? importance + b * QK_K : NULL;
-        if (encode_search(src + b * QK_K, w, &q3_K_format, &u) != LOWBIT_OK) {
-            return LOWBIT_ERR_SCALE_OVERFLOW;
-        }
-        q3_K_pack(&u, &y[b]);
-    }
-    return LOWBIT_OK;
-}
-
-lowbit_status lb_quantize_ref_q6_K(const float *src, void *dst, int64_t n,
-                                   const float *importance) {
-    (void)importance;
-    block_q6_K *y = dst;
-    for (int64_t b = 0; b < n / QK_K; b++) {
-        kq_unpacked u;
-        if (encode_reference(src + b * QK_K, &q6_K_format, &u) != LOWBIT_OK) {
-            return LOWBIT_ERR_SCALE_OVERFLOW;
-        }
-        q6_K_pack(&u, &y[b]);
-    }
-    return LOWBIT_OK;
-}
-
-lowbit_status lb_quantize_q6_K(const float *src, void *dst, int64_t n, const float *importance) {
-    block_q6_K *y = dst;
-    for (int64_t b = 0; b < n / QK_K; b++) {
-        kq_unpacked u;
-        const float *w = importance ? importance + b * QK_K : NULL;
-        if (encode_search(src + b * QK_K, w, &q6_K_format, &u) != LOWBIT_OK) {
-            return LOWBIT_ERR_SCALE_OVERFLOW;
-        }
-        q6_K_pack(&u, &y[b]);
-    }
-    return LOWBIT_OK;
-}
+SYMMETRIC_ROW_ENCODERS(q3_K)
+SYMMETRIC_ROW_ENCODERS(q6_K)
 
 /* ================================================================================================
  * Q8_K: the activation format of every 256-block weight format

@@ -63,16 +63,10 @@ static lowbit_status need(cursor *c, uint64_t n, const char *what) {
     return (c->size - c->pos < n) ? truncated(c, what) : LOWBIT_OK;
 }
 
-static uint32_t load_u32(const uint8_t *p) {
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t load_u64(const uint8_t *p) { return load_u32(p) | (uint64_t)load_u32(p + 4) << 32; }
-
 static lowbit_status read_u32(cursor *c, uint32_t *v, const char *what) {
     lowbit_status st = need(c, 4, what);
     if (st != LOWBIT_OK) return st;
-    *v = load_u32(c->base + c->pos);
+    *v = lb_load_u32(c->base + c->pos);
     c->pos += 4;
     return LOWBIT_OK;
 }
@@ -80,7 +74,7 @@ static lowbit_status read_u32(cursor *c, uint32_t *v, const char *what) {
 static lowbit_status read_u64(cursor *c, uint64_t *v, const char *what) {
     lowbit_status st = need(c, 8, what);
     if (st != LOWBIT_OK) return st;
-    *v = load_u64(c->base + c->pos);
+    *v = lb_load_u64(c->base + c->pos);
     c->pos += 8;
     return LOWBIT_OK;
 }
@@ -96,7 +90,7 @@ static lowbit_status read_string(cursor *c, const char **s, uint64_t *length, co
 }
 
 /* Bytes of a scalar value type, 0 for string/array, -1 for an unknown type. */
-static int scalar_size(uint32_t type) {
+int lb_gguf_scalar_bytes(uint32_t type) {
     switch (type) {
     case LOWBIT_GGUF_UINT8: case LOWBIT_GGUF_INT8: case LOWBIT_GGUF_BOOL: return 1;
     case LOWBIT_GGUF_UINT16: case LOWBIT_GGUF_INT16: return 2;
@@ -114,7 +108,7 @@ static lowbit_status skip_array(cursor *c, int depth, uint32_t *elem_type, uint6
     lowbit_status st = read_u32(c, elem_type, "array element type");
     if (st == LOWBIT_OK) st = read_u64(c, count, "array length");
     if (st != LOWBIT_OK) return st;
-    const int elem = scalar_size(*elem_type);
+    const int elem = lb_gguf_scalar_bytes(*elem_type);
     if (elem < 0) {
         return lb_diag_set(c->diag, LOWBIT_ERR_BAD_FILE, -1, at,
                            "unknown array element type %u at byte %llu", *elem_type,
@@ -141,7 +135,7 @@ static lowbit_status skip_array(cursor *c, int depth, uint32_t *elem_type, uint6
 }
 
 static lowbit_status skip_value(cursor *c, uint32_t type, int depth) {
-    const int size = scalar_size(type);
+    const int size = lb_gguf_scalar_bytes(type);
     if (size > 0) {
         lowbit_status st = need(c, (uint64_t)size, "metadata value");
         if (st == LOWBIT_OK) c->pos += (uint64_t)size;
@@ -236,7 +230,7 @@ static lowbit_status read_alignment(lowbit_gguf *g, lowbit_diag *diag) {
         return lb_diag_set(diag, LOWBIT_ERR_BAD_FILE, -1, at,
                            "general.alignment is not a uint32 (byte %llu)", (unsigned long long)at);
     }
-    const uint32_t alignment = load_u32(kv->value);
+    const uint32_t alignment = lb_load_u32(kv->value);
     if (alignment == 0 || (alignment & (alignment - 1)) != 0) {
         return lb_diag_set(diag, LOWBIT_ERR_BAD_FILE, -1, at,
                            "general.alignment %u is not a power of two (byte %llu)", alignment,
@@ -504,7 +498,7 @@ lowbit_status lowbit_gguf_get_string(const lowbit_gguf *g, const char *key, cons
     const gguf_kv *kv = find_kv(g, key);
     if (!kv) return LOWBIT_ERR_NOT_FOUND;
     if (kv->type != LOWBIT_GGUF_STRING) return LOWBIT_ERR_INVALID_ARGUMENT;
-    *length = load_u64(kv->value);
+    *length = lb_load_u64(kv->value);
     *value = (const char *)kv->value + 8;
     return LOWBIT_OK;
 }
@@ -519,10 +513,10 @@ static int load_integer(const gguf_kv *kv, int64_t *as_signed, uint64_t *as_unsi
     case LOWBIT_GGUF_INT8: s = (int8_t)p[0]; u = (uint64_t)s; break;
     case LOWBIT_GGUF_UINT16: u = (uint64_t)p[0] | (uint64_t)p[1] << 8; s = (int64_t)u; break;
     case LOWBIT_GGUF_INT16: s = (int16_t)(p[0] | p[1] << 8); u = (uint64_t)s; break;
-    case LOWBIT_GGUF_UINT32: u = load_u32(p); s = (int64_t)u; break;
-    case LOWBIT_GGUF_INT32: s = (int32_t)load_u32(p); u = (uint64_t)s; break;
-    case LOWBIT_GGUF_UINT64: u = load_u64(p); s = (int64_t)u; break;
-    case LOWBIT_GGUF_INT64: s = (int64_t)load_u64(p); u = (uint64_t)s; break;
+    case LOWBIT_GGUF_UINT32: u = lb_load_u32(p); s = (int64_t)u; break;
+    case LOWBIT_GGUF_INT32: s = (int32_t)lb_load_u32(p); u = (uint64_t)s; break;
+    case LOWBIT_GGUF_UINT64: u = lb_load_u64(p); s = (int64_t)u; break;
+    case LOWBIT_GGUF_INT64: s = (int64_t)lb_load_u64(p); u = (uint64_t)s; break;
     default: return 0;
     }
     *as_signed = s;
@@ -562,11 +556,11 @@ lowbit_status lowbit_gguf_get_f64(const lowbit_gguf *g, const char *key, double 
     const gguf_kv *kv = find_kv(g, key);
     if (!kv) return LOWBIT_ERR_NOT_FOUND;
     if (kv->type == LOWBIT_GGUF_FLOAT32) {
-        *value = lb_bits_to_float(load_u32(kv->value));
+        *value = lb_bits_to_float(lb_load_u32(kv->value));
         return LOWBIT_OK;
     }
     if (kv->type == LOWBIT_GGUF_FLOAT64) {
-        const uint64_t bits = load_u64(kv->value);
+        const uint64_t bits = lb_load_u64(kv->value);
         memcpy(value, &bits, sizeof *value);
         return LOWBIT_OK;
     }

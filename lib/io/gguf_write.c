@@ -22,42 +22,22 @@
 #define GGUF_DEFAULT_ALIGNMENT 32
 #define GGUF_HEADER_BYTES 24       /* magic, version, tensor count, key-value count */
 #define GGUF_MAX_NAME_BYTES 63     /* llama.cpp refuses tensor names of 64 bytes or more */
-#define GGUF_MAX_ARRAY_DEPTH 8     /* the same nesting limit as lowbit's reader */
-
-static uint64_t load_le(const uint8_t *p, int bytes) {
-    uint64_t v = 0;
-    for (int i = 0; i < bytes; i++) v |= (uint64_t)p[i] << (8 * i);
-    return v;
-}
-
-/* Bytes of a scalar value type, 0 for string/array, -1 for an unknown type. */
-static int scalar_bytes(uint32_t type) {
-    switch (type) {
-    case LOWBIT_GGUF_UINT8: case LOWBIT_GGUF_INT8: case LOWBIT_GGUF_BOOL: return 1;
-    case LOWBIT_GGUF_UINT16: case LOWBIT_GGUF_INT16: return 2;
-    case LOWBIT_GGUF_UINT32: case LOWBIT_GGUF_INT32: case LOWBIT_GGUF_FLOAT32: return 4;
-    case LOWBIT_GGUF_UINT64: case LOWBIT_GGUF_INT64: case LOWBIT_GGUF_FLOAT64: return 8;
-    case LOWBIT_GGUF_STRING: case LOWBIT_GGUF_ARRAY: return 0;
-    default: return -1;
-    }
-}
-
-/* How many bytes one encoded value of `type` takes at p (at most `available`); 0 when the bytes
+#define GGUF_MAX_ARRAY_DEPTH 8     /* How many bytes one encoded value of `type` takes at p (at most `available`); 0 when the bytes
    are not such a value. Every value takes at least one byte, so 0 is free to mean "bad". */
 static uint64_t encoded_value_bytes(uint32_t type, const uint8_t *p, uint64_t available, int depth) {
-    const int scalar = scalar_bytes(type);
+    const int scalar = lb_gguf_scalar_bytes(type);
     if (scalar < 0) return 0;
     if (scalar > 0) return (uint64_t)scalar <= available ? (uint64_t)scalar : 0;
     if (type == LOWBIT_GGUF_STRING) {
         if (available < 8) return 0;
-        const uint64_t length = load_le(p, 8);
+        const uint64_t length = lb_load_le(p, 8);
         return length <= available - 8 ? 8 + length : 0;
     }
     /* an array: u32 element type, u64 count, the elements */
     if (available < 12 || depth >= GGUF_MAX_ARRAY_DEPTH) return 0;
-    const uint32_t elem_type = (uint32_t)load_le(p, 4);
-    const uint64_t count = load_le(p + 4, 8);
-    const int elem = scalar_bytes(elem_type);
+    const uint32_t elem_type = (uint32_t)lb_load_le(p, 4);
+    const uint64_t count = lb_load_le(p + 4, 8);
+    const int elem = lb_gguf_scalar_bytes(elem_type);
     if (elem < 0) return 0;
     if (elem > 0) return count <= (available - 12) / (uint64_t)elem ? 12 + count * (uint64_t)elem : 0;
     uint64_t used = 12;
@@ -99,7 +79,7 @@ static lowbit_status choose_alignment(const lb_kv *kvs, int64_t n_kv, uint32_t r
         if (kvs[i].type != LOWBIT_GGUF_UINT32 || kvs[i].value_size != 4 || !kvs[i].value) {
             return bad(diag, "%s is not a uint32", kvs[i].key);
         }
-        const uint32_t stored = (uint32_t)load_le(kvs[i].value, 4);
+        const uint32_t stored = (uint32_t)lb_load_le(kvs[i].value, 4);
         if (requested && stored != requested) {
             return lb_diag_set(diag, LOWBIT_ERR_INVALID_ARGUMENT, -1, UINT64_MAX,
                                "general.alignment is %u but the file is laid out with %u", stored,

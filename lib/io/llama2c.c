@@ -43,8 +43,7 @@ static const char *const header_field_names[L2C_HEADER_FIELDS] = {
     "dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "seq_len"};
 
 static int32_t load_i32(const uint8_t *p) {
-    const uint32_t u =
-        (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+    const uint32_t u = lb_load_u32(p);
     int32_t v;
     memcpy(&v, &u, sizeof v);
     return v;

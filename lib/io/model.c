@@ -62,31 +62,21 @@ lowbit_status lb_model_set_raw(lb_model *m, const char *key, uint32_t type, cons
     return LOWBIT_OK;
 }
 
-static void store_le(uint8_t *p, uint64_t v, int bytes) {
-    for (int i = 0; i < bytes; i++) p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint64_t load_le(const uint8_t *p, int bytes) {
-    uint64_t v = 0;
-    for (int i = 0; i < bytes; i++) v |= (uint64_t)p[i] << (8 * i);
-    return v;
-}
-
 lowbit_status lb_model_set_u32(lb_model *m, const char *key, uint32_t v) {
     uint8_t b[4];
-    store_le(b, v, 4);
+    lb_store_le(b, v, 4);
     return lb_model_set_raw(m, key, LOWBIT_GGUF_UINT32, b, 4);
 }
 
 lowbit_status lb_model_set_i32(lb_model *m, const char *key, int32_t v) {
     uint8_t b[4];
-    store_le(b, (uint32_t)v, 4);
+    lb_store_le(b, (uint32_t)v, 4);
     return lb_model_set_raw(m, key, LOWBIT_GGUF_INT32, b, 4);
 }
 
 lowbit_status lb_model_set_f32(lb_model *m, const char *key, float v) {
     uint8_t b[4];
-    store_le(b, lb_float_to_bits(v), 4);
+    lb_store_le(b, lb_float_to_bits(v), 4);
     return lb_model_set_raw(m, key, LOWBIT_GGUF_FLOAT32, b, 4);
 }
 
@@ -99,7 +89,7 @@ lowbit_status lb_model_set_string(lb_model *m, const char *key, const char *s) {
     const uint64_t length = strlen(s);
     uint8_t *buf = malloc(8 + (size_t)length);
     if (!buf) return LOWBIT_ERR_NO_MEMORY;
-    store_le(buf, length, 8);
+    lb_store_le(buf, length, 8);
     memcpy(buf + 8, s, (size_t)length);
     const lowbit_status st = lb_model_set_raw(m, key, LOWBIT_GGUF_STRING, buf, 8 + length);
     free(buf);
@@ -110,8 +100,8 @@ lowbit_status lb_model_set_string(lb_model *m, const char *key, const char *s) {
 static uint8_t *new_array(uint32_t elem_type, uint64_t count, uint64_t payload_size) {
     uint8_t *buf = malloc(12 + (size_t)payload_size);
     if (!buf) return NULL;
-    store_le(buf, elem_type, 4);
-    store_le(buf + 4, count, 8);
+    lb_store_le(buf, elem_type, 4);
+    lb_store_le(buf + 4, count, 8);
     return buf;
 }
 
@@ -123,7 +113,7 @@ lowbit_status lb_model_set_string_array(lb_model *m, const char *key, const char
     if (!buf) return LOWBIT_ERR_NO_MEMORY;
     uint8_t *p = buf + 12;
     for (uint64_t i = 0; i < count; i++) {
-        store_le(p, lengths[i], 8);
+        lb_store_le(p, lengths[i], 8);
         memcpy(p + 8, strings[i], (size_t)lengths[i]);
         p += 8 + lengths[i];
     }
@@ -136,7 +126,7 @@ static lowbit_status set_u32_array(lb_model *m, const char *key, uint32_t elem_t
                                    const uint32_t *bits, uint64_t count) {
     uint8_t *buf = new_array(elem_type, count, 4 * count);
     if (!buf) return LOWBIT_ERR_NO_MEMORY;
-    for (uint64_t i = 0; i < count; i++) store_le(buf + 12 + 4 * i, bits[i], 4);
+    for (uint64_t i = 0; i < count; i++) lb_store_le(buf + 12 + 4 * i, bits[i], 4);
     const lowbit_status st = lb_model_set_raw(m, key, LOWBIT_GGUF_ARRAY, buf, 12 + 4 * count);
     free(buf);
     return st;
@@ -158,11 +148,11 @@ int lb_kv_get_u64(const lb_kv *kv, uint64_t *v) {
     switch (kv->type) {
     case LOWBIT_GGUF_UINT8: case LOWBIT_GGUF_UINT16: case LOWBIT_GGUF_UINT32:
     case LOWBIT_GGUF_UINT64:
-        *v = load_le(kv->value, (int)kv->value_size);
+        *v = lb_load_le(kv->value, (int)kv->value_size);
         return 1;
     case LOWBIT_GGUF_INT8: case LOWBIT_GGUF_INT16: case LOWBIT_GGUF_INT32: case LOWBIT_GGUF_INT64: {
         const int bits = 8 * (int)kv->value_size;
-        const uint64_t raw = load_le(kv->value, (int)kv->value_size);
+        const uint64_t raw = lb_load_le(kv->value, (int)kv->value_size);
         if (bits < 64 && (raw >> (bits - 1)) & 1) return 0; /* negative */
         if (bits == 64 && (raw >> 63)) return 0;
         *v = raw;
@@ -176,11 +166,11 @@ int lb_kv_get_u64(const lb_kv *kv, uint64_t *v) {
 int lb_kv_get_f64(const lb_kv *kv, double *v) {
     if (!kv) return 0;
     if (kv->type == LOWBIT_GGUF_FLOAT32) {
-        *v = lb_bits_to_float((uint32_t)load_le(kv->value, 4));
+        *v = lb_bits_to_float((uint32_t)lb_load_le(kv->value, 4));
         return 1;
     }
     if (kv->type == LOWBIT_GGUF_FLOAT64) {
-        const uint64_t bits = load_le(kv->value, 8);
+        const uint64_t bits = lb_load_le(kv->value, 8);
         memcpy(v, &bits, sizeof *v);
         return 1;
     }

@@ -66,6 +66,8 @@ const lb_kv *lb_model_find_kv(const lb_model *m, const char *key);
 /* Scalar lookups (any integer type that fits; f64 also takes integers). 0 if missing/other type. */
 int lb_kv_get_u64(const lb_kv *kv, uint64_t *v);
 int lb_kv_get_f64(const lb_kv *kv, double *v);
+/* Bytes of a GGUF scalar value type, 0 for string/array, -1 for an unknown type (gguf.c). */
+int lb_gguf_scalar_bytes(uint32_t type);
 
 /* Tensors. `data` must hold n_bytes = lowbit_row_bytes(type, ne[0]) * rows, inside a map the
    model owns. The name must be unique (LOWBIT_ERR_BAD_FILE otherwise). */

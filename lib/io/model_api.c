@@ -130,12 +130,6 @@ lowbit_status lowbit_model_read_f32(const lowbit_model *model, int64_t i, float 
 
 int64_t lowbit_model_kv_count(const lowbit_model *model) { return model ? model->m.n_kv : 0; }
 
-static uint64_t load_le(const uint8_t *p, int bytes) {
-    uint64_t v = 0;
-    for (int i = 0; i < bytes; i++) v |= (uint64_t)p[i] << (8 * i);
-    return v;
-}
-
 lowbit_status lowbit_model_kv(const lowbit_model *model, int64_t i, lowbit_kv_info *info) {
     if (!model || !info || i < 0 || i >= model->m.n_kv) return LOWBIT_ERR_INVALID_ARGUMENT;
     const lb_kv *kv = &model->m.kvs[i];
@@ -146,8 +140,8 @@ lowbit_status lowbit_model_kv(const lowbit_model *model, int64_t i, lowbit_kv_in
     info->array_type = 0;
     info->array_count = 0;
     if (kv->type == LOWBIT_GGUF_ARRAY && kv->value_size >= 12) {
-        info->array_type = (lowbit_gguf_value_type)load_le(kv->value, 4);
-        info->array_count = load_le(kv->value + 4, 8);
+        info->array_type = (lowbit_gguf_value_type)lb_load_le(kv->value, 4);
+        info->array_count = lb_load_le(kv->value + 4, 8);
     }
     return LOWBIT_OK;
 }
@@ -189,19 +183,19 @@ static uint64_t put_value(text *t, uint32_t type, const uint8_t *p, const uint8_
     case LOWBIT_GGUF_UINT8: if (room < 1) return 0; put_text(t, "%u", p[0]); return 1;
     case LOWBIT_GGUF_INT8: if (room < 1) return 0; put_text(t, "%d", (int8_t)p[0]); return 1;
     case LOWBIT_GGUF_BOOL: if (room < 1) return 0; put_text(t, "%s", p[0] ? "true" : "false"); return 1;
-    case LOWBIT_GGUF_UINT16: if (room < 2) return 0; put_text(t, "%u", (unsigned)load_le(p, 2)); return 2;
-    case LOWBIT_GGUF_INT16: if (room < 2) return 0; put_text(t, "%d", (int16_t)load_le(p, 2)); return 2;
-    case LOWBIT_GGUF_UINT32: if (room < 4) return 0; put_text(t, "%u", (unsigned)load_le(p, 4)); return 4;
-    case LOWBIT_GGUF_INT32: if (room < 4) return 0; put_text(t, "%d", (int32_t)load_le(p, 4)); return 4;
+    case LOWBIT_GGUF_UINT16: if (room < 2) return 0; put_text(t, "%u", (unsigned)lb_load_le(p, 2)); return 2;
+    case LOWBIT_GGUF_INT16: if (room < 2) return 0; put_text(t, "%d", (int16_t)lb_load_le(p, 2)); return 2;
+    case LOWBIT_GGUF_UINT32: if (room < 4) return 0; put_text(t, "%u", (unsigned)lb_load_le(p, 4)); return 4;
+    case LOWBIT_GGUF_INT32: if (room < 4) return 0; put_text(t, "%d", (int32_t)lb_load_le(p, 4)); return 4;
     case LOWBIT_GGUF_FLOAT32:
         if (room < 4) return 0;
-        put_text(t, "%.9g", lb_bits_to_float((uint32_t)load_le(p, 4)));
+        put_text(t, "%.9g", lb_bits_to_float((uint32_t)lb_load_le(p, 4)));
         return 4;
-    case LOWBIT_GGUF_UINT64: if (room < 8) return 0; put_text(t, "%llu", (unsigned long long)load_le(p, 8)); return 8;
-    case LOWBIT_GGUF_INT64: if (room < 8) return 0; put_text(t, "%lld", (long long)load_le(p, 8)); return 8;
+    case LOWBIT_GGUF_UINT64: if (room < 8) return 0; put_text(t, "%llu", (unsigned long long)lb_load_le(p, 8)); return 8;
+    case LOWBIT_GGUF_INT64: if (room < 8) return 0; put_text(t, "%lld", (long long)lb_load_le(p, 8)); return 8;
     case LOWBIT_GGUF_FLOAT64: {
         if (room < 8) return 0;
-        const uint64_t bits = load_le(p, 8);
+        const uint64_t bits = lb_load_le(p, 8);
         double d;
         memcpy(&d, &bits, sizeof d);
         put_text(t, "%.17g", d);
@@ -209,7 +203,7 @@ static uint64_t put_value(text *t, uint32_t type, const uint8_t *p, const uint8_
     }
     case LOWBIT_GGUF_STRING: {
         if (room < 8) return 0;
-        const uint64_t n = load_le(p, 8);
+        const uint64_t n = lb_load_le(p, 8);
         if (n > room - 8) return 0;
         put_quoted(t, p + 8, n, 60);
         return 8 + n;

@@ -66,12 +66,6 @@ static const char *const layer_gguf_names[N_LAYER_SLOTS] = {
     "attn_norm.weight", "attn_q.weight", "attn_k.weight", "attn_v.weight", "attn_output.weight",
     "ffn_norm.weight", "ffn_gate.weight", "ffn_up.weight", "ffn_down.weight"};
 
-static uint64_t load_u64_le(const uint8_t *p) {
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++) v |= (uint64_t)p[i] << (8 * i);
-    return v;
-}
-
 /* Puts `prefix` before the message already in diag (which says where in its own text). */
 static lowbit_status prefix_diag(lowbit_diag *diag, lowbit_status st, const char *prefix) {
     if (!diag) return st;
@@ -271,7 +265,7 @@ static lowbit_status read_header_length(const uint8_t *data, uint64_t size, uint
                            "safetensors file of %llu bytes is too short for its header length",
                            (unsigned long long)size);
     }
-    const uint64_t n = load_u64_le(data);
+    const uint64_t n = lb_load_u64(data);
     if (n > LB_SAFETENSORS_MAX_HEADER) {
         return lb_diag_set(diag, LOWBIT_ERR_BAD_FILE, -1, 0,
                            "safetensors header length %llu is over the format's limit of %u bytes",

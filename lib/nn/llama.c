@@ -105,8 +105,7 @@ static lowbit_status read_float_key(const lb_model *m, const char *key, double f
 static int architecture_is_llama(const lb_model *m) {
     const lb_kv *kv = lb_model_find_kv(m, "general.architecture");
     if (!kv || kv->type != LOWBIT_GGUF_STRING || kv->value_size < 8) return 0;
-    uint64_t length = 0;
-    for (int i = 0; i < 8; i++) length |= (uint64_t)kv->value[i] << (8 * i);
+    const uint64_t length = lb_load_u64(kv->value);
     return length == 5 && kv->value_size == 13 && memcmp(kv->value + 8, "llama", 5) == 0;
 }
 

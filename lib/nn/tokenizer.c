@@ -109,14 +109,6 @@ static lowbit_status build_hash(lowbit_tokenizer *t) {
 /* Reading the metadata                                                                        */
 /* ------------------------------------------------------------------------------------------ */
 
-static uint32_t load_u32(const uint8_t *p) {
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static uint64_t load_u64(const uint8_t *p) {
-    return (uint64_t)load_u32(p) | (uint64_t)load_u32(p + 4) << 32;
-}
-
 /* An array value's elements: checks the key exists, is an array of element_type, and (for
    fixed-size elements) that the value holds exactly count elements. */
 typedef struct kv_array {
@@ -132,12 +124,12 @@ static lowbit_status find_array(const lb_model *m, const char *key, uint32_t ele
         return lb_diag_set(diag, LOWBIT_ERR_NOT_FOUND, -1, UINT64_MAX, "tokenizer: no %s", key);
     }
     if (kv->type != LOWBIT_GGUF_ARRAY || kv->value_size < 12 ||
-        load_u32(kv->value) != element_type) {
+        lb_load_u32(kv->value) != element_type) {
         return lb_diag_set(diag, LOWBIT_ERR_BAD_FILE, -1, UINT64_MAX,
                            "tokenizer: %s is not an array of GGUF type %u", key,
                            (unsigned)element_type);
     }
-    a->count = load_u64(kv->value + 4);
+    a->count = lb_load_u64(kv->value + 4);
     a->elements = kv->value + 12;
     a->bytes = kv->value_size - 12;
     if (element_size && (a->count > a->bytes / element_size || a->count * element_size != a->bytes)) {
@@ -164,7 +156,7 @@ static lowbit_status copy_pieces(lowbit_tokenizer *t, const kv_array *a, lowbit_
     uint64_t pos = 0, out = 0;
     for (int32_t id = 0; id < t->n_vocab; id++) {
         const uint64_t left = a->bytes - pos;
-        const uint64_t length = left >= 8 ? load_u64(a->elements + pos) : UINT64_MAX;
+        const uint64_t length = left >= 8 ? lb_load_u64(a->elements + pos) : UINT64_MAX;
         if (left < 8 || length > left - 8 || length > UINT32_MAX) {
             return lb_diag_set(diag, LOWBIT_ERR_BAD_FILE, -1, UINT64_MAX,
                                "tokenizer: piece %d runs past tokenizer.ggml.tokens", (int)id);
@@ -202,8 +194,8 @@ static int byte_of_piece(const char *piece, uint32_t length) {
 static lowbit_status copy_scores_and_types(lowbit_tokenizer *t, const kv_array *scores,
                                            const kv_array *types, lowbit_diag *diag) {
     for (int32_t id = 0; id < t->n_vocab; id++) {
-        t->scores[id] = lb_bits_to_float(load_u32(scores->elements + 4 * (uint64_t)id));
-        const uint32_t type_bits = load_u32(types->elements + 4 * (uint64_t)id);
+        t->scores[id] = lb_bits_to_float(lb_load_u32(scores->elements + 4 * (uint64_t)id));
+        const uint32_t type_bits = lb_load_u32(types->elements + 4 * (uint64_t)id);
         int32_t type;
         memcpy(&type, &type_bits, sizeof type);
         t->types[id] = type;
@@ -255,7 +247,7 @@ static lowbit_status check_model_name(const lb_model *m, lowbit_diag *diag) {
                            "the model has no tokenizer (no tokenizer.ggml.model)");
     }
     if (kv->type != LOWBIT_GGUF_STRING || kv->value_size < 8 ||
-        load_u64(kv->value) != kv->value_size - 8) {
+        lb_load_u64(kv->value) != kv->value_size - 8) {
         return lb_diag_set(diag, LOWBIT_ERR_BAD_FILE, -1, UINT64_MAX,
                            "tokenizer: tokenizer.ggml.model is not a string");
     }

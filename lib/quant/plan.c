@@ -149,8 +149,7 @@ typedef struct model_facts {
 static int kv_string(const lb_model *m, const char *key, char *buf, size_t size) {
     const lb_kv *kv = lb_model_find_kv(m, key);
     if (!kv || kv->type != LOWBIT_GGUF_STRING || kv->value_size < 8) return 0;
-    uint64_t length = 0;
-    for (int i = 0; i < 8; i++) length |= (uint64_t)kv->value[i] << (8 * i);
+    const uint64_t length = lb_load_u64(kv->value);
     if (length > kv->value_size - 8 || length >= size) return 0;
     memcpy(buf, kv->value + 8, (size_t)length);
     buf[length] = '\0';
