@@ -83,8 +83,9 @@ void lb_kernels_for_level(lb_cpu_level level, lb_kernel_set *set) {
         lb_register_legacy_avx2(set);
         lb_register_kquants_avx2(set);
     }
+    if (level >= LB_CPU_AVX512_VNNI) lb_register_avx512_vnni(set);
 #elif defined(__aarch64__)
-    lb_register_neon(set);
+    if (level >= LB_CPU_NEON) lb_register_neon(set);
     if (level >= LB_CPU_NEON_DOTPROD) lb_register_neon_dotprod(set);
 #else
     (void)level;

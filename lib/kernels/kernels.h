@@ -44,6 +44,8 @@ lowbit_quantize_row_fn lb_quantize_activation_kernel(lowbit_type activation_type
 #if defined(__x86_64__)
 void lb_register_legacy_avx2(lb_kernel_set *set);
 void lb_register_kquants_avx2(lb_kernel_set *set);
+/* AVX-512 + VNNI kernels of the hottest formats; installs nothing on a CPU without VNNI. */
+void lb_register_avx512_vnni(lb_kernel_set *set);
 #endif
 #if defined(__aarch64__)
 void lb_register_neon(lb_kernel_set *set);
