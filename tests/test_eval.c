@@ -317,7 +317,7 @@ static void test_cli(const lm *m, const char *text, size_t length) {
     char model_path[4096], command[16384];
     snprintf(model_path, sizeof model_path, "%s", model);
     snprintf(command, sizeof command, "%s eval '%s' --text '%s' --max-paragraphs 3 --threads 1 --json 2>/dev/null",
-             LOWBIT_CLI_PATH, model_path, lb_shared_path("data/tinystories_eval.txt"));
+             lb_cli_command(), model_path, lb_shared_path("data/tinystories_eval.txt"));
     char *out = run_command(command);
     lowbit_eval_result r;
     lowbit_status st;
@@ -339,7 +339,7 @@ static void test_cli(const lm *m, const char *text, size_t length) {
     free(out);
 
     snprintf(command, sizeof command, "%s generate '%s' -n 40 --threads 1 2>/dev/null",
-             LOWBIT_CLI_PATH, model_path);
+             lb_cli_command(), model_path);
     out = run_command(command);
     const char *story = "Once upon a time, there was a little girl named Lily. She loved to play "
                         "outside in the park.";
@@ -349,7 +349,7 @@ static void test_cli(const lm *m, const char *text, size_t length) {
     /* sampling is deterministic for a seed */
     snprintf(command, sizeof command,
              "%s generate '%s' -n 30 --temp 0.9 --top-p 0.9 --seed 42 --prompt 'The dog' 2>/dev/null",
-             LOWBIT_CLI_PATH, model_path);
+             lb_cli_command(), model_path);
     char *first = run_command(command), *second = run_command(command);
     CHECK(first && second && first[0] && strcmp(first, second) == 0 && !strncmp(first, "The dog", 7),
           "seeded sampling: '%s' vs '%s'", first ? first : "", second ? second : "");
@@ -359,7 +359,7 @@ static void test_cli(const lm *m, const char *text, size_t length) {
     /* compare: the model against itself through the saved-logits file */
     snprintf(command, sizeof command,
              "%s compare '%s' '%s' --text '%s' --max-paragraphs 2 --threads 1 --json 2>/dev/null",
-             LOWBIT_CLI_PATH, model_path, model_path, lb_shared_path("data/tinystories_eval.txt"));
+             lb_cli_command(), model_path, model_path, lb_shared_path("data/tinystories_eval.txt"));
     out = run_command(command);
     CHECK(out && strstr(out, "\"kld_mean\": 0,") && strstr(out, "\"top1_agreement\": 1,") &&
               strstr(out, "\"bits_per_weight\": 32.0000"),
@@ -385,14 +385,14 @@ static void test_cli(const lm *m, const char *text, size_t length) {
         fclose(f);
     }
     snprintf(command, sizeof command, "%s eval '%s' --text '%s' 2>&1; echo status $?",
-             LOWBIT_CLI_PATH, other, lb_shared_path("data/tinystories_eval.txt"));
+             lb_cli_command(), other, lb_shared_path("data/tinystories_eval.txt"));
     out = run_command(command);
     CHECK(out && strstr(out, "\"resnet\" is not supported yet") && strstr(out, "status 1"),
           "another architecture: %s", out ? out : "(none)");
     free(out);
     unlink(other);
 
-    snprintf(command, sizeof command, "%s eval '%s' 2>/dev/null; echo status $?", LOWBIT_CLI_PATH, model_path);
+    snprintf(command, sizeof command, "%s eval '%s' 2>/dev/null; echo status $?", lb_cli_command(), model_path);
     out = run_command(command);
     CHECK(out && strstr(out, "status 2"), "eval without --text is a usage error: %s", out ? out : "");
     free(out);

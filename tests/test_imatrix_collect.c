@@ -270,7 +270,7 @@ static int run_cli(const char *const *argv, char *out) {
         dup2(fd, 1);
         setenv("ASAN_OPTIONS", "exitcode=99", 0);
         setenv("UBSAN_OPTIONS", "exitcode=99", 0);
-        execv(LOWBIT_CLI_PATH, (char *const *)argv);
+        lb_exec_cli(argv);
         _exit(127);
     }
     int status = 0;

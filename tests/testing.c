@@ -1,3 +1,4 @@
+#define _POSIX_C_SOURCE 200809L /* strtok_r, execv */
 #include "testing.h"
 
 #include <stdlib.h>
@@ -56,4 +57,34 @@ char *lb_read_whole_file(const char *path, size_t *size) {
 int lb_test_summary(void) {
     printf("%d passed, %d failed\n", lb_checks_passed, lb_checks_failed);
     return lb_checks_failed == 0 && lb_checks_passed > 0 ? 0 : 1;
+}
+
+#include <unistd.h>
+
+/* The emulator command of a cross build ("" natively), split on spaces. */
+static int emulator_words(char *buf, size_t size, char **words, int max_words) {
+    snprintf(buf, size, "%s", LOWBIT_CLI_EMULATOR);
+    int n = 0;
+    for (char *save = NULL, *w = strtok_r(buf, " ", &save); w && n < max_words;
+         w = strtok_r(NULL, " ", &save)) {
+        words[n++] = w;
+    }
+    return n;
+}
+
+void lb_exec_cli(const char *const *argv) {
+    char buf[512];
+    char *args[64];
+    int n = emulator_words(buf, sizeof buf, args, 8);
+    args[n++] = (char *)LOWBIT_CLI_PATH;
+    for (int i = 1; argv[i] && n < 63; i++) args[n++] = (char *)argv[i];
+    args[n] = NULL;
+    execvp(args[0], args); /* the emulator is found on PATH */
+}
+
+const char *lb_cli_command(void) {
+    static char command[1024];
+    snprintf(command, sizeof command, "%s%s%s", LOWBIT_CLI_EMULATOR,
+             LOWBIT_CLI_EMULATOR[0] ? " " : "", LOWBIT_CLI_PATH);
+    return command;
 }

@@ -31,6 +31,12 @@ int lb_test_quick(void);
 const char *lb_join_path(const char *folder, const char *name);
 /* A whole file, NUL-terminated (not counted in *size); NULL when it cannot be read. */
 char *lb_read_whole_file(const char *path, size_t *size);
+/* Runs the lowbit CLI in place of this process: argv[0] is replaced by the CLI's path (behind the
+   emulator's command when the tests run under one, as cross-architecture builds do). Returns
+   only on failure. */
+void lb_exec_cli(const char *const *argv);
+/* The shell words that start the CLI ("[emulator ...] /path/to/lowbit"), for popen/system. */
+const char *lb_cli_command(void);
 /* Prints the summary line and returns the process exit code. */
 int lb_test_summary(void);
 

@@ -122,7 +122,7 @@ pid_t lb_start_cli(const char *const *argv, const char *capture_folder, int (*pr
     /* under sanitizers, a report must not pass for the CLI's own exit status 1 */
     setenv("ASAN_OPTIONS", "exitcode=99", 0);
     setenv("UBSAN_OPTIONS", "exitcode=99", 0);
-    execv(LOWBIT_CLI_PATH, (char *const *)argv);
+    lb_exec_cli(argv);
     _exit(127);
 }
 
