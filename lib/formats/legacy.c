@@ -937,30 +937,159 @@ static const symmetric_shape shape_q4_0 = {8.0f, 7.0f};
 static const symmetric_shape shape_q5_0 = {16.0f, 15.0f};
 
 /* ------------------------------------------------------------------------------------------ */
-/* Q4_0                                                                                         */
+/* What the 4- and 5-bit formats share: levels from and to their bytes, the reference encoders,  */
+/* decoding and the integer dot product, written once over the level width                     */
 /* ------------------------------------------------------------------------------------------ */
 
-/* Reference: d = max / -8 (the largest-magnitude element maps to level 0), levels truncated from
-   x / d + 8.5 and capped at 15. */
-lowbit_status lb_quantize_ref_q4_0(const float *src, void *dst, int64_t n,
-                                   const float *importance) {
-    (void)importance;
-    block_q4_0 *y = dst;
-    for (int64_t b = 0; b < n / BLOCK; b++, src += BLOCK) {
-        const float max = first_signed_extreme(src);
-        const float d = max / -8.0f;
-        if (lb_store_fp16_scale(d, &y[b].d) != LOWBIT_OK) return LOWBIT_ERR_SCALE_OVERFLOW;
-        const float id = safe_inverse(d);
-        int32_t levels[BLOCK];
-        for (int j = 0; j < BLOCK; j++) {
-            const int q = (int)(src[j] * id + 8.5f);
-            levels[j] = q < 15 ? q : 15;
-        }
-        pack_nibbles(levels, y[b].qs);
+/* The stored levels of a block (0..15, or 0..31 with the fifth bits of qh when qh is given). */
+static void unpack_levels(const uint8_t qs[HALF_BLOCK], const uint8_t *qh, int32_t levels[BLOCK]) {
+    const uint32_t high = qh ? load_qh(qh) : 0;
+    for (int j = 0; j < HALF_BLOCK; j++) {
+        levels[j] = (qs[j] & 0x0F) | (int32_t)((high >> j) & 1) << 4;
+        levels[j + HALF_BLOCK] = (qs[j] >> 4) | (int32_t)((high >> (j + HALF_BLOCK)) & 1) << 4;
+    }
+}
+
+static void pack_levels(const int32_t levels[BLOCK], uint8_t qs[HALF_BLOCK], uint8_t *qh) {
+    pack_nibbles(levels, qs);
+    if (qh) store_qh(qh, fifth_bits(levels));
+}
+
+/* The reference's symmetric rounding: d maps the signed extreme to -half, levels are truncated
+   from x / d + half + 0.5 and capped at 2 * half - 1 (Q4_0: half 8, Q5_0: half 16). */
+static lowbit_status reference_symmetric_block(const float *x, int half, lb_half *d_out,
+                                               int32_t levels[BLOCK]) {
+    const float d = first_signed_extreme(x) / (float)-half;
+    if (lb_store_fp16_scale(d, d_out) != LOWBIT_OK) return LOWBIT_ERR_SCALE_OVERFLOW;
+    const float id = safe_inverse(d);
+    for (int j = 0; j < BLOCK; j++) {
+        const int q = (int)(x[j] * id + ((float)half + 0.5f));
+        levels[j] = q < 2 * half - 1 ? q : 2 * half - 1;
     }
     return LOWBIT_OK;
 }
 
+/* The reference's affine rounding: m = min, d = (max - min) / top, levels truncated from
+   (x - min) / d + 0.5 and capped at top (Q4_1: 15, Q5_1: 31). */
+static lowbit_status reference_affine_block(const float *x, int top, lb_half *d_out,
+                                            lb_half *m_out, int32_t levels[BLOCK]) {
+    float min, max;
+    block_min_max(x, &min, &max);
+    const float d = (max - min) / (float)top;
+    if (lb_store_fp16_scale(d, d_out) != LOWBIT_OK || lb_store_fp16_scale(min, m_out) != LOWBIT_OK) {
+        return LOWBIT_ERR_SCALE_OVERFLOW;
+    }
+    const float id = safe_inverse(d);
+    for (int j = 0; j < BLOCK; j++) {
+        const int q = (int)((x[j] - min) * id + 0.5f);
+        levels[j] = q < top ? q : top;
+    }
+    return LOWBIT_OK;
+}
+
+/* d * (level - offset) for the symmetric formats, level * d + m for the affine ones: the float
+   operations of the reference decoder, so decoding is bit-exact. */
+static void decode_symmetric(const int32_t levels[BLOCK], int32_t offset, float d, float *dst) {
+    for (int j = 0; j < BLOCK; j++) dst[j] = (float)(levels[j] - offset) * d;
+}
+
+static void decode_affine(const int32_t levels[BLOCK], float d, float m, float *dst) {
+    for (int j = 0; j < BLOCK; j++) dst[j] = (float)levels[j] * d + m;
+}
+
+static int32_t level_dot(const int32_t levels[BLOCK], int32_t offset, const int8_t q[BLOCK]) {
+    int32_t sum = 0;
+    for (int j = 0; j < BLOCK; j++) sum += (levels[j] - offset) * q[j];
+    return sum;
+}
+
+/* The row functions of a symmetric format T with `half` levels below zero. */
+#define SYMMETRIC_ROW_FUNCTIONS(T, half, QH)                                                     \
+    lowbit_status lb_quantize_ref_##T(const float *src, void *dst, int64_t n,                    \
+                                      const float *importance) {                                 \
+        (void)importance;                                                                        \
+        block_##T *y = dst;                                                                      \
+        for (int64_t b = 0; b < n / BLOCK; b++, src += BLOCK) {                                  \
+            int32_t levels[BLOCK];                                                               \
+            if (reference_symmetric_block(src, half, &y[b].d, levels) != LOWBIT_OK) {           \
+                return LOWBIT_ERR_SCALE_OVERFLOW;                                                \
+            }                                                                                    \
+            pack_levels(levels, y[b].qs, QH(y[b]));                                              \
+        }                                                                                        \
+        return LOWBIT_OK;                                                                        \
+    }                                                                                            \
+    void lb_dequantize_##T(const void *src, float *dst, int64_t n) {                             \
+        const block_##T *x = src;                                                                \
+        for (int64_t b = 0; b < n / BLOCK; b++, dst += BLOCK) {                                  \
+            int32_t levels[BLOCK];                                                               \
+            unpack_levels(x[b].qs, QH(x[b]), levels);                                            \
+            decode_symmetric(levels, half, lb_fp16_to_fp32(x[b].d), dst);                        \
+        }                                                                                        \
+    }                                                                                            \
+    float lb_vec_dot_##T(int64_t n, const void *weights, const void *activations) {              \
+        const block_##T *x = weights;                                                            \
+        const block_q8_0 *y = activations;                                                       \
+        float sum = 0.0f;                                                                        \
+        for (int64_t b = 0; b < n / BLOCK; b++) {                                                \
+            int32_t levels[BLOCK];                                                               \
+            unpack_levels(x[b].qs, QH(x[b]), levels);                                            \
+            sum += (float)level_dot(levels, half, y[b].qs) * lb_fp16_to_fp32(x[b].d) *            \
+                   lb_fp16_to_fp32(y[b].d);                                                      \
+        }                                                                                        \
+        return sum;                                                                              \
+    }
+
+/* The row functions of an affine format T with levels 0..top. */
+#define AFFINE_ROW_FUNCTIONS(T, top, QH)                                                         \
+    lowbit_status lb_quantize_ref_##T(const float *src, void *dst, int64_t n,                    \
+                                      const float *importance) {                                 \
+        (void)importance;                                                                        \
+        block_##T *y = dst;                                                                      \
+        for (int64_t b = 0; b < n / BLOCK; b++, src += BLOCK) {                                  \
+            int32_t levels[BLOCK];                                                               \
+            if (reference_affine_block(src, top, &y[b].d, &y[b].m, levels) != LOWBIT_OK) {      \
+                return LOWBIT_ERR_SCALE_OVERFLOW;                                                \
+            }                                                                                    \
+            pack_levels(levels, y[b].qs, QH(y[b]));                                              \
+        }                                                                                        \
+        return LOWBIT_OK;                                                                        \
+    }                                                                                            \
+    void lb_dequantize_##T(const void *src, float *dst, int64_t n) {                             \
+        const block_##T *x = src;                                                                \
+        for (int64_t b = 0; b < n / BLOCK; b++, dst += BLOCK) {                                  \
+            int32_t levels[BLOCK];                                                               \
+            unpack_levels(x[b].qs, QH(x[b]), levels);                                            \
+            decode_affine(levels, lb_fp16_to_fp32(x[b].d), lb_fp16_to_fp32(x[b].m), dst);        \
+        }                                                                                        \
+    }                                                                                            \
+    /* sum (d l + m)(dy q) = d dy sum l q + m (dy sum q), the last factor being Q8_1's s */      \
+    float lb_vec_dot_##T(int64_t n, const void *weights, const void *activations) {              \
+        const block_##T *x = weights;                                                            \
+        const block_q8_1 *y = activations;                                                       \
+        float sum = 0.0f;                                                                        \
+        for (int64_t b = 0; b < n / BLOCK; b++) {                                                \
+            int32_t levels[BLOCK];                                                               \
+            unpack_levels(x[b].qs, QH(x[b]), levels);                                            \
+            sum += lb_fp16_to_fp32(x[b].d) * lb_fp16_to_fp32(y[b].d) *                           \
+                       (float)level_dot(levels, 0, y[b].qs) +                                    \
+                   lb_fp16_to_fp32(x[b].m) * lb_fp16_to_fp32(y[b].s);                            \
+        }                                                                                        \
+        return sum;                                                                              \
+    }
+
+#define NO_FIFTH_BITS(block) ((uint8_t *)NULL)
+#define FIFTH_BITS(block) ((block).qh)
+
+SYMMETRIC_ROW_FUNCTIONS(q4_0, 8, NO_FIFTH_BITS)
+SYMMETRIC_ROW_FUNCTIONS(q5_0, 16, FIFTH_BITS)
+AFFINE_ROW_FUNCTIONS(q4_1, 15, NO_FIFTH_BITS)
+AFFINE_ROW_FUNCTIONS(q5_1, 31, FIFTH_BITS)
+
+/* ------------------------------------------------------------------------------------------ */
+/* Q4_0                                                                                         */
+/* ------------------------------------------------------------------------------------------ */
+
+/* The searching encoder (the reference one is SYMMETRIC_ROW_FUNCTIONS(q4_0) above). */
 lowbit_status lb_quantize_q4_0(const float *src, void *dst, int64_t n, const float *importance) {
     block_q4_0 *y = dst;
     const int64_t n_blocks = n / BLOCK;
@@ -983,60 +1112,11 @@ lowbit_status lb_quantize_q4_0(const float *src, void *dst, int64_t n, const flo
     return LOWBIT_OK;
 }
 
-void lb_dequantize_q4_0(const void *src, float *dst, int64_t n) {
-    const block_q4_0 *x = src;
-    for (int64_t b = 0; b < n / BLOCK; b++, dst += BLOCK) {
-        const float d = lb_fp16_to_fp32(x[b].d);
-        for (int j = 0; j < HALF_BLOCK; j++) {
-            dst[j] = (float)((x[b].qs[j] & 0x0F) - 8) * d;
-            dst[j + HALF_BLOCK] = (float)((x[b].qs[j] >> 4) - 8) * d;
-        }
-    }
-}
-
-float lb_vec_dot_q4_0(int64_t n, const void *weights, const void *activations) {
-    const block_q4_0 *x = weights;
-    const block_q8_0 *y = activations;
-    float sum = 0.0f;
-    for (int64_t b = 0; b < n / BLOCK; b++) {
-        int32_t sumi = 0;
-        for (int j = 0; j < HALF_BLOCK; j++) {
-            sumi += ((x[b].qs[j] & 0x0F) - 8) * y[b].qs[j];
-            sumi += ((x[b].qs[j] >> 4) - 8) * y[b].qs[j + HALF_BLOCK];
-        }
-        sum += (float)sumi * lb_fp16_to_fp32(x[b].d) * lb_fp16_to_fp32(y[b].d);
-    }
-    return sum;
-}
-
 /* ------------------------------------------------------------------------------------------ */
 /* Q4_1                                                                                         */
 /* ------------------------------------------------------------------------------------------ */
 
-/* Reference: m = min, d = (max - min) / 15, levels truncated from (x - min) / d + 0.5. */
-lowbit_status lb_quantize_ref_q4_1(const float *src, void *dst, int64_t n,
-                                   const float *importance) {
-    (void)importance;
-    block_q4_1 *y = dst;
-    for (int64_t b = 0; b < n / BLOCK; b++, src += BLOCK) {
-        float min, max;
-        block_min_max(src, &min, &max);
-        const float d = (max - min) / 15.0f;
-        if (lb_store_fp16_scale(d, &y[b].d) != LOWBIT_OK ||
-            lb_store_fp16_scale(min, &y[b].m) != LOWBIT_OK) {
-            return LOWBIT_ERR_SCALE_OVERFLOW;
-        }
-        const float id = safe_inverse(d);
-        int32_t levels[BLOCK];
-        for (int j = 0; j < BLOCK; j++) {
-            const int q = (int)((src[j] - min) * id + 0.5f);
-            levels[j] = q < 15 ? q : 15;
-        }
-        pack_nibbles(levels, y[b].qs);
-    }
-    return LOWBIT_OK;
-}
-
+/* The searching encoder (the reference one is AFFINE_ROW_FUNCTIONS(q4_1) above). */
 lowbit_status lb_quantize_q4_1(const float *src, void *dst, int64_t n, const float *importance) {
     block_q4_1 *y = dst;
     const int64_t n_blocks = n / BLOCK;
@@ -1060,59 +1140,11 @@ lowbit_status lb_quantize_q4_1(const float *src, void *dst, int64_t n, const flo
     return LOWBIT_OK;
 }
 
-void lb_dequantize_q4_1(const void *src, float *dst, int64_t n) {
-    const block_q4_1 *x = src;
-    for (int64_t b = 0; b < n / BLOCK; b++, dst += BLOCK) {
-        const float d = lb_fp16_to_fp32(x[b].d), m = lb_fp16_to_fp32(x[b].m);
-        for (int j = 0; j < HALF_BLOCK; j++) {
-            dst[j] = (float)(x[b].qs[j] & 0x0F) * d + m;
-            dst[j + HALF_BLOCK] = (float)(x[b].qs[j] >> 4) * d + m;
-        }
-    }
-}
-
-float lb_vec_dot_q4_1(int64_t n, const void *weights, const void *activations) {
-    const block_q4_1 *x = weights;
-    const block_q8_1 *y = activations;
-    float sum = 0.0f;
-    for (int64_t b = 0; b < n / BLOCK; b++) {
-        int32_t sumi = 0;
-        for (int j = 0; j < HALF_BLOCK; j++) {
-            sumi += (x[b].qs[j] & 0x0F) * y[b].qs[j];
-            sumi += (x[b].qs[j] >> 4) * y[b].qs[j + HALF_BLOCK];
-        }
-        /* sum (d l + m) (dy q) = d dy sum l q + m (dy sum q), the last factor being s */
-        sum += lb_fp16_to_fp32(x[b].d) * lb_fp16_to_fp32(y[b].d) * (float)sumi +
-               lb_fp16_to_fp32(x[b].m) * lb_fp16_to_fp32(y[b].s);
-    }
-    return sum;
-}
-
 /* ------------------------------------------------------------------------------------------ */
 /* Q5_0                                                                                         */
 /* ------------------------------------------------------------------------------------------ */
 
-/* Reference: d = max / -16, levels truncated from x / d + 16.5 and capped at 31. */
-lowbit_status lb_quantize_ref_q5_0(const float *src, void *dst, int64_t n,
-                                   const float *importance) {
-    (void)importance;
-    block_q5_0 *y = dst;
-    for (int64_t b = 0; b < n / BLOCK; b++, src += BLOCK) {
-        const float max = first_signed_extreme(src);
-        const float d = max / -16.0f;
-        if (lb_store_fp16_scale(d, &y[b].d) != LOWBIT_OK) return LOWBIT_ERR_SCALE_OVERFLOW;
-        const float id = safe_inverse(d);
-        int32_t levels[BLOCK];
-        for (int j = 0; j < BLOCK; j++) {
-            const int q = (int)(src[j] * id + 16.5f);
-            levels[j] = q < 31 ? q : 31;
-        }
-        pack_nibbles(levels, y[b].qs);
-        store_qh(y[b].qh, fifth_bits(levels));
-    }
-    return LOWBIT_OK;
-}
-
+/* The searching encoder (the reference one is SYMMETRIC_ROW_FUNCTIONS(q5_0) above). */
 lowbit_status lb_quantize_q5_0(const float *src, void *dst, int64_t n, const float *importance) {
     block_q5_0 *y = dst;
     const int64_t n_blocks = n / BLOCK;
@@ -1137,66 +1169,11 @@ lowbit_status lb_quantize_q5_0(const float *src, void *dst, int64_t n, const flo
     return LOWBIT_OK;
 }
 
-void lb_dequantize_q5_0(const void *src, float *dst, int64_t n) {
-    const block_q5_0 *x = src;
-    for (int64_t b = 0; b < n / BLOCK; b++, dst += BLOCK) {
-        const float d = lb_fp16_to_fp32(x[b].d);
-        const uint32_t qh = load_qh(x[b].qh);
-        for (int j = 0; j < HALF_BLOCK; j++) {
-            const int lo = (x[b].qs[j] & 0x0F) | (int)((qh >> j) & 1) << 4;
-            const int hi = (x[b].qs[j] >> 4) | (int)((qh >> (j + HALF_BLOCK)) & 1) << 4;
-            dst[j] = (float)(lo - 16) * d;
-            dst[j + HALF_BLOCK] = (float)(hi - 16) * d;
-        }
-    }
-}
-
-float lb_vec_dot_q5_0(int64_t n, const void *weights, const void *activations) {
-    const block_q5_0 *x = weights;
-    const block_q8_0 *y = activations;
-    float sum = 0.0f;
-    for (int64_t b = 0; b < n / BLOCK; b++) {
-        const uint32_t qh = load_qh(x[b].qh);
-        int32_t sumi = 0;
-        for (int j = 0; j < HALF_BLOCK; j++) {
-            const int lo = (x[b].qs[j] & 0x0F) | (int)((qh >> j) & 1) << 4;
-            const int hi = (x[b].qs[j] >> 4) | (int)((qh >> (j + HALF_BLOCK)) & 1) << 4;
-            sumi += (lo - 16) * y[b].qs[j] + (hi - 16) * y[b].qs[j + HALF_BLOCK];
-        }
-        sum += (float)sumi * lb_fp16_to_fp32(x[b].d) * lb_fp16_to_fp32(y[b].d);
-    }
-    return sum;
-}
-
 /* ------------------------------------------------------------------------------------------ */
 /* Q5_1                                                                                         */
 /* ------------------------------------------------------------------------------------------ */
 
-/* Reference: m = min, d = (max - min) / 31, levels truncated from (x - min) / d + 0.5. */
-lowbit_status lb_quantize_ref_q5_1(const float *src, void *dst, int64_t n,
-                                   const float *importance) {
-    (void)importance;
-    block_q5_1 *y = dst;
-    for (int64_t b = 0; b < n / BLOCK; b++, src += BLOCK) {
-        float min, max;
-        block_min_max(src, &min, &max);
-        const float d = (max - min) / 31.0f;
-        if (lb_store_fp16_scale(d, &y[b].d) != LOWBIT_OK ||
-            lb_store_fp16_scale(min, &y[b].m) != LOWBIT_OK) {
-            return LOWBIT_ERR_SCALE_OVERFLOW;
-        }
-        const float id = safe_inverse(d);
-        int32_t levels[BLOCK];
-        for (int j = 0; j < BLOCK; j++) {
-            const int q = (int)((src[j] - min) * id + 0.5f);
-            levels[j] = q < 31 ? q : 31;
-        }
-        pack_nibbles(levels, y[b].qs);
-        store_qh(y[b].qh, fifth_bits(levels));
-    }
-    return LOWBIT_OK;
-}
-
+/* The searching encoder (the reference one is AFFINE_ROW_FUNCTIONS(q5_1) above). */
 lowbit_status lb_quantize_q5_1(const float *src, void *dst, int64_t n, const float *importance) {
     block_q5_1 *y = dst;
     const int64_t n_blocks = n / BLOCK;
@@ -1219,38 +1196,6 @@ lowbit_status lb_quantize_q5_1(const float *src, void *dst, int64_t n, const flo
         }
     }
     return LOWBIT_OK;
-}
-
-void lb_dequantize_q5_1(const void *src, float *dst, int64_t n) {
-    const block_q5_1 *x = src;
-    for (int64_t b = 0; b < n / BLOCK; b++, dst += BLOCK) {
-        const float d = lb_fp16_to_fp32(x[b].d), m = lb_fp16_to_fp32(x[b].m);
-        const uint32_t qh = load_qh(x[b].qh);
-        for (int j = 0; j < HALF_BLOCK; j++) {
-            const int lo = (x[b].qs[j] & 0x0F) | (int)((qh >> j) & 1) << 4;
-            const int hi = (x[b].qs[j] >> 4) | (int)((qh >> (j + HALF_BLOCK)) & 1) << 4;
-            dst[j] = (float)lo * d + m;
-            dst[j + HALF_BLOCK] = (float)hi * d + m;
-        }
-    }
-}
-
-float lb_vec_dot_q5_1(int64_t n, const void *weights, const void *activations) {
-    const block_q5_1 *x = weights;
-    const block_q8_1 *y = activations;
-    float sum = 0.0f;
-    for (int64_t b = 0; b < n / BLOCK; b++) {
-        const uint32_t qh = load_qh(x[b].qh);
-        int32_t sumi = 0;
-        for (int j = 0; j < HALF_BLOCK; j++) {
-            const int lo = (x[b].qs[j] & 0x0F) | (int)((qh >> j) & 1) << 4;
-            const int hi = (x[b].qs[j] >> 4) | (int)((qh >> (j + HALF_BLOCK)) & 1) << 4;
-            sumi += lo * y[b].qs[j] + hi * y[b].qs[j + HALF_BLOCK];
-        }
-        sum += lb_fp16_to_fp32(x[b].d) * lb_fp16_to_fp32(y[b].d) * (float)sumi +
-               lb_fp16_to_fp32(x[b].m) * lb_fp16_to_fp32(y[b].s);
-    }
-    return sum;
 }
 
 /* ------------------------------------------------------------------------------------------ */
