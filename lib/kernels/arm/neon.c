@@ -19,6 +19,7 @@
  */
 #include "../../formats/blocks.h"
 #include "../kernels.h"
+#include "../q8_rows.h"
 
 #include <arm_neon.h>
 #include <math.h>
@@ -433,32 +434,7 @@ static int q8_block_levels(const float *x, float *d_out, int8_t qs[32]) {
     return vaddlvq_s8(q0) + vaddlvq_s8(q1);
 }
 
-static lowbit_status quantize_q8_0(const float *src, void *dst, int64_t n,
-                                   const float *importance) {
-    (void)importance;
-    block_q8_0 *y = dst;
-    for (int64_t b = 0; b < n / QK8_0; b++, src += QK8_0) {
-        float d;
-        (void)q8_block_levels(src, &d, y[b].qs);
-        if (lb_store_fp16_scale(d, &y[b].d) != LOWBIT_OK) return LOWBIT_ERR_SCALE_OVERFLOW;
-    }
-    return LOWBIT_OK;
-}
-
-static lowbit_status quantize_q8_1(const float *src, void *dst, int64_t n,
-                                   const float *importance) {
-    (void)importance;
-    block_q8_1 *y = dst;
-    for (int64_t b = 0; b < n / QK8_1; b++, src += QK8_1) {
-        float d;
-        const int sum = q8_block_levels(src, &d, y[b].qs);
-        if (lb_store_fp16_scale(d, &y[b].d) != LOWBIT_OK ||
-            lb_store_fp16_scale((float)sum * d, &y[b].s) != LOWBIT_OK) {
-            return LOWBIT_ERR_SCALE_OVERFLOW;
-        }
-    }
-    return LOWBIT_OK;
-}
+LB_Q8_ROW_QUANTIZERS(q8_block_levels)
 
 /* Q8_K: the first element of largest magnitude, signed, maps to -127; levels by lb_nearest_int's
    magic-number rounding (the same float add and the same bit arithmetic), capped at 127. */

@@ -18,6 +18,7 @@
  */
 #include "../../formats/blocks.h"
 #include "../kernels.h"
+#include "../q8_rows.h"
 
 #include <immintrin.h>
 
@@ -338,32 +339,7 @@ static int q8_block_levels(const float *x, float *d_out, int8_t qs[32]) {
     return hsum_i32x8(sums);
 }
 
-static lowbit_status quantize_q8_0(const float *src, void *dst, int64_t n,
-                                   const float *importance) {
-    (void)importance;
-    block_q8_0 *y = dst;
-    for (int64_t b = 0; b < n / QK8_0; b++, src += QK8_0) {
-        float d;
-        (void)q8_block_levels(src, &d, y[b].qs);
-        if (lb_store_fp16_scale(d, &y[b].d) != LOWBIT_OK) return LOWBIT_ERR_SCALE_OVERFLOW;
-    }
-    return LOWBIT_OK;
-}
-
-static lowbit_status quantize_q8_1(const float *src, void *dst, int64_t n,
-                                   const float *importance) {
-    (void)importance;
-    block_q8_1 *y = dst;
-    for (int64_t b = 0; b < n / QK8_1; b++, src += QK8_1) {
-        float d;
-        const int sum = q8_block_levels(src, &d, y[b].qs);
-        if (lb_store_fp16_scale(d, &y[b].d) != LOWBIT_OK ||
-            lb_store_fp16_scale((float)sum * d, &y[b].s) != LOWBIT_OK) {
-            return LOWBIT_ERR_SCALE_OVERFLOW;
-        }
-    }
-    return LOWBIT_OK;
-}
+LB_Q8_ROW_QUANTIZERS(q8_block_levels)
 
 /* The first element of largest magnitude of a 256-element block (the reference keeps the first
    on ties, and its sign matters), with that magnitude; -1 when every element is 0. */
