@@ -499,38 +499,24 @@ static inline uint32_t fifth_level_bits(const uint32_t bits[BLOCK]) {
     return fifth_bits(levels);
 }
 
-/* One block's stored 4-bit levels, packed; symmetric formats (origin 0) and with a min. */
-LANE_KERNEL static void final_nibbles_symmetric(const float *restrict x, float id, float magic,
-                                                level_range r, uint8_t qs[HALF_BLOCK]) {
+/* One block's stored 4- or 5-bit levels, rounded at the stored scale, packed into qs and, when
+   qh is given, the fifth bits into qh; symmetric formats and those with a min (origin). Two
+   functions rather than a flag, so that each loop is compiled for its own case. */
+LANE_KERNEL static void final_levels_symmetric(const float *restrict x, float id, float magic,
+                                               level_range r, uint8_t qs[HALF_BLOCK], uint8_t *qh) {
     uint32_t bits[BLOCK];
     final_level_bits(x, 0, 0.0f, id, magic, r, bits);
     pack_level_bits(bits, qs);
+    if (qh) store_qh(qh, fifth_level_bits(bits));
 }
 
-LANE_KERNEL static void final_nibbles_affine(const float *restrict x, float origin, float id,
-                                             float magic, level_range r, uint8_t qs[HALF_BLOCK]) {
+LANE_KERNEL static void final_levels_affine(const float *restrict x, float origin, float id,
+                                            float magic, level_range r, uint8_t qs[HALF_BLOCK],
+                                            uint8_t *qh) {
     uint32_t bits[BLOCK];
     final_level_bits(x, 1, origin, id, magic, r, bits);
     pack_level_bits(bits, qs);
-}
-
-/* The same for 5-bit levels, returning the 5th bits. */
-LANE_KERNEL static uint32_t final_fifth_symmetric(const float *restrict x, float id,
-                                                  float magic, level_range r,
-                                                  uint8_t qs[HALF_BLOCK]) {
-    uint32_t bits[BLOCK];
-    final_level_bits(x, 0, 0.0f, id, magic, r, bits);
-    pack_level_bits(bits, qs);
-    return fifth_level_bits(bits);
-}
-
-LANE_KERNEL static uint32_t final_fifth_affine(const float *restrict x, float origin, float id,
-                                               float magic, level_range r,
-                                               uint8_t qs[HALF_BLOCK]) {
-    uint32_t bits[BLOCK];
-    final_level_bits(x, 1, origin, id, magic, r, bits);
-    pack_level_bits(bits, qs);
-    return fifth_level_bits(bits);
+    if (qh) store_qh(qh, fifth_level_bits(bits));
 }
 
 /* One block's 8-bit levels (stored offset by 127 in the range); returns their sum. */
@@ -1086,117 +1072,62 @@ AFFINE_ROW_FUNCTIONS(q4_1, 15, NO_FIFTH_BITS)
 AFFINE_ROW_FUNCTIONS(q5_1, 31, FIFTH_BITS)
 
 /* ------------------------------------------------------------------------------------------ */
-/* Q4_0                                                                                         */
+/* The searching encoders of Q4_0, Q5_0 (symmetric) and Q4_1, Q5_1 (with a min)                 */
 /* ------------------------------------------------------------------------------------------ */
 
-/* The searching encoder (the reference one is SYMMETRIC_ROW_FUNCTIONS(q4_0) above). */
-lowbit_status lb_quantize_q4_0(const float *src, void *dst, int64_t n, const float *importance) {
-    block_q4_0 *y = dst;
-    const int64_t n_blocks = n / BLOCK;
-    const search_plan *plan = importance ? &weighted_symmetric : &plain_search_q4_0;
-    lane_blocks t;
-    for (int64_t b0 = 0; b0 < n_blocks; b0 += LANES) {
-        const int count = lane_count(n_blocks, b0);
-        load_lanes(src + b0 * BLOCK, importance ? importance + b0 * BLOCK : NULL, count, &t);
-        uint16_t d[LANES];
-        float id[LANES];
-        const lowbit_status st = encode_symmetric_scales(&t, count, &shape_q4_0, plan, d, id);
-        if (st != LOWBIT_OK) return st;
-        for (int k = 0; k < count; k++) {
-            const float *block = src + (b0 + k) * BLOCK;
-            y[b0 + k].d = d[k];
-            final_nibbles_symmetric(block, id[k], ROUNDING_MAGIC + shape_q4_0.nmax,
-                                    levels_between(0.0f, 15.0f), y[b0 + k].qs);
-        }
+/* LANES blocks at a time: the scales are searched with each block in a vector lane, then every
+   block's levels are rounded at its stored scale. */
+#define SYMMETRIC_SEARCH_ENCODER(T, shape, plain_plan, top, QH)                                  \
+    lowbit_status lb_quantize_##T(const float *src, void *dst, int64_t n,                        \
+                                  const float *importance) {                                     \
+        block_##T *y = dst;                                                                      \
+        const int64_t n_blocks = n / BLOCK;                                                      \
+        const search_plan *plan = importance ? &weighted_symmetric : &plain_plan;                \
+        lane_blocks t;                                                                           \
+        for (int64_t b0 = 0; b0 < n_blocks; b0 += LANES) {                                       \
+            const int count = lane_count(n_blocks, b0);                                          \
+            load_lanes(src + b0 * BLOCK, importance ? importance + b0 * BLOCK : NULL, count, &t); \
+            uint16_t d[LANES];                                                                   \
+            float id[LANES];                                                                     \
+            const lowbit_status st = encode_symmetric_scales(&t, count, &shape, plan, d, id);    \
+            if (st != LOWBIT_OK) return st;                                                      \
+            for (int k = 0; k < count; k++) {                                                    \
+                y[b0 + k].d = d[k];                                                              \
+                final_levels_symmetric(src + (b0 + k) * BLOCK, id[k], ROUNDING_MAGIC + shape.nmax, \
+                             levels_between(0.0f, top), y[b0 + k].qs, QH(y[b0 + k]));             \
+            }                                                                                    \
+        }                                                                                        \
+        return LOWBIT_OK;                                                                        \
     }
-    return LOWBIT_OK;
-}
 
-/* ------------------------------------------------------------------------------------------ */
-/* Q4_1                                                                                         */
-/* ------------------------------------------------------------------------------------------ */
-
-/* The searching encoder (the reference one is AFFINE_ROW_FUNCTIONS(q4_1) above). */
-lowbit_status lb_quantize_q4_1(const float *src, void *dst, int64_t n, const float *importance) {
-    block_q4_1 *y = dst;
-    const int64_t n_blocks = n / BLOCK;
-    const search_plan *plan = importance ? &weighted_affine : &plain_search_q4_1;
-    lane_blocks t;
-    for (int64_t b0 = 0; b0 < n_blocks; b0 += LANES) {
-        const int count = lane_count(n_blocks, b0);
-        load_lanes(src + b0 * BLOCK, importance ? importance + b0 * BLOCK : NULL, count, &t);
-        uint16_t d[LANES], m[LANES];
-        float mf[LANES], id[LANES]; /* the mins as floats, the inverse scales */
-        const lowbit_status st = encode_affine_scales(&t, count, 15.0f, plan, d, m, mf, id);
-        if (st != LOWBIT_OK) return st;
-        for (int k = 0; k < count; k++) {
-            const float *block = src + (b0 + k) * BLOCK;
-            y[b0 + k].d = d[k];
-            y[b0 + k].m = m[k];
-            final_nibbles_affine(block, mf[k], id[k], ROUNDING_MAGIC, levels_between(0.0f, 15.0f),
-                                 y[b0 + k].qs);
-        }
+#define AFFINE_SEARCH_ENCODER(T, plain_plan, top, QH)                                            \
+    lowbit_status lb_quantize_##T(const float *src, void *dst, int64_t n,                        \
+                                  const float *importance) {                                     \
+        block_##T *y = dst;                                                                      \
+        const int64_t n_blocks = n / BLOCK;                                                      \
+        const search_plan *plan = importance ? &weighted_affine : &plain_plan;                   \
+        lane_blocks t;                                                                           \
+        for (int64_t b0 = 0; b0 < n_blocks; b0 += LANES) {                                       \
+            const int count = lane_count(n_blocks, b0);                                          \
+            load_lanes(src + b0 * BLOCK, importance ? importance + b0 * BLOCK : NULL, count, &t); \
+            uint16_t d[LANES], m[LANES];                                                         \
+            float mf[LANES], id[LANES]; /* the mins as floats, the inverse scales */             \
+            const lowbit_status st = encode_affine_scales(&t, count, top, plan, d, m, mf, id);   \
+            if (st != LOWBIT_OK) return st;                                                      \
+            for (int k = 0; k < count; k++) {                                                    \
+                y[b0 + k].d = d[k];                                                              \
+                y[b0 + k].m = m[k];                                                              \
+                final_levels_affine(src + (b0 + k) * BLOCK, mf[k], id[k], ROUNDING_MAGIC,       \
+                             levels_between(0.0f, top), y[b0 + k].qs, QH(y[b0 + k]));             \
+            }                                                                                    \
+        }                                                                                        \
+        return LOWBIT_OK;                                                                        \
     }
-    return LOWBIT_OK;
-}
 
-/* ------------------------------------------------------------------------------------------ */
-/* Q5_0                                                                                         */
-/* ------------------------------------------------------------------------------------------ */
-
-/* The searching encoder (the reference one is SYMMETRIC_ROW_FUNCTIONS(q5_0) above). */
-lowbit_status lb_quantize_q5_0(const float *src, void *dst, int64_t n, const float *importance) {
-    block_q5_0 *y = dst;
-    const int64_t n_blocks = n / BLOCK;
-    const search_plan *plan = importance ? &weighted_symmetric : &plain_search_q5_0;
-    lane_blocks t;
-    for (int64_t b0 = 0; b0 < n_blocks; b0 += LANES) {
-        const int count = lane_count(n_blocks, b0);
-        load_lanes(src + b0 * BLOCK, importance ? importance + b0 * BLOCK : NULL, count, &t);
-        uint16_t d[LANES];
-        float id[LANES];
-        const lowbit_status st = encode_symmetric_scales(&t, count, &shape_q5_0, plan, d, id);
-        if (st != LOWBIT_OK) return st;
-        for (int k = 0; k < count; k++) {
-            const float *block = src + (b0 + k) * BLOCK;
-            y[b0 + k].d = d[k];
-            const uint32_t qh =
-                final_fifth_symmetric(block, id[k], ROUNDING_MAGIC + shape_q5_0.nmax,
-                                      levels_between(0.0f, 31.0f), y[b0 + k].qs);
-            store_qh(y[b0 + k].qh, qh);
-        }
-    }
-    return LOWBIT_OK;
-}
-
-/* ------------------------------------------------------------------------------------------ */
-/* Q5_1                                                                                         */
-/* ------------------------------------------------------------------------------------------ */
-
-/* The searching encoder (the reference one is AFFINE_ROW_FUNCTIONS(q5_1) above). */
-lowbit_status lb_quantize_q5_1(const float *src, void *dst, int64_t n, const float *importance) {
-    block_q5_1 *y = dst;
-    const int64_t n_blocks = n / BLOCK;
-    const search_plan *plan = importance ? &weighted_affine : &plain_search_q5_1;
-    lane_blocks t;
-    for (int64_t b0 = 0; b0 < n_blocks; b0 += LANES) {
-        const int count = lane_count(n_blocks, b0);
-        load_lanes(src + b0 * BLOCK, importance ? importance + b0 * BLOCK : NULL, count, &t);
-        uint16_t d[LANES], m[LANES];
-        float mf[LANES], id[LANES]; /* the mins as floats, the inverse scales */
-        const lowbit_status st = encode_affine_scales(&t, count, 31.0f, plan, d, m, mf, id);
-        if (st != LOWBIT_OK) return st;
-        for (int k = 0; k < count; k++) {
-            const float *block = src + (b0 + k) * BLOCK;
-            y[b0 + k].d = d[k];
-            y[b0 + k].m = m[k];
-            const uint32_t qh = final_fifth_affine(block, mf[k], id[k], ROUNDING_MAGIC,
-                                                   levels_between(0.0f, 31.0f), y[b0 + k].qs);
-            store_qh(y[b0 + k].qh, qh);
-        }
-    }
-    return LOWBIT_OK;
-}
+SYMMETRIC_SEARCH_ENCODER(q4_0, shape_q4_0, plain_search_q4_0, 15.0f, NO_FIFTH_BITS)
+SYMMETRIC_SEARCH_ENCODER(q5_0, shape_q5_0, plain_search_q5_0, 31.0f, FIFTH_BITS)
+AFFINE_SEARCH_ENCODER(q4_1, plain_search_q4_1, 15.0f, NO_FIFTH_BITS)
+AFFINE_SEARCH_ENCODER(q5_1, plain_search_q5_1, 31.0f, FIFTH_BITS)
 
 /* ------------------------------------------------------------------------------------------ */
 /* Q8_0 and Q8_1                                                                                */
