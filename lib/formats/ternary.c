@@ -260,71 +260,38 @@ static float ternary_block_dot(const int8_t t[QK_K], lb_half d, const block_q8_K
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* TQ1_0                                                                                       */
+/* The row functions: the two formats differ only in how trits are packed                      */
 /* ------------------------------------------------------------------------------------------ */
 
-lowbit_status lb_quantize_ref_tq1_0(const float *src, void *dst, int64_t n,
-                                    const float *importance) {
-    (void)importance;
-    return quantize_tq1_rows(src, dst, n, NULL, 0);
-}
-
-lowbit_status lb_quantize_tq1_0(const float *src, void *dst, int64_t n, const float *importance) {
-    return quantize_tq1_rows(src, dst, n, importance, 1);
-}
-
-void lb_dequantize_tq1_0(const void *src, float *dst, int64_t n) {
-    const block_tq1_0 *x = src;
-    int8_t t[QK_K];
-    for (int64_t b = 0; b < n / QK_K; b++) {
-        tq1_unpack_block(&x[b], t);
-        scale_trits(t, lb_fp16_to_fp32(x[b].d), dst + b * QK_K);
+#define TERNARY_ROW_FUNCTIONS(T, quantize_rows, unpack_block)                                   \
+    lowbit_status lb_quantize_ref_##T(const float *src, void *dst, int64_t n,                   \
+                                      const float *importance) {                                \
+        (void)importance;                                                                       \
+        return quantize_rows(src, dst, n, NULL, 0);                                             \
+    }                                                                                           \
+    lowbit_status lb_quantize_##T(const float *src, void *dst, int64_t n,                       \
+                                  const float *importance) {                                    \
+        return quantize_rows(src, dst, n, importance, 1);                                       \
+    }                                                                                           \
+    void lb_dequantize_##T(const void *src, float *dst, int64_t n) {                            \
+        const block_##T *x = src;                                                               \
+        int8_t t[QK_K];                                                                         \
+        for (int64_t b = 0; b < n / QK_K; b++) {                                                \
+            unpack_block(&x[b], t);                                                             \
+            scale_trits(t, lb_fp16_to_fp32(x[b].d), dst + b * QK_K);                            \
+        }                                                                                       \
+    }                                                                                           \
+    float lb_vec_dot_##T(int64_t n, const void *weights, const void *activations) {             \
+        const block_##T *x = weights;                                                           \
+        const block_q8_K *a = activations;                                                      \
+        int8_t t[QK_K];                                                                         \
+        float sum = 0.0f;                                                                       \
+        for (int64_t b = 0; b < n / QK_K; b++) {                                                \
+            unpack_block(&x[b], t);                                                             \
+            sum += ternary_block_dot(t, x[b].d, &a[b]);                                         \
+        }                                                                                       \
+        return sum;                                                                             \
     }
-}
 
-float lb_vec_dot_tq1_0(int64_t n, const void *weights, const void *activations) {
-    const block_tq1_0 *x = weights;
-    const block_q8_K *a = activations;
-    int8_t t[QK_K];
-    float sum = 0.0f;
-    for (int64_t b = 0; b < n / QK_K; b++) {
-        tq1_unpack_block(&x[b], t);
-        sum += ternary_block_dot(t, x[b].d, &a[b]);
-    }
-    return sum;
-}
-
-/* ------------------------------------------------------------------------------------------ */
-/* TQ2_0                                                                                       */
-/* ------------------------------------------------------------------------------------------ */
-
-lowbit_status lb_quantize_ref_tq2_0(const float *src, void *dst, int64_t n,
-                                    const float *importance) {
-    (void)importance;
-    return quantize_tq2_rows(src, dst, n, NULL, 0);
-}
-
-lowbit_status lb_quantize_tq2_0(const float *src, void *dst, int64_t n, const float *importance) {
-    return quantize_tq2_rows(src, dst, n, importance, 1);
-}
-
-void lb_dequantize_tq2_0(const void *src, float *dst, int64_t n) {
-    const block_tq2_0 *x = src;
-    int8_t t[QK_K];
-    for (int64_t b = 0; b < n / QK_K; b++) {
-        tq2_unpack_block(&x[b], t);
-        scale_trits(t, lb_fp16_to_fp32(x[b].d), dst + b * QK_K);
-    }
-}
-
-float lb_vec_dot_tq2_0(int64_t n, const void *weights, const void *activations) {
-    const block_tq2_0 *x = weights;
-    const block_q8_K *a = activations;
-    int8_t t[QK_K];
-    float sum = 0.0f;
-    for (int64_t b = 0; b < n / QK_K; b++) {
-        tq2_unpack_block(&x[b], t);
-        sum += ternary_block_dot(t, x[b].d, &a[b]);
-    }
-    return sum;
-}
+TERNARY_ROW_FUNCTIONS(tq1_0, quantize_tq1_rows, tq1_unpack_block)
+TERNARY_ROW_FUNCTIONS(tq2_0, quantize_tq2_rows, tq2_unpack_block)
