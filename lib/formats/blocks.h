@@ -162,6 +162,9 @@ static_assert(sizeof(block_nvfp4) == 36, "nvfp4 layout");
 LB_DECLARE_FORMAT(f32);
 LB_DECLARE_FORMAT(f16);
 LB_DECLARE_FORMAT(bf16);
+void lb_dequantize_i8(const void *src, float *dst, int64_t n);
+void lb_dequantize_i16(const void *src, float *dst, int64_t n);
+void lb_dequantize_i32(const void *src, float *dst, int64_t n);
 /* legacy.c */
 LB_DECLARE_FORMAT(q4_0);
 LB_DECLARE_FORMAT(q4_1);

@@ -1,4 +1,6 @@
-/* The float formats F32, F16 and BF16: one element per "block", no scale. */
+/* The float formats F32, F16 and BF16: one element per "block", no scale. Also the integer
+   storage types I8, I16, I32 (plain little-endian integers, e.g. the weights and biases of an
+   integer-only model): they are only ever decoded, to show or check a tensor as floats. */
 #include "blocks.h"
 
 lowbit_status lb_quantize_ref_f32(const float *src, void *dst, int64_t n, const float *importance) {
@@ -70,4 +72,20 @@ float lb_vec_dot_bf16(int64_t n, const void *weights, const void *activations) {
     double sum = 0.0;
     for (int64_t i = 0; i < n; i++) sum += (double)lb_bf16_to_fp32(w[i]) * lb_bf16_to_fp32(a[i]);
     return (float)sum;
+}
+
+/* Integer tensors decoded to floats: exact for I8/I16, and for I32 up to 2^24 in magnitude. */
+void lb_dequantize_i8(const void *src, float *dst, int64_t n) {
+    const int8_t *q = src;
+    for (int64_t i = 0; i < n; i++) dst[i] = (float)q[i];
+}
+
+void lb_dequantize_i16(const void *src, float *dst, int64_t n) {
+    const uint8_t *p = src;
+    for (int64_t i = 0; i < n; i++) dst[i] = (float)(int16_t)lb_load_le(p + 2 * i, 2);
+}
+
+void lb_dequantize_i32(const void *src, float *dst, int64_t n) {
+    const uint8_t *p = src;
+    for (int64_t i = 0; i < n; i++) dst[i] = (float)(int32_t)lb_load_le(p + 4 * i, 4);
 }

@@ -44,9 +44,25 @@ static const lowbit_type_traits type_table[] = {
     LB_DECODE_ONLY_ROW(iq1_m, LOWBIT_TYPE_IQ1_M, QK_K, sizeof(block_iq1_m), LOWBIT_TYPE_Q8_K),
 };
 
+/* Integer storage types: GGUF files hold them (an integer-only model's weights and biases), so
+   lookups by id and name know them, but they are not formats: nothing encodes floats into them
+   through the type table, and lowbit_type_count/lowbit_type_at list the formats only. */
+#define LB_INTEGER_ROW(T, ID, BYTES)                                                              \
+    {.name = #T, .type = ID, .block_size = 1, .block_bytes = BYTES, .is_quantized = 0,            \
+     .vec_dot_type = ID, .dequantize = lb_dequantize_##T}
+
+static const lowbit_type_traits integer_table[] = {
+    LB_INTEGER_ROW(i8, LOWBIT_TYPE_I8, 1),
+    LB_INTEGER_ROW(i16, LOWBIT_TYPE_I16, 2),
+    LB_INTEGER_ROW(i32, LOWBIT_TYPE_I32, 4),
+};
+
 const lowbit_type_traits *lowbit_type_info(lowbit_type type) {
     for (int i = 0; i < LB_ARRAY_LEN(type_table); i++) {
         if (type_table[i].type == type) return &type_table[i];
+    }
+    for (int i = 0; i < LB_ARRAY_LEN(integer_table); i++) {
+        if (integer_table[i].type == type) return &integer_table[i];
     }
     return NULL;
 }
@@ -70,6 +86,12 @@ lowbit_status lowbit_type_from_name(const char *name, lowbit_type *type) {
     for (int i = 0; i < LB_ARRAY_LEN(type_table); i++) {
         if (names_equal_ignoring_case(type_table[i].name, name)) {
             *type = type_table[i].type;
+            return LOWBIT_OK;
+        }
+    }
+    for (int i = 0; i < LB_ARRAY_LEN(integer_table); i++) {
+        if (names_equal_ignoring_case(integer_table[i].name, name)) {
+            *type = integer_table[i].type;
             return LOWBIT_OK;
         }
     }
