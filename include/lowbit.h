@@ -500,6 +500,133 @@ lowbit_status lowbit_imatrix_save(const lowbit_imatrix_collector *collector, con
                                   const char *dataset_name, int64_t chunk_count,
                                   int64_t chunk_size, lowbit_diag *diag);
 
+/* ------------------------------------------------------------------------------------------ */
+/* Image classifiers: training, post-training quantization, QAT, integer-only inference        */
+/* ------------------------------------------------------------------------------------------ */
+
+/* A labelled image set (IDX files, gzipped or not: MNIST's and Fashion-MNIST's format). */
+typedef struct lowbit_dataset lowbit_dataset;
+
+/* `dir`/train-images-idx3-ubyte.gz and train-labels-idx1-ubyte.gz (train = 1, 60,000 images), or
+   the t10k-* files (train = 0, 10,000 images), as Debian's dataset-fashion-mnist installs them
+   in /usr/share/datasets/fashion-mnist. */
+lowbit_status lowbit_dataset_open_fashion_mnist(const char *dir, int train, lowbit_dataset **out,
+                                                lowbit_diag *diag);
+lowbit_status lowbit_dataset_open_idx(const char *images_path, const char *labels_path,
+                                      lowbit_dataset **out, lowbit_diag *diag);
+void lowbit_dataset_free(lowbit_dataset *dataset);
+int64_t lowbit_dataset_count(const lowbit_dataset *dataset);
+
+/* A classifier: a float network (trained, calibrated or QAT-trained) or a quantized one. */
+typedef struct lowbit_classifier lowbit_classifier;
+
+typedef enum lowbit_classifier_kind {
+    LOWBIT_CLASSIFIER_FLOAT = 0,
+    LOWBIT_CLASSIFIER_STATIC,      /* integer-only inference (static PTQ or converted QAT) */
+    LOWBIT_CLASSIFIER_DYNAMIC,     /* int weights, activation ranges computed per input */
+    LOWBIT_CLASSIFIER_WEIGHT_ONLY, /* int weights, float activations */
+} lowbit_classifier_kind;
+
+typedef struct lowbit_classifier_info {
+    lowbit_classifier_kind kind;
+    const char *kind_name;       /* "float", "static", "dynamic", "weight-only" */
+    int32_t height, width, channels, classes;
+    int n_layers;
+    int64_t parameters;          /* weights and biases */
+    int64_t parameter_bytes;     /* as stored (4-bit weights count half a byte) */
+    int weight_bits, activation_bits; /* 32 for float */
+    int integer_only;            /* inference uses integer arithmetic only */
+    int has_ranges;              /* a float net whose every quant point has a range */
+} lowbit_classifier_info;
+
+/* A new float network, "mlp" or "cnn", sized for the dataset's images and classes, initialized
+   from seed. */
+lowbit_status lowbit_classifier_create(const char *arch, const lowbit_dataset *dataset,
+                                       uint64_t seed, lowbit_classifier **out, lowbit_diag *diag);
+/* Either kind, from the GGUF files lowbit writes (docs/CLASSIFIER_FILES.md); atomic save. */
+lowbit_status lowbit_classifier_load(const char *path, lowbit_classifier **out, lowbit_diag *diag);
+lowbit_status lowbit_classifier_save(const lowbit_classifier *classifier, const char *path,
+                                     lowbit_diag *diag);
+void lowbit_classifier_free(lowbit_classifier *classifier);
+void lowbit_classifier_get_info(const lowbit_classifier *classifier, lowbit_classifier_info *info);
+/* One line per layer (kind, shape, parameters, range) into buf; returns the length needed. */
+size_t lowbit_classifier_describe(const lowbit_classifier *classifier, char *buf, size_t size);
+
+typedef struct lowbit_train_progress {
+    int epoch, epochs;
+    int64_t batch, batches;
+    double loss, accuracy;  /* over the epoch so far */
+} lowbit_train_progress;
+
+typedef struct lowbit_train_options {
+    int epochs;               /* 0: the architecture's default */
+    int batch_size;           /* 0: default */
+    const char *optimizer;    /* "sgd" (with momentum) or "adam"; NULL: default */
+    float learning_rate;      /* 0: default */
+    float momentum;           /* SGD; 0: default 0.9 */
+    float weight_decay;       /* <0: none, 0: default */
+    uint64_t seed;
+    int64_t max_images;       /* train on the first N images only; 0: all */
+    /* Quantization-aware training: fine-tunes a float net with fake quantization (batch norm
+       folded first), learning the activation ranges the integer model will use. */
+    int qat;
+    int weight_bits, activation_bits; /* QAT: 0 = 8 */
+    int learn_ranges;                 /* QAT: learned (LSQ-style) instead of moving-average ranges */
+    void (*progress)(void *ctx, const lowbit_train_progress *progress);
+    void *progress_ctx;
+} lowbit_train_options;
+
+/* Trains a float classifier in place. Deterministic for a given seed, whatever the pool size. */
+lowbit_status lowbit_classifier_train(lowbit_classifier *classifier, const lowbit_dataset *train,
+                                      const lowbit_train_options *options, lowbit_pool *pool,
+                                      lowbit_diag *diag);
+
+typedef struct lowbit_calibrate_options {
+    const char *observer;     /* "minmax", "moving-average", "percentile", "kl", "mse"; NULL: minmax */
+    double percentile;        /* "percentile": default 99.99 */
+    int activation_bits;      /* the bits KL and MSE choose a range for; 0 = 8 */
+    int64_t images;           /* calibration images (the dataset's first); 0: 500 */
+    int batch_size;           /* images per observed batch (matters for moving-average); 0: 32 */
+} lowbit_calibrate_options;
+
+/* Runs calibration images through a float classifier and sets the range of every quantization
+   point from the chosen observer (static PTQ's first step). */
+lowbit_status lowbit_classifier_calibrate(lowbit_classifier *classifier,
+                                          const lowbit_dataset *images,
+                                          const lowbit_calibrate_options *options,
+                                          lowbit_pool *pool, lowbit_diag *diag);
+
+typedef struct lowbit_convert_options {
+    lowbit_classifier_kind kind;  /* STATIC (needs ranges), DYNAMIC or WEIGHT_ONLY */
+    int weight_bits;              /* 0 = 8 */
+    int activation_bits;          /* 0 = 8 */
+} lowbit_convert_options;
+
+/* A quantized classifier from a float one (batch norm folded, weights per output channel). */
+lowbit_status lowbit_classifier_convert(const lowbit_classifier *classifier,
+                                        const lowbit_convert_options *options,
+                                        lowbit_classifier **out, lowbit_diag *diag);
+
+/* Logits (n x classes) of n images (n x height x width x channels bytes). */
+lowbit_status lowbit_classifier_predict(const lowbit_classifier *classifier,
+                                        const uint8_t *images, int64_t n, float *logits,
+                                        lowbit_pool *pool, lowbit_diag *diag);
+
+typedef struct lowbit_classifier_eval {
+    int64_t images, correct;
+    double accuracy;          /* correct / images */
+    double seconds;           /* of the predictions */
+} lowbit_classifier_eval;
+
+/* Accuracy on the first max_images images (0: all), in batches of batch_size (0: 256). */
+lowbit_status lowbit_classifier_evaluate(const lowbit_classifier *classifier,
+                                         const lowbit_dataset *dataset, int64_t max_images,
+                                         int batch_size, lowbit_pool *pool,
+                                         lowbit_classifier_eval *result, lowbit_diag *diag);
+/* The images of a dataset (count x height x width x channels bytes) and its labels. */
+const uint8_t *lowbit_dataset_images(const lowbit_dataset *dataset);
+const uint8_t *lowbit_dataset_labels(const lowbit_dataset *dataset);
+
 #ifdef __cplusplus
 }
 #endif

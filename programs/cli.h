@@ -66,6 +66,17 @@ void cli_print_json_chars(const char *s, size_t n);
 void *cli_eval_progress_create(const char *label);
 void cli_eval_progress(void *ctx, int64_t done, int64_t total);
 
+/* ---- image classifiers (cmd_classifier.c) ---- */
+
+/* `lowbit train --arch mlp|cnn -o OUT` or `lowbit train --qat --from MODEL -o OUT`. */
+int cmd_train(int argc, char **argv);
+/* `lowbit calibrate MODEL -o OUT --observer NAME`: activation ranges for static PTQ. */
+int cmd_calibrate(int argc, char **argv);
+/* `lowbit convert MODEL -o OUT --mode static|dynamic|weight-only`: the quantized classifier. */
+int cmd_convert(int argc, char **argv);
+/* `lowbit eval CLASSIFIER`: test-set accuracy (and latency); cmd_eval hands classifiers here. */
+int cli_eval_classifier(int argc, char **argv);
+
 /* `lowbit bench [options]`: GEMV/GEMM speed of every format, SIMD beside the scalar reference. */
 int cmd_bench(int argc, char **argv);
 

@@ -17,12 +17,19 @@
  * Beside the table: the memory read bandwidth (a streaming sum over a buffer far larger than the
  * last-level cache, one core and all cores), the ceiling of a cold GEMV.
  *
- * Only the public API is used.
+ * Formats with an interleaved in-memory layout that this CPU's kernels prefer (Q4_0 and Q8_0:
+ * lib/kernels/interleaved.h, made when a model is prepared) get a second row, e.g. "q4_0x8",
+ * measured the same way on the repacked matrices; its speedup is over the same scalar reference,
+ * so the two rows compare the layouts side by side.
+ *
+ * Only the public API is used, and the interleaved layouts' header (they are internal to the
+ * library: the forward pass repacks its own weights).
  */
 #define _POSIX_C_SOURCE 200809L /* clock_gettime */
 
 #include "cli.h"
 #include "lowbit.h"
+#include "../lib/kernels/interleaved.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -177,10 +184,28 @@ typedef struct gemv_setup {
     uint8_t *quantized;      /* activation rows of the scalar path */
     size_t activation_row_bytes;
     int64_t n_tokens, n_rows; /* this measurement's shape (n_rows <= rows) */
+    lb_interleaved_matrix *interleaved; /* `copies` repacked copies, or NULL for the plain rows */
 } gemv_setup;
+
+/* The first n_rows rows of an interleaved matrix (whole groups: n_rows is a multiple of R or
+   all rows), which lie at its start. */
+static lb_interleaved_matrix first_rows(const lb_interleaved_matrix *m, int64_t n_rows) {
+    lb_interleaved_matrix view = *m;
+    if (n_rows < m->rows) {
+        view.rows = n_rows;
+        view.n_groups = n_rows / m->rows_per_group;
+        view.tail = NULL;
+    }
+    return view;
+}
 
 static int simd_call(void *p, int copy) {
     gemv_setup *s = p;
+    if (s->interleaved) {
+        const lb_interleaved_matrix view = first_rows(&s->interleaved[copy], s->n_rows);
+        return lb_interleaved_matmul(&view, s->x, s->n_tokens, s->out, s->pool, &s->scratch) ==
+               LOWBIT_OK;
+    }
     return lowbit_matmul(s->type->type, s->matrices + (size_t)copy * s->matrix_bytes, s->n_rows,
                          s->cols, s->x, s->n_tokens, s->out, s->pool, &s->scratch) == LOWBIT_OK;
 }
@@ -228,6 +253,7 @@ static const char *const figure_names[N_FIGURES] = {"gemv_warm_1t", "gemv_cold_1
 
 typedef struct format_result {
     const lowbit_type_traits *type;
+    char name[16];                                 /* the type's name, or e.g. "q4_0x8" */
     double simd_s[N_FIGURES], scalar_s[N_FIGURES]; /* seconds per call, < 0: failed */
     int64_t rows[N_FIGURES], tokens[N_FIGURES];    /* the shape each was measured on */
     int64_t cols;
@@ -281,17 +307,56 @@ static void measure(gemv_setup *s, format_result *r, int f, lowbit_pool *pool, i
     s->n_rows = n_rows;
     r->rows[f] = n_rows;
     r->tokens[f] = n_tokens;
-    r->simd_s[f] = time_calls(simd_call, s, reps, copies);
+    if (s->interleaved && n_rows < s->rows && n_rows % s->interleaved->rows_per_group != 0) {
+        r->simd_s[f] = -1.0; /* no view of whole groups: not measured */
+    } else {
+        r->simd_s[f] = time_calls(simd_call, s, reps, copies);
+    }
+    if (s->interleaved) return; /* the plain row's scalar figures are copied */
     /* the scalar loop on fewer rows where that is much slower; its rate is what is compared */
     s->n_rows = scalar_rows_n;
     const double t = time_calls(scalar_call, s, scalar_reps, copies);
     r->scalar_s[f] = t > 0 ? t * (double)n_rows / (double)scalar_rows_n : t;
 }
 
+/* The interleaved twin of a measured format: the same measurements on repacked copies of the
+   same matrices; returns 0 when this CPU prefers the plain layout (or memory runs out). */
+static int bench_interleaved(gemv_setup *s, const format_result *plain, const bench_options *o,
+                             lowbit_pool *pool, format_result *r) {
+    const int R = lb_interleave_rows_preferred(s->type->type);
+    if (R == 0) return 0;
+    *r = *plain;
+    snprintf(r->name, sizeof r->name, "%sx%d", plain->type->name, R);
+    s->interleaved = calloc((size_t)plain->copies, sizeof *s->interleaved);
+    int ok = s->interleaved != NULL;
+    for (int c = 0; ok && c < plain->copies; c++) {
+        ok = lb_interleave(s->type->type, R, s->matrices + (size_t)c * s->matrix_bytes, s->rows,
+                           s->cols, pool, &s->interleaved[c]) == LOWBIT_OK;
+    }
+    if (ok) {
+        const int reps = o->reps, gemm_reps = reps / 3 > 3 ? reps / 3 : 3;
+        measure(s, r, WARM_1, NULL, s->rows, 1, 1, reps, 1, 1);
+        measure(s, r, COLD_1, NULL, s->rows, 1, plain->copies, reps, 1, 1);
+        measure(s, r, WARM_N, pool, s->rows, 1, 1, reps, 1, 1);
+        measure(s, r, COLD_N, pool, s->rows, 1, plain->copies, reps, 1, 1);
+        measure(s, r, GEMM_32, pool, o->gemm_rows, 32, 1, gemm_reps, 1, 1);
+        measure(s, r, GEMM_512, pool, o->gemm_rows, 512, 1, 3, 1, 1);
+    }
+    for (int c = 0; s->interleaved && c < plain->copies; c++) lb_interleaved_free(&s->interleaved[c]);
+    free(s->interleaved);
+    s->interleaved = NULL;
+    return ok;
+}
+
+/* Measures format t into r, and its interleaved layout into *il when this CPU prefers one
+   (*has_il = 1). */
 static int bench_format(const lowbit_type_traits *t, const bench_options *o, lowbit_pool *pool,
-                        const float *x, float *out, format_result *r) {
+                        const float *x, float *out, format_result *r, format_result *il,
+                        int *has_il) {
     memset(r, 0, sizeof *r);
+    *has_il = 0;
     r->type = t;
+    snprintf(r->name, sizeof r->name, "%s", t->name);
     r->cols = o->cols;
     const double row_mib = (double)lowbit_row_bytes(t->type, o->cols) * (double)o->rows / MIB;
     int copies = (int)((double)o->cold_mib / row_mib + 0.999);
@@ -323,6 +388,7 @@ static int bench_format(const lowbit_type_traits *t, const bench_options *o, low
     const int gemm_reps = reps / 3 > 3 ? reps / 3 : 3;
     measure(&s, r, GEMM_32, pool, gemm, 32, 1, gemm_reps, 3, gemm_scalar);
     measure(&s, r, GEMM_512, pool, gemm, 512, 1, 3, 1, gemm_scalar / 4 > 4 ? gemm_scalar / 4 : 4);
+    *has_il = bench_interleaved(&s, r, o, pool, il);
     lowbit_matmul_scratch_free(&s.scratch);
     free(s.matrices);
     free(s.quantized);
@@ -399,7 +465,7 @@ static void print_table_header(int threads) {
 }
 
 static void print_table_row(const format_result *r) {
-    printf("%-8s %6.2f", r->type->name, lowbit_bits_per_weight(r->type->type));
+    printf("%-8s %6.2f", r->name, lowbit_bits_per_weight(r->type->type));
     for (int f = 0; f < N_FIGURES; f++) {
         char cell[64];
         const double t = r->simd_s[f], ts = r->scalar_s[f];
@@ -419,7 +485,7 @@ static void print_table_row(const format_result *r) {
 
 static void print_json_row(const format_result *r, int first) {
     printf("%s\n    {\"type\": \"%s\", \"bits_per_weight\": %.4f, \"cold_copies\": %d", first ? "" : ",",
-           r->type->name, lowbit_bits_per_weight(r->type->type), r->copies);
+           r->name, lowbit_bits_per_weight(r->type->type), r->copies);
     for (int f = 0; f < N_FIGURES; f++) {
         const double t = r->simd_s[f], ts = r->scalar_s[f];
         printf(",\n     \"%s\": {\"rows\": %lld, \"tokens\": %lld, \"simd_ms\": %.4f, "
@@ -512,8 +578,9 @@ int cmd_bench(int argc, char **argv) {
     for (int i = 0; i < lowbit_type_count(); i++) {
         const lowbit_type_traits *t = lowbit_type_at(i);
         if (!type_selected(o.types, t)) continue;
-        format_result r;
-        if (!bench_format(t, &o, pool, x, out, &r)) {
+        format_result r, il;
+        int has_il = 0;
+        if (!bench_format(t, &o, pool, x, out, &r, &il, &has_il)) {
             fprintf(stderr, "lowbit bench: %s: cannot set up the matrices\n", t->name);
             status = CLI_FAILED;
             continue;
@@ -521,6 +588,8 @@ int cmd_bench(int argc, char **argv) {
         if (o.json) print_json_row(&r, first);
         else print_table_row(&r);
         first = 0;
+        if (has_il && o.json) print_json_row(&il, 0);
+        else if (has_il) print_table_row(&il);
     }
     if (o.json) printf("\n  ]\n}\n");
     free(x);

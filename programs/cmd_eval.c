@@ -4,8 +4,9 @@
  * (another model run on the same tokens, or its logits saved earlier with --save-logits) the
  * KL-divergence from it, top-1 agreement and the change of the correct token's probability.
  *
- * The command dispatches on general.architecture: "llama" is evaluated here; other
- * architectures are refused with a clear message until their evaluation exists.
+ * The command dispatches on general.architecture: "llama" is evaluated here, image classifiers
+ * ("lowbit-classifier", "lowbit-classifier-int") by cli_eval_classifier; other architectures are
+ * refused with a clear message.
  *
  * Also the helpers the language-model commands (eval, generate, compare) share.
  */
@@ -272,7 +273,36 @@ static void print_eval_json(const eval_args *a, const lowbit_eval_result *r) {
     printf(", \"seconds\": %.4f, \"tokens_per_second\": %.1f}\n", r->seconds, r->tokens_per_second);
 }
 
+/* The model argument of an eval command line: the first argument that is neither an option nor
+   the value of one (options of both the language-model and the classifier forms). */
+static const char *find_model_argument(int argc, char **argv) {
+    static const char *const with_value[] = {"--text", "--base", "--base-logits", "--save-logits",
+                                             "--threads", "--max-paragraphs", "--data",
+                                             "--max-images", "--batch", "--repeats"};
+    for (int i = 1; i < argc; i++) {
+        if (argv[i][0] != '-' || argv[i][1] == '\0') return argv[i];
+        for (size_t k = 0; k < sizeof with_value / sizeof with_value[0]; k++) {
+            if (!strcmp(argv[i], with_value[k])) {
+                i++;
+                break;
+            }
+        }
+    }
+    return NULL;
+}
+
+/* 1 when the file is an image classifier lowbit wrote (its architecture key says so). */
+static int is_classifier_file(const char *path) {
+    lowbit_model *model = NULL;
+    if (!path || lowbit_model_open(path, NULL, &model, NULL) != LOWBIT_OK) return 0;
+    char arch[64];
+    cli_model_architecture(model, arch, sizeof arch);
+    lowbit_model_close(model);
+    return strncmp(arch, "lowbit-classifier", 17) == 0;
+}
+
 int cmd_eval(int argc, char **argv) {
+    if (is_classifier_file(find_model_argument(argc, argv))) return cli_eval_classifier(argc, argv);
     eval_args a;
     const int parsed = parse_eval_args(argc, argv, &a);
     if (parsed != CLI_OK) {

@@ -279,8 +279,39 @@ static void test_per_channel(void) {
     lb_observer_free(b);
 }
 
+/* ReLU outputs: 60% exact zeros, the rest |normal|. The zeros are exact under any affine
+   quantizer, so they must not pull KL or MSE down (spread over the first quantization bin, a
+   spike at zero made KL clip at a fraction of the data's range); the data are one-sided, so all
+   256 levels lie on [0, T] and the thresholds sit further out than for symmetric data. */
+static void test_relu_outputs(void) {
+    float *x = malloc(NORMAL_N * sizeof(float));
+    if (!x) {
+        CHECK(0, "out of memory");
+        return;
+    }
+    fill_normal(x, NORMAL_N);
+    for (int i = 0; i < NORMAL_N; i++) x[i] = i % 5 < 3 ? 0.0f : fabsf(x[i]);
+    lb_observer *obs = make_observer(1, 1, 0.1f, 2048);
+    lb_observer_observe(obs, x, NORMAL_N, NULL);
+    float lo, max, kl, mse, pct;
+    range_of(obs, 0, LB_RANGE_MINMAX, 0, 8, &lo, &max);
+    range_of(obs, 0, LB_RANGE_KL, 0, 8, &lo, &kl);
+    CHECK(lo == 0.0f, "one-sided range starts at 0: %g", lo);
+    range_of(obs, 0, LB_RANGE_MSE, 0, 8, &lo, &mse);
+    range_of(obs, 0, LB_RANGE_PERCENTILE, 99.99, 8, &lo, &pct);
+    printf("relu(normal), 60%% zeros: max %.4f  p99.99 %.4f  KL %.4f  MSE %.4f\n", max, pct, kl,
+           mse);
+    CHECK(kl > 3.3f && kl <= max, "KL threshold of ReLU outputs %g (max %g)", kl, max);
+    CHECK(mse > 3.8f && mse <= max, "MSE threshold of ReLU outputs %g", mse);
+    /* 99.99% of all values, zeros included: the 99.975th percentile of |normal| (3.66) */
+    CHECK(fabsf(pct - 3.66f) < 0.08f, "percentile counts the zeros: %g", pct);
+    lb_observer_free(obs);
+    free(x);
+}
+
 int main(void) {
     test_minmax_uniform();
+    test_relu_outputs();
     test_moving_average();
     test_histogram_methods();
     test_qparams();

@@ -11,7 +11,10 @@ struct lb_observer {
     float *min, *max;    /* exact, per channel */
     float *avg_min, *avg_max;     /* moving averages, per channel */
     float *batch_min, *batch_max; /* scratch for one batch, allocated once */
-    uint64_t *hist;      /* channels * bins counts of |x| */
+    uint64_t *hist;      /* channels * bins counts of |x|, exact zeros excluded */
+    uint64_t *zeros;     /* per channel: exact zeros (e.g. ReLU outputs), kept out of the
+                            histogram: zero is represented exactly by any affine quantizer, so
+                            the KL and MSE searches must not see them as mass to spread or round */
     double *hist_range;  /* per channel: the histogram covers [0, R); 0 until a nonzero |x| */
     double *batch_absmax; /* scratch: one batch's max |x| per channel */
 };
@@ -43,6 +46,7 @@ void lb_observer_free(lb_observer *obs) {
     free(obs->batch_min);
     free(obs->batch_max);
     free(obs->hist);
+    free(obs->zeros);
     free(obs->hist_range);
     free(obs->batch_absmax);
     free(obs);
@@ -71,7 +75,8 @@ lowbit_status lb_observer_create(const lb_observer_config *config, lb_observer *
     if (config->histogram_bins) {
         obs->hist = calloc(ch * (size_t)config->histogram_bins, sizeof(uint64_t));
         obs->hist_range = calloc(ch, sizeof(double));
-        ok = ok && obs->hist && obs->hist_range;
+        obs->zeros = calloc(ch, sizeof(uint64_t));
+        ok = ok && obs->hist && obs->hist_range && obs->zeros;
     }
     if (!ok) {
         lb_observer_free(obs);
@@ -154,6 +159,10 @@ static void update_histograms(lb_observer *obs, const float *x, int64_t n) {
         grow_histogram(obs->hist + c * bins, bins, &obs->hist_range[c], obs->batch_absmax[c]);
     for (int64_t i = 0; i < n; i++) {
         const int64_t c = (i / stride) % ch;
+        if (x[i] == 0.0f) {
+            obs->zeros[c]++;
+            continue;
+        }
         const double range = obs->hist_range[c];
         int64_t bin = 0;
         /* bins / range is a power of two, so the product is exact: the bin does not depend on
@@ -186,11 +195,14 @@ lowbit_status lb_observer_observe(lb_observer *obs, const float *x, int64_t n, l
 /* ---- thresholds from a histogram of |x| ---------------------------------------------------- */
 
 /* The p-th percentile of |x|, interpolated linearly inside the bin where it falls. */
-static double percentile_threshold(const uint64_t *hist, int bins, double width, double percent) {
-    uint64_t total = 0;
+/* The zeros count as values at 0, below every bin. */
+static double percentile_threshold(const uint64_t *hist, uint64_t zeros, int bins, double width,
+                                   double percent) {
+    uint64_t total = zeros;
     for (int i = 0; i < bins; i++) total += hist[i];
     const double target = (double)total * percent / 100.0;
-    double below = 0.0;
+    if ((double)zeros >= target) return 0.0;
+    double below = (double)zeros;
     for (int i = 0; i < bins; i++) {
         const double in_bin = (double)hist[i];
         if (in_bin > 0 && below + in_bin >= target) {
@@ -314,15 +326,19 @@ static lowbit_status histogram_threshold(const lb_observer *obs, int64_t channel
         if (!(request->percentile > 0.0 && request->percentile <= 100.0))
             return lb_diag_set(diag, LOWBIT_ERR_INVALID_ARGUMENT, -1, UINT64_MAX,
                                "percentile must be in (0, 100]");
-        *threshold = percentile_threshold(hist, bins, width, request->percentile);
+        *threshold =
+            percentile_threshold(hist, obs->zeros[channel], bins, width, request->percentile);
         return LOWBIT_OK;
     }
     if (request->bits < 2 || request->bits > 16)
         return lb_diag_set(diag, LOWBIT_ERR_INVALID_ARGUMENT, -1, UINT64_MAX,
                            "bits must be from 2 to 16");
-    const int half_levels = 1 << (request->bits - 1);
-    *threshold = request->method == LB_RANGE_KL ? kl_threshold(hist, bins, width, half_levels)
-                                                : mse_threshold(hist, bins, width, half_levels - 1);
+    /* Data of one sign (ReLU outputs) gets every level of the affine quantizer on [0, T]; data
+       of both signs half of them on each side. */
+    const int one_sided = obs->min[channel] >= 0.0f || obs->max[channel] <= 0.0f;
+    const int levels = one_sided ? 1 << request->bits : 1 << (request->bits - 1);
+    *threshold = request->method == LB_RANGE_KL ? kl_threshold(hist, bins, width, levels)
+                                                : mse_threshold(hist, bins, width, levels - 1);
     return LOWBIT_OK;
 }
 

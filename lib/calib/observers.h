@@ -49,7 +49,10 @@ typedef struct lb_range_request {
     lb_range_method method;
     double percentile; /* LB_RANGE_PERCENTILE: in (0, 100], e.g. 99.99 */
     int bits;          /* LB_RANGE_KL / LB_RANGE_MSE: 2..16; KL uses 2^(bits-1) levels on |x|,
-                          MSE a symmetric quantizer with 2^(bits-1)-1 steps each side */
+                          MSE a symmetric quantizer with 2^(bits-1)-1 steps each side; for data
+                          of one sign (min >= 0 or max <= 0) all 2^bits levels (2^bits - 1
+                          steps) lie on that side. Exact zeros are left out of both searches
+                          (zero is always exact) but count for the percentile. */
 } lb_range_request;
 
 typedef struct lb_observer lb_observer;

@@ -64,6 +64,11 @@ static void detect(void) {
     const int requested = requested_level();
     if (requested >= 0 && requested < (int)detected) detected = (lb_cpu_level)requested;
     lb_kernels_for_level(detected, &active);
+    /* LOWBIT_INTERLEAVE=0 keeps every matrix in the plain layout, to compare the two end to end */
+    const char *interleave = getenv("LOWBIT_INTERLEAVE");
+    if (interleave && strcmp(interleave, "0") == 0) {
+        memset(active.interleave_rows, 0, sizeof active.interleave_rows);
+    }
 }
 
 lb_cpu_level lb_cpu_level_detected(void) {
@@ -78,15 +83,23 @@ void lb_kernels_for_level(lb_cpu_level level, lb_kernel_set *set) {
         set->vec_dot[t->type] = t->vec_dot;
         set->quantize_activation[t->type] = t->quantize_ref;
     }
+    lb_register_interleaved_reference(set);
 #if defined(__x86_64__)
     if (level >= LB_CPU_AVX2) {
         lb_register_legacy_avx2(set);
         lb_register_kquants_avx2(set);
+        lb_register_interleaved_avx2(set);
     }
-    if (level >= LB_CPU_AVX512_VNNI) lb_register_avx512_vnni(set);
+    if (level >= LB_CPU_AVX512_VNNI) {
+        lb_register_avx512_vnni(set);
+        lb_register_interleaved_avx512(set);
+    }
 #elif defined(__aarch64__)
     if (level >= LB_CPU_NEON) lb_register_neon(set);
-    if (level >= LB_CPU_NEON_DOTPROD) lb_register_neon_dotprod(set);
+    if (level >= LB_CPU_NEON_DOTPROD) {
+        lb_register_neon_dotprod(set);
+        lb_register_interleaved_dotprod(set);
+    }
 #else
     (void)level;
 #endif
@@ -95,6 +108,11 @@ void lb_kernels_for_level(lb_cpu_level level, lb_kernel_set *set) {
 lowbit_vec_dot_fn lb_vec_dot_kernel(lowbit_type type) {
     pthread_once(&detect_once, detect);
     return (unsigned)type < LOWBIT_TYPE_COUNT ? active.vec_dot[type] : NULL;
+}
+
+const lb_kernel_set *lb_active_kernels(void) {
+    pthread_once(&detect_once, detect);
+    return &active;
 }
 
 lowbit_quantize_row_fn lb_quantize_activation_kernel(lowbit_type type) {

@@ -20,15 +20,40 @@ typedef enum lb_cpu_level {
 } lb_cpu_level;
 
 /* The level this CPU supports, capped by the LOWBIT_CPU environment variable ("scalar", "avx2",
-   "avx512", "avx512vnni", "neon", "dotprod"), read once. */
+   "avx512", "avx512vnni", "neon", "dotprod"), read once. LOWBIT_INTERLEAVE=0 (also read once)
+   turns the interleaved layouts off, leaving interleave_rows all 0 in the active set. */
 lb_cpu_level lb_cpu_level_detected(void);
 const char *lb_cpu_level_name(lb_cpu_level level);
 
+/* The interleaved layouts of interleaved.h: R rows' blocks of one column side by side. */
+typedef enum lb_interleaved_layout {
+    LB_IL_Q4_0_X4,
+    LB_IL_Q4_0_X8,
+    LB_IL_Q8_0_X4,
+    LB_IL_Q8_0_X8,
+    LB_IL_COUNT
+} lb_interleaved_layout;
+
+/* One group of R interleaved weight rows (n_blocks block columns) times n_tokens Q8_0 activation
+   rows (n_blocks blocks each, one after the other) into out[t * out_stride + r], r < R.
+   activation_sums[t * n_blocks + b] is the sum of the 32 levels of activation block b of token t
+   (kernels that need it take the weights' offset out through it). Every output is the type
+   table's reference dot product bit for bit: exact integer block sums, then
+   sum = sum + (float)sumi * (d_w * d_a) over the blocks in order, unfused (interleaved.h). */
+typedef void (*lb_interleaved_fn)(int64_t n_blocks, const void *group, const void *activations,
+                                  const int32_t *activation_sums, int64_t n_tokens, float *out,
+                                  int64_t out_stride);
+
 /* The kernels of one level: per type id, the dot product with its activation format and the
-   activation quantizer (bytes identical to the type table's quantize_ref). NULL: not provided. */
+   activation quantizer (bytes identical to the type table's quantize_ref). NULL: not provided.
+   interleaved: per layout (the scalar references of interleaved.c at least); interleave_rows:
+   per type, the layout's row count (4 or 8) that the forward pass should repack into at this
+   level because it measured faster than the plain kernels, 0 to keep the plain layout. */
 typedef struct lb_kernel_set {
     lowbit_vec_dot_fn vec_dot[LOWBIT_TYPE_COUNT];
     lowbit_quantize_row_fn quantize_activation[LOWBIT_TYPE_COUNT];
+    lb_interleaved_fn interleaved[LB_IL_COUNT];
+    uint8_t interleave_rows[LOWBIT_TYPE_COUNT];
 } lb_kernel_set;
 
 /* Fills `set` with the kernels available up to `level` (later levels override earlier ones), the
@@ -39,6 +64,11 @@ void lb_kernels_for_level(lb_cpu_level level, lb_kernel_set *set);
    activation quantizer of an activation format; NULL for a type without one. */
 lowbit_vec_dot_fn lb_vec_dot_kernel(lowbit_type type);
 lowbit_quantize_row_fn lb_quantize_activation_kernel(lowbit_type activation_type);
+/* The active level's kernel set (detected once). */
+const lb_kernel_set *lb_active_kernels(void);
+
+/* The scalar references of the interleaved layouts (interleaved.c). */
+void lb_register_interleaved_reference(lb_kernel_set *set);
 
 /* Registration functions of the kernel files (each fills the entries it implements). */
 #if defined(__x86_64__)
@@ -46,10 +76,14 @@ void lb_register_legacy_avx2(lb_kernel_set *set);
 void lb_register_kquants_avx2(lb_kernel_set *set);
 /* AVX-512 + VNNI kernels of the hottest formats; installs nothing on a CPU without VNNI. */
 void lb_register_avx512_vnni(lb_kernel_set *set);
+void lb_register_interleaved_avx2(lb_kernel_set *set);
+/* installs nothing on a CPU without VNNI */
+void lb_register_interleaved_avx512(lb_kernel_set *set);
 #endif
 #if defined(__aarch64__)
 void lb_register_neon(lb_kernel_set *set);
 void lb_register_neon_dotprod(lb_kernel_set *set);
+void lb_register_interleaved_dotprod(lb_kernel_set *set);
 #endif
 
 #endif

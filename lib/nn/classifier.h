@@ -123,7 +123,9 @@ int lb_net_is_quant_point(const lb_net *net, int i);
 
 /* Logits (n x classes) of n images (n x lb_shape_size(input) bytes) in inference mode (batch
    norm with running statistics). When `observe` is non-NULL, it is called with every layer's
-   output (all n samples) in layer order, e.g. to feed calibration observers. Deterministic: the
+   output in layer order, e.g. to feed calibration observers. [train: the images are processed
+   in chunks of at most 256 (fewer for huge activations), so observe runs once per layer per
+   chunk with that chunk's n; the chunking depends on the net only.] Deterministic: the
    result does not depend on the pool's size. */
 typedef void (*lb_layer_output_fn)(void *ctx, int layer, const float *output, int64_t n);
 lowbit_status lb_net_forward(const lb_net *net, const uint8_t *images, int64_t n, float *logits,
@@ -249,7 +251,7 @@ lowbit_status lb_int_net_forward(const lb_int_net *net, const uint8_t *images, i
 
 /* GGUF files with general.architecture "lowbit-classifier" (float nets, with their ranges when
    calibrated or QAT-trained) or "lowbit-classifier-int" (integer models); keys and tensors are
-   documented in docs/CLASSIFIERS.md. Written atomically (temporary file, then rename). */
+   documented in docs/CLASSIFIER_FILES.md. Written atomically (temporary file, then rename). */
 lowbit_status lb_net_save(const lb_net *net, const char *path, lowbit_diag *diag);
 lowbit_status lb_int_net_save(const lb_int_net *net, const char *path, lowbit_diag *diag);
 /* Loads either kind: sets *is_int and fills the matching struct. Hostile files are refused with

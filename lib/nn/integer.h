@@ -92,4 +92,42 @@ lowbit_status lb_int8_linear_check(const lb_int8_linear_layer *layer, lowbit_dia
 lowbit_status lb_int8_linear(const lb_int8_linear_layer *layer, const void *input, int64_t rows,
                              void *output, lowbit_diag *diag);
 
+/* ---- integer-only classifier runner (integer_net.c) ----------------------------------------- */
+
+/* dots[r * channels + c] = sum_k a[r * a_stride + k] * w[c * k_count + k] for r < rows and
+   c < channels: the raw products of uint8 rows with int8 weight rows, exact in int32 for
+   k_count <= LB_INT8_LINEAR_MAX_K. The scalar reference (integer_kernels.c) and the AVX2 version
+   (lib/kernels/x86/int8_avx2.c, x86-64 only) give identical results. */
+typedef void (*lb_u8_i8_dots_fn)(const uint8_t *a, int64_t a_stride, int64_t rows,
+                                 const int8_t *w, int64_t k_count, int64_t channels,
+                                 int32_t *dots);
+void lb_u8_i8_dots(const uint8_t *a, int64_t a_stride, int64_t rows, const int8_t *w,
+                   int64_t k_count, int64_t channels, int32_t *dots);
+#if defined(__x86_64__)
+void lb_u8_i8_dots_avx2(const uint8_t *a, int64_t a_stride, int64_t rows, const int8_t *w,
+                        int64_t k_count, int64_t channels, int32_t *dots);
+/* out[c] = clamp(zero + rescale(dots[c] + offset[c], m0[c], shift[c]), lo, hi) for the first
+   count rounded down to 8 channels (returned), with lb_multiply_by_quantized_multiplier's
+   rounding. Valid only when no dots[c] + offset[c] leaves int32 and every shift is in [0, 31]. */
+int64_t lb_requantize_avx2(const int32_t *dots, int64_t count, const int32_t *offset,
+                           const int32_t *m0, const int32_t *shift, int32_t zero, int32_t lo,
+                           int32_t hi, uint8_t *out);
+#endif
+
+struct lb_int_net; /* classifier.h */
+
+/* Checks an integer model's ops before it runs: the chain of shapes from the input to `classes`
+   outputs, each op's geometry (kernel, stride, padding, output size), reduction lengths within
+   LB_INT8_LINEAR_MAX_K, its arrays present, and in static mode the integer parameters (zero
+   points and clamps in range, multipliers normalized). Reads no float. */
+lowbit_status lb_int_net_check(const struct lb_int_net *net, lowbit_diag *diag);
+
+/* Runs a static-mode model on n images (n x input size bytes) in integer arithmetic only and
+   writes the last op's uint8 codes (n x classes; real value out_q.scale * (code - zero point)).
+   Threads over samples, or over each op's output rows when there are fewer samples than
+   threads; the codes never depend on the pool's size. */
+lowbit_status lb_int_net_run_static(const struct lb_int_net *net, const uint8_t *images,
+                                    int64_t n, uint8_t *codes, lowbit_pool *pool,
+                                    lowbit_diag *diag);
+
 #endif

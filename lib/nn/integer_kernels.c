@@ -155,3 +155,32 @@ lowbit_status lb_int8_linear(const lb_int8_linear_layer *layer, const void *inpu
     }
     return LOWBIT_OK;
 }
+
+/* Four weight rows against one activation row at a time: the activation row is read once for
+   four channels, and the four sums are independent, so the compiler can keep them in vector
+   registers. */
+void lb_u8_i8_dots(const uint8_t *a, int64_t a_stride, int64_t rows, const int8_t *w,
+                   int64_t k_count, int64_t channels, int32_t *dots) {
+    for (int64_t r = 0; r < rows; r++) {
+        const uint8_t *x = a + r * a_stride;
+        int32_t *out = dots + r * channels;
+        int64_t c = 0;
+        for (; c + 4 <= channels; c += 4) {
+            const int8_t *w0 = w + c * k_count, *w1 = w0 + k_count, *w2 = w1 + k_count,
+                         *w3 = w2 + k_count;
+            int32_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+            for (int64_t k = 0; k < k_count; k++) {
+                int32_t v = x[k];
+                s0 += v * w0[k];
+                s1 += v * w1[k];
+                s2 += v * w2[k];
+                s3 += v * w3[k];
+            }
+            out[c] = s0;
+            out[c + 1] = s1;
+            out[c + 2] = s2;
+            out[c + 3] = s3;
+        }
+        for (; c < channels; c++) out[c] = dot_u8_i8(x, w + c * k_count, k_count);
+    }
+}

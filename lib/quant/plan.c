@@ -689,11 +689,14 @@ static lowbit_status fill_sizes(const lb_tensor *t, lowbit_tensor_plan *p, lowbi
 }
 
 /* The written type must be one lowbit can produce: encodable, and (unless copied as it is) from
-   a source lowbit can decode. */
+   a source lowbit can decode as weights. Integer tensors (I8..I64) hold indices or integer-model
+   parameters, not weights: they are only ever copied. */
 static lowbit_status check_feasible(const lb_tensor *t, const lowbit_tensor_plan *p, lowbit_diag *diag) {
     if (p->type == t->type) return LOWBIT_OK; /* copied byte for byte */
     const lowbit_type_traits *source = lowbit_type_info(t->type);
-    if (!source || !source->dequantize) {
+    const int integer = t->type == LOWBIT_TYPE_I8 || t->type == LOWBIT_TYPE_I16 ||
+                        t->type == LOWBIT_TYPE_I32 || t->type == LOWBIT_TYPE_I64;
+    if (!source || !source->dequantize || integer) {
         return lb_diag_set(diag, LOWBIT_ERR_UNSUPPORTED, -1, UINT64_MAX,
                            "tensor '%s' is stored as type %d, which lowbit cannot convert to %s",
                            t->name, (int)t->type, type_name(p->type));

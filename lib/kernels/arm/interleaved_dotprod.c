@@ -1,0 +1,139 @@
+/*
+ * AArch64 dot-product (SDOT) kernels of the interleaved layouts Q4_0x4 and Q8_0x4
+ * (interleaved.h): one 128-bit register holds 4 bytes of each of the 4 rows of a group, and the
+ * by-lane form of SDOT multiplies it with one 4-byte quadruple of the activation block, so the
+ * activation is loaded once per block and the 4 row sums come out in the 4 int32 lanes.
+ * Tokens go in tiles of up to 4 (each weight chunk decoded once per tile).
+ *
+ * Exactness (the outputs are the scalar reference's bit for bit): SDOT's s8 x s8 sums are exact;
+ * Q4_0's stored nibbles q = w + 8 (0..15, valid s8) meet the activations and 8 times the
+ * activation block's level sum comes off; Q8_0 needs no offset. The float side per lane is
+ * sum = sum + (float)sumi * (d_w * d_a), separate multiplies and adds (the build's ISO C mode
+ * keeps GCC from fusing them), blocks in order.
+ *
+ * Not yet measured on AArch64 hardware (only tested under qemu), so the plain layout stays the
+ * forward pass's choice here: interleave_rows is left at 0 until a measurement says otherwise.
+ */
+#include "../../formats/blocks.h"
+#include "../kernels.h"
+
+#include <arm_neon.h>
+
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+
+enum { Q4_0_X4_BYTES = 4 * 18, Q8_0_X4_BYTES = 4 * 34, SCALES_BYTES = 8 };
+
+/* The 4 rows' fp16 scales times the activation's (exact conversions, one rounding each). */
+static ALWAYS_INLINE float32x4_t block_scales(const uint8_t *bg, const block_q8_0 *a) {
+    const float32x4_t dw = vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16((const uint16_t *)bg)));
+    const float da = vgetq_lane_f32(vcvt_f32_f16(vreinterpret_f16_u16(vdup_n_u16(a->d))), 0);
+    return vmulq_f32(dw, vdupq_n_f32(da));
+}
+
+static ALWAYS_INLINE float32x4_t add_scaled(float32x4_t acc, int32x4_t sums, float32x4_t scales) {
+    return vaddq_f32(acc, vmulq_f32(vcvtq_f32_s32(sums), scales));
+}
+
+/* Chunk c (a constant) of the 4 rows against quadruple `lane` of activation vector a. */
+#define SDOT_LANE(acc, w, a, lane) vdotq_laneq_s32(acc, w, a, lane)
+
+static ALWAYS_INLINE void q4_0_x4_tile(int64_t nb, const uint8_t *group, const block_q8_0 *a,
+                                       const int32_t *sums, int nt, float *out,
+                                       int64_t out_stride) {
+    const uint8x16_t low4 = vdupq_n_u8(0x0F);
+    float32x4_t acc[4];
+    for (int t = 0; t < nt; t++) acc[t] = vdupq_n_f32(0.0f);
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *bg = group + (size_t)b * Q4_0_X4_BYTES;
+        int32x4_t sumi[4];
+        int8x16_t alo[4], ahi[4];
+        for (int t = 0; t < nt; t++) {
+            sumi[t] = vdupq_n_s32(0);
+            alo[t] = vld1q_s8(a[t * nb + b].qs);      /* elements 0..15: the low nibbles' */
+            ahi[t] = vld1q_s8(a[t * nb + b].qs + 16); /* 16..31: the high nibbles' */
+        }
+#define Q4_CHUNK(c)                                                                               \
+    do {                                                                                          \
+        const uint8x16_t packed = vld1q_u8(bg + SCALES_BYTES + 16 * (c));                         \
+        const int8x16_t lo = vreinterpretq_s8_u8(vandq_u8(packed, low4));                         \
+        const int8x16_t hi = vreinterpretq_s8_u8(vshrq_n_u8(packed, 4));                          \
+        for (int t = 0; t < nt; t++) {                                                            \
+            sumi[t] = SDOT_LANE(sumi[t], lo, alo[t], c);                                          \
+            sumi[t] = SDOT_LANE(sumi[t], hi, ahi[t], c);                                          \
+        }                                                                                         \
+    } while (0)
+        Q4_CHUNK(0);
+        Q4_CHUNK(1);
+        Q4_CHUNK(2);
+        Q4_CHUNK(3);
+#undef Q4_CHUNK
+        for (int t = 0; t < nt; t++) {
+            const int32x4_t exact = vsubq_s32(sumi[t], vdupq_n_s32(8 * sums[t * nb + b]));
+            acc[t] = add_scaled(acc[t], exact, block_scales(bg, &a[t * nb + b]));
+        }
+    }
+    for (int t = 0; t < nt; t++) vst1q_f32(out + t * out_stride, acc[t]);
+}
+
+static ALWAYS_INLINE void q8_0_x4_tile(int64_t nb, const uint8_t *group, const block_q8_0 *a,
+                                       const int32_t *sums, int nt, float *out,
+                                       int64_t out_stride) {
+    (void)sums;
+    float32x4_t acc[4];
+    for (int t = 0; t < nt; t++) acc[t] = vdupq_n_f32(0.0f);
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *bg = group + (size_t)b * Q8_0_X4_BYTES;
+        int32x4_t sumi[4];
+        int8x16_t alo[4], ahi[4];
+        for (int t = 0; t < nt; t++) {
+            sumi[t] = vdupq_n_s32(0);
+            alo[t] = vld1q_s8(a[t * nb + b].qs);
+            ahi[t] = vld1q_s8(a[t * nb + b].qs + 16);
+        }
+#define Q8_CHUNK(c, half, lane)                                                                   \
+    do {                                                                                          \
+        const int8x16_t w = vld1q_s8((const int8_t *)bg + SCALES_BYTES + 16 * (c));               \
+        for (int t = 0; t < nt; t++) sumi[t] = SDOT_LANE(sumi[t], w, half[t], lane);              \
+    } while (0)
+        Q8_CHUNK(0, alo, 0);
+        Q8_CHUNK(1, alo, 1);
+        Q8_CHUNK(2, alo, 2);
+        Q8_CHUNK(3, alo, 3);
+        Q8_CHUNK(4, ahi, 0);
+        Q8_CHUNK(5, ahi, 1);
+        Q8_CHUNK(6, ahi, 2);
+        Q8_CHUNK(7, ahi, 3);
+#undef Q8_CHUNK
+        for (int t = 0; t < nt; t++) {
+            acc[t] = add_scaled(acc[t], sumi[t], block_scales(bg, &a[t * nb + b]));
+        }
+    }
+    for (int t = 0; t < nt; t++) vst1q_f32(out + t * out_stride, acc[t]);
+}
+
+#define DEFINE_GROUP_KERNEL(NAME, TILE)                                                           \
+    static void NAME(int64_t nb, const void *group, const void *activations,                     \
+                     const int32_t *sums, int64_t n_tokens, float *out, int64_t out_stride) {    \
+        const block_q8_0 *a = activations;                                                       \
+        int64_t t = 0;                                                                           \
+        for (; t + 4 <= n_tokens; t += 4) {                                                      \
+            TILE(nb, group, a + t * nb, sums + t * nb, 4, out + t * out_stride, out_stride);     \
+        }                                                                                        \
+        switch (n_tokens - t) {                                                                  \
+        case 3: TILE(nb, group, a + t * nb, sums + t * nb, 3, out + t * out_stride, out_stride); \
+            break;                                                                               \
+        case 2: TILE(nb, group, a + t * nb, sums + t * nb, 2, out + t * out_stride, out_stride); \
+            break;                                                                               \
+        case 1: TILE(nb, group, a + t * nb, sums + t * nb, 1, out + t * out_stride, out_stride); \
+            break;                                                                               \
+        default: break;                                                                          \
+        }                                                                                        \
+    }
+
+DEFINE_GROUP_KERNEL(q4_0_x4, q4_0_x4_tile)
+DEFINE_GROUP_KERNEL(q8_0_x4, q8_0_x4_tile)
+
+void lb_register_interleaved_dotprod(lb_kernel_set *set) {
+    set->interleaved[LB_IL_Q4_0_X4] = q4_0_x4;
+    set->interleaved[LB_IL_Q8_0_X4] = q8_0_x4;
+}
