@@ -261,7 +261,8 @@ static void quantize_tokens(void *p, int64_t begin, int64_t end) {
     quantize_job *job = p;
     for (int64_t t = begin; t < end; t++) {
         block_q8_0 *a = job->act + t * job->nb;
-        /* finite activations cannot overflow Q8_0's fp16 scale: |x| / 127 < 65504 */
+        /* the status is not checked, as in lowbit_matmul: a block whose scale would exceed fp16
+           (|x| above 127 * 65504) is beyond what the plain path handles either */
         (void)job->quantize(job->x + t * job->cols, a, job->cols, NULL);
         int32_t *s = job->sums + t * job->nb;
         for (int64_t b = 0; b < job->nb; b++) {

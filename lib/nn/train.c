@@ -47,7 +47,7 @@ static void shuffle_order(int64_t *order, int64_t n, uint64_t *rng) {
     }
 }
 
-/* ---- fake quantization ------------------------------------------------------------------------ */
+/* ---- fake quantization ------------------------------------------------------------------- */
 
 void lb_fake_quantize_weights(const float *w, int64_t rows, int64_t cols, int bits, float *out) {
     const int32_t qmax = (1 << (bits - 1)) - 1;
@@ -189,7 +189,8 @@ lowbit_status lb_net_forward_fake_quant(const lb_net *net, const lb_qat_config *
                                         lowbit_pool *pool, lowbit_diag *diag) {
     lowbit_status st = lb_net_check(net, diag);
     if (st != LOWBIT_OK) return st;
-    if (!qat) return lb_diag_set(diag, LOWBIT_ERR_INVALID_ARGUMENT, -1, UINT64_MAX, "no QAT config");
+    if (!qat)
+        return lb_diag_set(diag, LOWBIT_ERR_INVALID_ARGUMENT, -1, UINT64_MAX, "no QAT config");
     if ((st = check_qat_config(net, qat, 0, diag)) != LOWBIT_OK) return st;
     fixed_range_run run;
     memset(&run, 0, sizeof run);

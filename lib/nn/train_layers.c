@@ -353,7 +353,8 @@ static void maxpool_samples(void *ctx, int64_t begin, int64_t end) {
                                 o[ci] = better ? src[ci] : o[ci];
                             }
                         } else {
-                            for (int64_t ci = 0; ci < c; ci++) o[ci] = src[ci] > o[ci] ? src[ci] : o[ci];
+                            for (int64_t ci = 0; ci < c; ci++)
+                                o[ci] = src[ci] > o[ci] ? src[ci] : o[ci];
                         }
                     }
                 }
@@ -390,8 +391,9 @@ static void avgpool_samples(void *ctx, int64_t begin, int64_t end) {
                 for (int64_t ci = 0; ci < c; ci++) o[ci] = 0.0f;
                 for (int32_t ky = 0; ky < l->kernel; ky++) {
                     for (int32_t kx = 0; kx < l->kernel; kx++) {
-                        const float *src =
-                            in + ((int64_t)(oy * l->stride + ky) * l->in.w + ox * l->stride + kx) * c;
+                        const int64_t pixel = (int64_t)(oy * l->stride + ky) * l->in.w +
+                                              ox * l->stride + kx;
+                        const float *src = in + pixel * c;
                         for (int64_t ci = 0; ci < c; ci++) o[ci] += src[ci];
                     }
                 }
@@ -731,7 +733,8 @@ static int shape_positive(lb_shape s) { return s.h >= 1 && s.w >= 1 && s.c >= 1;
    the (padded) input. */
 static int window_fits(const lb_layer *l, int32_t pad) {
     if (l->kernel < 1 || l->stride < 1 || pad < 0 || pad >= l->kernel) return 0;
-    const int64_t h = ((int64_t)l->in.h + 2 * pad - l->kernel), w = ((int64_t)l->in.w + 2 * pad - l->kernel);
+    const int64_t h = (int64_t)l->in.h + 2 * pad - l->kernel;
+    const int64_t w = (int64_t)l->in.w + 2 * pad - l->kernel;
     if (h < 0 || w < 0) return 0;
     return l->out.h == h / l->stride + 1 && l->out.w == w / l->stride + 1;
 }
@@ -748,11 +751,13 @@ static lowbit_status check_layer(const lb_layer *l, int i, lowbit_diag *diag) {
         return layer_error(diag, i, l, "empty shape");
     switch (l->kind) {
     case LB_LAYER_LINEAR:
-        if (l->out.h != 1 || l->out.w != 1) return layer_error(diag, i, l, "output is not a vector");
+        if (l->out.h != 1 || l->out.w != 1)
+            return layer_error(diag, i, l, "output is not a vector");
         if (!l->weight || !l->bias) return layer_error(diag, i, l, "missing parameters");
         break;
     case LB_LAYER_CONV2D:
-        if (!window_fits(l, l->pad)) return layer_error(diag, i, l, "window geometry does not match its shapes");
+        if (!window_fits(l, l->pad))
+            return layer_error(diag, i, l, "window geometry does not match its shapes");
         if (!l->weight || !l->bias) return layer_error(diag, i, l, "missing parameters");
         break;
     case LB_LAYER_MAXPOOL:
@@ -761,7 +766,8 @@ static lowbit_status check_layer(const lb_layer *l, int i, lowbit_diag *diag) {
             return layer_error(diag, i, l, "window geometry does not match its shapes");
         break;
     case LB_LAYER_BATCHNORM:
-        if (!shapes_equal(l->in, l->out)) return layer_error(diag, i, l, "output shape differs from input");
+        if (!shapes_equal(l->in, l->out))
+            return layer_error(diag, i, l, "output shape differs from input");
         if (!l->gamma || !l->bias || !l->running_mean || !l->running_var)
             return layer_error(diag, i, l, "missing parameters");
         if (!(l->eps > 0.0f) || !(l->momentum >= 0.0f && l->momentum <= 1.0f))
@@ -769,7 +775,8 @@ static lowbit_status check_layer(const lb_layer *l, int i, lowbit_diag *diag) {
         break;
     case LB_LAYER_RELU:
     case LB_LAYER_RELU6:
-        if (!shapes_equal(l->in, l->out)) return layer_error(diag, i, l, "output shape differs from input");
+        if (!shapes_equal(l->in, l->out))
+            return layer_error(diag, i, l, "output shape differs from input");
         break;
     case LB_LAYER_FLATTEN:
         if (l->out.h != 1 || l->out.w != 1 || l->out.c != lb_shape_size(l->in))
@@ -787,7 +794,8 @@ lowbit_status lb_net_check(const lb_net *net, lowbit_diag *diag) {
         return lb_diag_set(diag, LOWBIT_ERR_INVALID_ARGUMENT, -1, UINT64_MAX,
                            "a net needs 1 to %d layers (has %d)", LB_NET_MAX_LAYERS, net->n_layers);
     if (!net->params)
-        return lb_diag_set(diag, LOWBIT_ERR_INVALID_ARGUMENT, -1, UINT64_MAX, "net has no parameters");
+        return lb_diag_set(diag, LOWBIT_ERR_INVALID_ARGUMENT, -1, UINT64_MAX,
+                           "net has no parameters");
     lb_shape shape = net->input;
     for (int i = 0; i < net->n_layers; i++) {
         const lb_layer *l = &net->layers[i];
