@@ -12,8 +12,8 @@
 #define LB_MAX(a, b) ((a) > (b) ? (a) : (b))
 #define LB_ARRAY_LEN(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
-/* Round to the nearest integer, ties away from zero, for |x| < 2^22: the same rounding as the
-   reference's nearest_int (a float-add trick, so it is exact and fast). */
+/* Round to the nearest integer, ties to even (the FPU's rounding of the add), for |x| < 2^22:
+   the same rounding as the reference's nearest_int (a float-add trick, exact and fast). */
 static inline int lb_nearest_int(float x) {
     float val = x + 12582912.f; /* 1.5 * 2^23 pushes the integer into the low mantissa bits */
     int32_t bits;
