@@ -576,8 +576,13 @@ lowbit_status lowbit_gguf_get_f64(const lowbit_gguf *g, const char *key, double 
 lowbit_status lb_read_gguf_model(const char *path, lb_model *m, lowbit_diag *diag) {
     lowbit_status st = lb_map_file(path, &m->files[0], diag);
     if (st != LOWBIT_OK) return st;
+    return lb_read_gguf_model_memory(m->files[0].data, m->files[0].size, m, diag);
+}
+
+lowbit_status lb_read_gguf_model_memory(const void *data, size_t size, lb_model *m,
+                                        lowbit_diag *diag) {
     lowbit_gguf *g = NULL;
-    st = lowbit_gguf_open_memory(m->files[0].data, m->files[0].size, &g, diag);
+    lowbit_status st = lowbit_gguf_open_memory(data, size, &g, diag);
     for (int64_t i = 0; st == LOWBIT_OK && i < g->n_kv; i++) {
         const gguf_kv *kv = &g->kvs[i];
         char key[256];

@@ -92,6 +92,9 @@ const lb_model *lb_model_of(const lowbit_model *model);
 
 /* The readers. Each fills an empty (zeroed) model, or leaves it empty and explains why. */
 lowbit_status lb_read_gguf_model(const char *path, lb_model *m, lowbit_diag *diag);
+/* The same over bytes in memory (not owned: they must outlive the model's tensors). */
+lowbit_status lb_read_gguf_model_memory(const void *data, size_t size, lb_model *m,
+                                        lowbit_diag *diag);
 /* tokenizer_path: a llama2.c tokenizer file, or NULL to look for tok<vocab>.bin beside the model */
 lowbit_status lb_read_llama2c_model(const char *path, const char *tokenizer_path, lb_model *m,
                                     lowbit_diag *diag);

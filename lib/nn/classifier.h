@@ -258,5 +258,8 @@ lowbit_status lb_int_net_save(const lb_int_net *net, const char *path, lowbit_di
    LOWBIT_ERR_BAD_FILE and a reason (shapes re-derived and checked, sizes bounded). */
 lowbit_status lb_classifier_load(const char *path, int *is_int, lb_net *net, lb_int_net *int_net,
                                  lowbit_diag *diag);
+/* The same from bytes in memory (copied: they may go away after the call); for fuzzing. */
+lowbit_status lb_classifier_load_memory(const void *data, size_t size, int *is_int, lb_net *net,
+                                        lb_int_net *int_net, lowbit_diag *diag);
 
 #endif /* LOWBIT_NN_CLASSIFIER_H */

@@ -745,26 +745,13 @@ static lowbit_status load_int(reader *r, lb_int_net *net) {
     return st;
 }
 
-lowbit_status lb_classifier_load(const char *path, int *is_int, lb_net *net, lb_int_net *int_net,
-                                 lowbit_diag *diag) {
-    if (!path || !is_int || !net || !int_net) {
-        return lb_diag_set(diag, LOWBIT_ERR_INVALID_ARGUMENT, -1, UINT64_MAX,
-                           "loading needs a path and both outputs");
-    }
-    *is_int = 0;
-    memset(net, 0, sizeof *net);
-    memset(int_net, 0, sizeof *int_net);
-    lb_model m;
-    memset(&m, 0, sizeof m);
-    lowbit_status st = lb_read_gguf_model(path, &m, diag);
-    if (st != LOWBIT_OK) {
-        if (st != LOWBIT_ERR_IO && st != LOWBIT_ERR_NO_MEMORY) st = LOWBIT_ERR_BAD_FILE;
-        if (diag) diag->status = st;
-        return st;
-    }
-    reader r = {.path = path, .m = &m, .diag = diag};
+/* Loads from a model already read (a file's map or caller's memory); `path` names it in messages. */
+static lowbit_status load_from_model(lb_model *m, const char *path, int *is_int, lb_net *net,
+                                     lb_int_net *int_net, lowbit_diag *diag) {
+    reader r = {.path = path, .m = m, .diag = diag};
     const char *const archs[2] = {ARCH_FLOAT, ARCH_INT};
     int arch = read_enum(&r, "general.architecture", archs, 2);
+    lowbit_status st;
     if (arch < 0) {
         st = bad_file(diag, path, "%s", "not a lowbit classifier (general.architecture)");
     } else if (arch == 0) {
@@ -775,7 +762,7 @@ lowbit_status lb_classifier_load(const char *path, int *is_int, lb_net *net, lb_
         st = load_int(&r, int_net);
         if (st == LOWBIT_OK) *is_int = 1;
     }
-    lb_model_free(&m);
+    lb_model_free(m);
     if (st != LOWBIT_OK) { /* nothing half-loaded is left behind */
         *is_int = 0;
         free(int_net->storage);
@@ -783,4 +770,49 @@ lowbit_status lb_classifier_load(const char *path, int *is_int, lb_net *net, lb_
         lb_net_free(net);
     }
     return st;
+}
+
+static lowbit_status start_loading(int *is_int, lb_net *net, lb_int_net *int_net,
+                                   lowbit_diag *diag) {
+    if (!is_int || !net || !int_net) {
+        return lb_diag_set(diag, LOWBIT_ERR_INVALID_ARGUMENT, -1, UINT64_MAX,
+                           "loading needs a source and both outputs");
+    }
+    *is_int = 0;
+    memset(net, 0, sizeof *net);
+    memset(int_net, 0, sizeof *int_net);
+    return LOWBIT_OK;
+}
+
+/* A GGUF reading failure other than I/O or memory is a bad file, whatever the reader called it. */
+static lowbit_status as_bad_file(lowbit_status st, lowbit_diag *diag) {
+    if (st != LOWBIT_ERR_IO && st != LOWBIT_ERR_NO_MEMORY) st = LOWBIT_ERR_BAD_FILE;
+    if (diag) diag->status = st;
+    return st;
+}
+
+lowbit_status lb_classifier_load(const char *path, int *is_int, lb_net *net, lb_int_net *int_net,
+                                 lowbit_diag *diag) {
+    lowbit_status st = path ? start_loading(is_int, net, int_net, diag)
+                            : lb_diag_set(diag, LOWBIT_ERR_INVALID_ARGUMENT, -1, UINT64_MAX,
+                                          "loading needs a path");
+    if (st != LOWBIT_OK) return st;
+    lb_model m;
+    memset(&m, 0, sizeof m);
+    st = lb_read_gguf_model(path, &m, diag);
+    if (st != LOWBIT_OK) return as_bad_file(st, diag);
+    return load_from_model(&m, path, is_int, net, int_net, diag);
+}
+
+lowbit_status lb_classifier_load_memory(const void *data, size_t size, int *is_int, lb_net *net,
+                                        lb_int_net *int_net, lowbit_diag *diag) {
+    lowbit_status st = data ? start_loading(is_int, net, int_net, diag)
+                            : lb_diag_set(diag, LOWBIT_ERR_INVALID_ARGUMENT, -1, UINT64_MAX,
+                                          "loading needs bytes");
+    if (st != LOWBIT_OK) return st;
+    lb_model m;
+    memset(&m, 0, sizeof m);
+    st = lb_read_gguf_model_memory(data, size, &m, diag);
+    if (st != LOWBIT_OK) return as_bad_file(st, diag);
+    return load_from_model(&m, "(memory)", is_int, net, int_net, diag);
 }
