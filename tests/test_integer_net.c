@@ -16,6 +16,11 @@
  *   net's (argmax agreement, relative error); dynamic and weight-only modes closer.
  * - edge cases: an all-zero weight row (its output is exactly the rounded bias), a constant-zero
  *   range, a bias too large for the int32 at the natural weight scale.
+ * - dynamic and weight-only modes: the batched runner against the one-sample scalar reference
+ *   written here (the modes as first implemented): dynamic bit for bit, weight-only within float
+ *   rounding; 1 to 3 threads and single images give the same bits; weight-only models carry
+ *   dequantized weights (lb_int_net_prepare, also after loading), and unprepared ones give the
+ *   same logits.
  * - errors: missing range (named), bits out of range, unknown mode, a lone ReLU, corrupted ops.
  */
 #include "testing.h"
@@ -641,6 +646,317 @@ static void test_edge_cases(void) {
     lb_net_free(&net);
 }
 
+/* ---- dynamic and weight-only modes against the one-sample-at-a-time reference ------------- */
+
+/* The modes as first written (scalar, one sample at a time): the reference of the batched
+   runner. Dynamic: each product's input quantized on the sample's own range, exact integer dots,
+   (acc * input scale) * weight scale in double plus the float bias, then ReLU. Weight-only: float
+   sums in k order of x * (scale * w). Pools in float. */
+static void ref_patch(const lb_int_op *op, const void *image, int64_t pixel, size_t elem,
+                      const void *pad_value, void *row) {
+    const int64_t oy = pixel / op->out.w, ox = pixel % op->out.w, cin = op->in.c, k = op->kernel;
+    for (int64_t ky = 0; ky < k; ky++)
+        for (int64_t kx = 0; kx < k; kx++) {
+            const int64_t iy = oy * op->stride - op->pad + ky, ix = ox * op->stride - op->pad + kx;
+            unsigned char *d = (unsigned char *)row + (size_t)((ky * k + kx) * cin) * elem;
+            for (int64_t c = 0; c < cin; c++) {
+                const int inside = iy >= 0 && iy < op->in.h && ix >= 0 && ix < op->in.w;
+                const size_t at = (size_t)((iy * op->in.w + ix) * cin + c) * elem;
+                const unsigned char *src =
+                    inside ? (const unsigned char *)image + at : (const unsigned char *)pad_value;
+                memcpy(d + (size_t)c * elem, src, elem);
+            }
+        }
+}
+
+static float ref_activate(const lb_int_op *op, float y) {
+    if (op->fused_relu) y = y > 0.0f ? y : 0.0f;
+    if (op->fused_relu == 6) y = y < 6.0f ? y : 6.0f;
+    return y;
+}
+
+static void ref_product(const lb_int_net *net, const lb_int_op *op, const float *x, float *y) {
+    const int is_conv = op->kind == LB_INT_CONV2D;
+    const int64_t in_size = lb_shape_size(op->in);
+    const int64_t k_count = is_conv ? (int64_t)op->kernel * op->kernel * op->in.c : in_size;
+    const int64_t pixels = is_conv ? (int64_t)op->out.h * op->out.w : 1;
+    uint8_t *codes = malloc((size_t)in_size), *qrow = malloc((size_t)k_count);
+    float *frow = malloc((size_t)k_count * sizeof(float));
+    lb_qparams q = {1.0f, 0, 0, 255};
+    if (net->mode == LB_INT_MODE_DYNAMIC) {
+        float lo = 0.0f, hi = 0.0f;
+        for (int64_t i = 0; i < in_size; i++) {
+            lo = x[i] < lo ? x[i] : lo;
+            hi = x[i] > hi ? x[i] : hi;
+        }
+        CHECK(lb_qparams_affine(lo, hi, 0, (1 << net->activation_bits) - 1, &q, NULL) ==
+                  LOWBIT_OK, "reference range [%g, %g]", (double)lo, (double)hi);
+        for (int64_t i = 0; i < in_size; i++) codes[i] = (uint8_t)lb_qparams_quantize(&q, x[i]);
+    }
+    const uint8_t zero = (uint8_t)q.zero_point;
+    const float fzero = 0.0f;
+    for (int64_t p = 0; p < pixels; p++) {
+        const uint8_t *a = codes;
+        const float *xf = x;
+        if (is_conv) {
+            ref_patch(op, codes, p, 1, &zero, qrow);
+            ref_patch(op, x, p, sizeof(float), &fzero, frow);
+            a = qrow;
+            xf = frow;
+        }
+        for (int64_t c = 0; c < op->out.c; c++) {
+            const int8_t *w = op->weights + c * k_count;
+            float v;
+            if (net->mode == LB_INT_MODE_DYNAMIC) {
+                int32_t dot = 0;
+                for (int64_t k = 0; k < k_count; k++) dot += (int32_t)a[k] * w[k];
+                const int32_t acc = dot - q.zero_point * op->weight_sums[c];
+                v = (float)((double)acc * (double)q.scale * (double)op->weight_scales[c]);
+            } else {
+                v = 0.0f;
+                for (int64_t k = 0; k < k_count; k++)
+                    v += xf[k] * (op->weight_scales[c] * (float)w[k]);
+            }
+            y[p * op->out.c + c] = ref_activate(op, v + op->float_bias[c]);
+        }
+    }
+    free(codes);
+    free(qrow);
+    free(frow);
+}
+
+static void ref_pool(const lb_int_op *op, const float *x, float *y) {
+    const int64_t cin = op->in.c, k = op->kernel;
+    for (int64_t oy = 0; oy < op->out.h; oy++)
+        for (int64_t ox = 0; ox < op->out.w; ox++)
+            for (int64_t c = 0; c < cin; c++) {
+                float best = -INFINITY, sum = 0.0f;
+                for (int64_t ky = 0; ky < k; ky++)
+                    for (int64_t kx = 0; kx < k; kx++) {
+                        const float v =
+                            x[((oy * op->stride + ky) * op->in.w + ox * op->stride + kx) * cin + c];
+                        best = v > best ? v : best;
+                        sum += v;
+                    }
+                y[(oy * op->out.w + ox) * cin + c] =
+                    op->kind == LB_INT_MAXPOOL ? best : sum / (float)(k * k);
+            }
+}
+
+static void ref_float_modes(const lb_int_net *net, const uint8_t *images, int64_t n,
+                            float *logits) {
+    int64_t act = lb_shape_size(net->input);
+    for (int i = 0; i < net->n_ops; i++) act = LB_MAX(act, lb_shape_size(net->ops[i].out));
+    float *buf[2] = {malloc((size_t)act * sizeof(float)), malloc((size_t)act * sizeof(float))};
+    const int64_t in_size = lb_shape_size(net->input);
+    for (int64_t s = 0; s < n; s++) {
+        float *x = buf[0];
+        for (int64_t i = 0; i < in_size; i++) x[i] = (float)images[s * in_size + i] / 255.0f;
+        int which = 1;
+        for (int i = 0; i < net->n_ops; i++) {
+            const lb_int_op *op = &net->ops[i];
+            if (op->kind == LB_INT_FLATTEN) continue;
+            float *y = buf[which];
+            if (op->kind == LB_INT_LINEAR || op->kind == LB_INT_CONV2D)
+                ref_product(net, op, x, y);
+            else
+                ref_pool(op, x, y);
+            x = y;
+            which ^= 1;
+        }
+        memcpy(logits + s * net->classes, x, (size_t)net->classes * sizeof(float));
+    }
+    free(buf[0]);
+    free(buf[1]);
+}
+
+/* Largest |a - b| over the logits, relative to 1 + |b|. */
+static double max_relative_gap(const float *a, const float *b, int64_t count) {
+    double worst = 0.0;
+    for (int64_t i = 0; i < count; i++)
+        worst = fmax(worst, fabs((double)a[i] - (double)b[i]) / (1.0 + fabs((double)b[i])));
+    return worst;
+}
+
+/* Runs the batched modes with 1 to 3 threads, as a batch and one image at a time, against the
+   reference: dynamic bit for bit, weight-only within float rounding (the engine's blocked sums
+   may associate differently) and identical across thread counts; a model whose weights were
+   not prepared (dequantized on the fly) gives the same bits as a prepared one. */
+static void check_float_mode(const char *what, lb_int_net *qnet, const uint8_t *images,
+                             int64_t n) {
+    const int64_t count = n * qnet->classes;
+    const int64_t in_size = lb_shape_size(qnet->input);
+    float *expect = malloc((size_t)count * sizeof(float));
+    float *got = malloc((size_t)count * sizeof(float));
+    float *first = malloc((size_t)count * sizeof(float));
+    ref_float_modes(qnet, images, n, expect);
+    const int dynamic = qnet->mode == LB_INT_MODE_DYNAMIC;
+    for (int threads = 1; threads <= 3; threads++) {
+        lowbit_pool *pool = NULL;
+        if (threads > 1 && lowbit_pool_create(threads, &pool) != LOWBIT_OK) continue;
+        lowbit_diag diag = {0};
+        memset(got, 0xAA, (size_t)count * sizeof(float));
+        lowbit_status st = lb_int_net_forward(qnet, images, n, got, pool, &diag);
+        CHECK(st == LOWBIT_OK, "%s: forward: %s", what, diag.message);
+        if (threads == 1) memcpy(first, got, (size_t)count * sizeof(float));
+        CHECK(memcmp(got, first, (size_t)count * sizeof(float)) == 0,
+              "%s: %d threads differ from 1", what, threads);
+        if (dynamic) {
+            CHECK(memcmp(got, expect, (size_t)count * sizeof(float)) == 0,
+                  "%s: %d threads: differs from the per-sample reference (gap %g)", what,
+                  threads, max_relative_gap(got, expect, count));
+        } else {
+            const double gap = max_relative_gap(got, expect, count);
+            CHECK(gap < 1e-4, "%s: %d threads: %g from the reference", what, threads, gap);
+        }
+        int single_ok = 1;
+        for (int64_t i = 0; i < n && i < 4; i++) {
+            st = lb_int_net_forward(qnet, images + i * in_size, 1, got, pool, &diag);
+            single_ok &= st == LOWBIT_OK && memcmp(got, first + i * qnet->classes,
+                                                   (size_t)qnet->classes * sizeof(float)) == 0;
+        }
+        CHECK(single_ok, "%s: %d threads: single images differ from the batch", what, threads);
+        lowbit_pool_destroy(pool);
+    }
+    if (!dynamic) {
+        /* the same model without its prepared weights */
+        float *saved[LB_NET_MAX_LAYERS];
+        for (int i = 0; i < LB_NET_MAX_LAYERS; i++) {
+            saved[i] = qnet->ops[i].dequantized_weights;
+            qnet->ops[i].dequantized_weights = NULL;
+        }
+        lowbit_diag diag = {0};
+        CHECK(lb_int_net_forward(qnet, images, n, got, NULL, &diag) == LOWBIT_OK &&
+                  memcmp(got, first, (size_t)count * sizeof(float)) == 0,
+              "%s: unprepared model differs: %s", what, diag.message);
+        for (int i = 0; i < LB_NET_MAX_LAYERS; i++) qnet->ops[i].dequantized_weights = saved[i];
+    }
+    free(expect);
+    free(got);
+    free(first);
+}
+
+/* A saved and reloaded model is prepared by the loader: the same logits, bit for bit. */
+static void check_reloaded(const char *what, const lb_int_net *qnet, const uint8_t *images,
+                           int64_t n) {
+    char path[64];
+    snprintf(path, sizeof path, "/tmp/lowbit_test_modes_%u.gguf", (unsigned)(rng_next() >> 40));
+    lowbit_diag diag = {0};
+    lb_int_net loaded;
+    lb_net unused;
+    int is_int = 0;
+    CHECK(lb_int_net_save(qnet, path, &diag) == LOWBIT_OK, "%s: save: %s", what, diag.message);
+    if (lb_classifier_load(path, &is_int, &unused, &loaded, &diag) != LOWBIT_OK || !is_int) {
+        CHECK(0, "%s: load: %s", what, diag.message);
+        remove(path);
+        return;
+    }
+    remove(path);
+    int prepared = 1;
+    for (int i = 0; i < loaded.n_ops; i++)
+        prepared &= (loaded.ops[i].dequantized_weights != NULL) ==
+                    (qnet->ops[i].dequantized_weights != NULL);
+    CHECK(prepared, "%s: the loaded model is not prepared like the converted one", what);
+    const int64_t count = n * qnet->classes;
+    float *a = malloc((size_t)count * sizeof(float)), *b = malloc((size_t)count * sizeof(float));
+    CHECK(lb_int_net_forward(qnet, images, n, a, NULL, &diag) == LOWBIT_OK &&
+              lb_int_net_forward(&loaded, images, n, b, NULL, &diag) == LOWBIT_OK &&
+              memcmp(a, b, (size_t)count * sizeof(float)) == 0,
+          "%s: the reloaded model's logits differ: %s", what, diag.message);
+    free(a);
+    free(b);
+    lb_int_net_free(&loaded);
+}
+
+static void float_mode_case(const char *what, lb_shape input, const lb_layer_spec *specs,
+                            int n_specs, int weight_bits, int activation_bits) {
+    lb_net net;
+    lowbit_diag diag = {0};
+    lowbit_status st = lb_net_build(&net, input, specs, n_specs, 11, &diag);
+    CHECK(st == LOWBIT_OK, "%s: build: %s", what, diag.message);
+    if (st != LOWBIT_OK) return;
+    randomize_batchnorm(&net);
+    randomize_biases(&net, 0.4);
+    /* more samples than one chunk of the runner (256) in the full run */
+    const int64_t n = lb_test_quick() ? 7 : 300;
+    uint8_t *images = random_images(input, n);
+    for (int mode = LB_INT_MODE_DYNAMIC; mode <= LB_INT_MODE_WEIGHT_ONLY; mode++) {
+        lb_convert_config config = {(lb_int_mode)mode, weight_bits, activation_bits};
+        lb_int_net qnet;
+        st = lb_int_net_convert(&net, &config, &qnet, &diag);
+        CHECK(st == LOWBIT_OK, "%s: convert: %s", what, diag.message);
+        if (st != LOWBIT_OK) continue;
+        int prepared = 1;
+        for (int i = 0; i < qnet.n_ops; i++) {
+            const int weighted =
+                qnet.ops[i].kind == LB_INT_LINEAR || qnet.ops[i].kind == LB_INT_CONV2D;
+            prepared &= (qnet.ops[i].dequantized_weights != NULL) ==
+                        (weighted && mode == LB_INT_MODE_WEIGHT_ONLY);
+        }
+        CHECK(prepared, "%s: dequantized weights where the mode needs them (mode %d)", what,
+              mode);
+        char name[96];
+        snprintf(name, sizeof name, "%s %s", what,
+                 mode == LB_INT_MODE_DYNAMIC ? "dynamic" : "weight-only");
+        check_float_mode(name, &qnet, images, n);
+        check_reloaded(name, &qnet, images, n);
+        lb_int_net_free(&qnet);
+    }
+    free(images);
+    lb_net_free(&net);
+}
+
+static void test_float_modes(void) {
+    const lb_layer_spec strided[] = {
+        {LB_LAYER_CONV2D, 6, 3, 2, 1}, {LB_LAYER_BATCHNORM, 0, 0, 0, 0},
+        {LB_LAYER_RELU, 0, 0, 0, 0},   {LB_LAYER_CONV2D, 5, 5, 1, 2},
+        {LB_LAYER_RELU6, 0, 0, 0, 0},  {LB_LAYER_MAXPOOL, 0, 2, 2, 0},
+        {LB_LAYER_CONV2D, 7, 3, 1, 0}, {LB_LAYER_AVGPOOL, 0, 2, 1, 0},
+        {LB_LAYER_FLATTEN, 0, 0, 0, 0}, {LB_LAYER_LINEAR, 20, 0, 0, 0},
+        {LB_LAYER_RELU, 0, 0, 0, 0},   {LB_LAYER_LINEAR, 10, 0, 0, 0},
+    };
+    const lb_shape in3 = {19, 17, 3};
+    float_mode_case("strided 8/8", in3, strided, LB_ARRAY_LEN(strided), 8, 8);
+    float_mode_case("strided 4/4", in3, strided, LB_ARRAY_LEN(strided), 4, 4);
+    const lb_layer_spec avg_first[] = {
+        {LB_LAYER_AVGPOOL, 0, 3, 2, 0}, {LB_LAYER_CONV2D, 33, 3, 1, 1},
+        {LB_LAYER_RELU, 0, 0, 0, 0},    {LB_LAYER_MAXPOOL, 0, 3, 3, 0},
+        {LB_LAYER_FLATTEN, 0, 0, 0, 0}, {LB_LAYER_LINEAR, 3, 0, 0, 0},
+    };
+    float_mode_case("avgpool first", (lb_shape){15, 15, 2}, avg_first, LB_ARRAY_LEN(avg_first), 8,
+                    6);
+    const lb_layer_spec mlp[] = {
+        {LB_LAYER_FLATTEN, 0, 0, 0, 0}, {LB_LAYER_LINEAR, 37, 0, 0, 0},
+        {LB_LAYER_RELU, 0, 0, 0, 0},    {LB_LAYER_LINEAR, 10, 0, 0, 0},
+    };
+    float_mode_case("mlp 8/8", (lb_shape){9, 9, 1}, mlp, LB_ARRAY_LEN(mlp), 8, 8);
+    float_mode_case("mlp 3/5", (lb_shape){9, 9, 1}, mlp, LB_ARRAY_LEN(mlp), 3, 5);
+
+    /* prepare follows the mode, and replaces what is there */
+    lb_net net;
+    lowbit_diag diag = {0};
+    if (lb_net_build(&net, (lb_shape){9, 9, 1}, mlp, LB_ARRAY_LEN(mlp), 3, &diag) != LOWBIT_OK) {
+        CHECK(0, "build: %s", diag.message);
+        return;
+    }
+    lb_convert_config config = {LB_INT_MODE_DYNAMIC, 8, 8};
+    lb_int_net qnet;
+    CHECK(lb_int_net_convert(&net, &config, &qnet, &diag) == LOWBIT_OK, "convert: %s",
+          diag.message);
+    qnet.mode = LB_INT_MODE_WEIGHT_ONLY;
+    CHECK(lb_int_net_prepare(&qnet, &diag) == LOWBIT_OK && qnet.ops[1].dequantized_weights &&
+              qnet.ops[1].dequantized_weights[5] ==
+                  qnet.ops[1].weight_scales[0] * (float)qnet.ops[1].weights[5],
+          "prepare: %s", diag.message);
+    CHECK(lb_int_net_prepare(&qnet, &diag) == LOWBIT_OK, "prepare again: %s", diag.message);
+    qnet.mode = LB_INT_MODE_DYNAMIC;
+    CHECK(lb_int_net_prepare(&qnet, &diag) == LOWBIT_OK && !qnet.ops[1].dequantized_weights,
+          "dynamic mode kept dequantized weights");
+    CHECK(lb_int_net_prepare(NULL, &diag) == LOWBIT_ERR_INVALID_ARGUMENT, "NULL prepared");
+    lb_int_net_free(&qnet);
+    lb_net_free(&net);
+}
+
 static void test_errors(void) {
     const lb_layer_spec specs[] = {
         {LB_LAYER_CONV2D, 4, 3, 1, 1}, {LB_LAYER_BATCHNORM, 0, 0, 0, 0},
@@ -749,6 +1065,7 @@ int main(void) {
     test_fold();
     test_accuracy();
     test_edge_cases();
+    test_float_modes();
     test_errors();
     return lb_test_summary();
 }

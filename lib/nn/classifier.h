@@ -206,6 +206,10 @@ typedef struct lb_int_op {
     /* output quantization (every op; pools and flatten copy their input's) */
     lb_qparams out_q;        /* uint8 affine: [0, 2^activation_bits - 1] */
     int32_t out_min, out_max; /* clamp, in output units (ReLU/ReLU6 fused here) */
+    /* [modes: added] weight-only mode, linear / conv2d: out.c x K floats scale[o] * w, made by
+       lb_int_net_prepare and owned by the model (not part of `storage`, never saved); NULL in
+       the other modes or when not prepared (forward then dequantizes for the call). */
+    float *dequantized_weights;
 } lb_int_op;
 
 typedef enum lb_int_mode {
@@ -238,6 +242,11 @@ typedef struct lb_convert_config {
 lowbit_status lb_int_net_convert(const lb_net *net, const lb_convert_config *config,
                                  lb_int_net *out, lowbit_diag *diag);
 void lb_int_net_free(lb_int_net *net);
+/* [modes: added] Derived run-time data, made once when a model is converted or loaded: in
+   weight-only mode each weighted op's dequantized_weights (replaced if already there); other
+   modes get none. Call again after changing weights, scales or the mode. On failure nothing is
+   left allocated. (classifier_dynamic.c) */
+lowbit_status lb_int_net_prepare(lb_int_net *net, lowbit_diag *diag);
 /* Bytes the model's parameters take when stored (packed 4-bit weights count half a byte). */
 int64_t lb_int_net_param_bytes(const lb_int_net *net);
 

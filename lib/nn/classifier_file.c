@@ -760,6 +760,7 @@ static lowbit_status load_from_model(lb_model *m, const char *path, int *is_int,
     } else {
         r.prefix = ARCH_INT;
         st = load_int(&r, int_net);
+        if (st == LOWBIT_OK) st = lb_int_net_prepare(int_net, diag);
         if (st == LOWBIT_OK) *is_int = 1;
     }
     lb_model_free(m);

@@ -327,6 +327,7 @@ lowbit_status lb_int_net_convert(const lb_net *net, const lb_convert_config *con
     }
     if (st == LOWBIT_OK) st = allocate_storage(out, diag);
     if (st == LOWBIT_OK) st = fill_ops(net, folded, plan, config, out, diag);
+    if (st == LOWBIT_OK) st = lb_int_net_prepare(out, diag);
     if (folded != net) lb_net_free(&folded_storage);
     if (st != LOWBIT_OK) lb_int_net_free(out);
     return st;
@@ -334,6 +335,7 @@ lowbit_status lb_int_net_convert(const lb_net *net, const lb_convert_config *con
 
 void lb_int_net_free(lb_int_net *net) {
     if (!net) return;
+    for (int i = 0; i < LB_NET_MAX_LAYERS; i++) free(net->ops[i].dequantized_weights);
     free(net->storage);
     memset(net, 0, sizeof *net);
 }
