@@ -568,10 +568,13 @@ typedef struct lowbit_train_options {
     uint64_t seed;
     int64_t max_images;       /* train on the first N images only; 0: all */
     /* Quantization-aware training: fine-tunes a float net with fake quantization (batch norm
-       folded first), learning the activation ranges the integer model will use. */
+       folded first), learning the activation ranges the integer model will use. The ranges
+       start from the net's own (calibrated) or, when it has none, from an MSE calibration at
+       the activation bits on the first 500 training images. */
     int qat;
     int weight_bits, activation_bits; /* QAT: 0 = 8 */
-    int learn_ranges;                 /* QAT: learned (LSQ-style) instead of moving-average ranges */
+    int learn_ranges;                 /* QAT: 1 learned (LSQ-style) ranges, -1 moving-average
+                                         ranges, 0 learned below 8 bits, else moving-average */
     void (*progress)(void *ctx, const lowbit_train_progress *progress);
     void *progress_ctx;
 } lowbit_train_options;

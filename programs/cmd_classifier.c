@@ -135,7 +135,10 @@ static void print_train_usage(FILE *out) {
             "  --qat --from MODEL    quantization-aware fine-tuning of a trained float model\n"
             "                        (batch norm folded first); then `lowbit convert --mode static`\n"
             "  --wbits B --abits B   QAT bit widths (default 8)\n"
-            "  --learn-ranges        QAT: learn the activation ranges instead of tracking them\n"
+            "  --learn-ranges        QAT: learn the activation ranges (default below 8 bits)\n"
+            "  --track-ranges        QAT: track them by a moving average of batch min/max\n"
+            "                        (default at 8 bits); either starts from the model's ranges,\n"
+            "                        or from an MSE calibration when it has none\n"
             "  --no-test             skip the test-set accuracy at the end\n"
             "  --threads N           worker threads (default: one per CPU); results do not\n"
             "                        depend on it\n"
@@ -146,6 +149,7 @@ static int parse_train_option(int argc, char **argv, int *i, train_args *a) {
     const char *arg = argv[*i];
     if (!strcmp(arg, "--qat")) return a->qat = 1;
     if (!strcmp(arg, "--learn-ranges")) return a->learn_ranges = 1;
+    if (!strcmp(arg, "--track-ranges")) return (a->learn_ranges = -1) != 0;
     if (!strcmp(arg, "--no-test")) return a->no_test = 1;
     if (*i + 1 >= argc) return 0;
     const char *v = argv[*i + 1];

@@ -42,6 +42,7 @@ class Runner:
         self.latency_threads = str(args.latency_threads)
         self.log = log
         self.extra = ["--data", args.data] if args.data else []
+        self.reuse = args.reuse_float
 
     def path(self, name):
         return os.path.join(self.work, name)
@@ -76,9 +77,12 @@ def row(name, scheme, bits, r, base):
 
 def evaluate_model(runner, arch, rows, train_seconds):
     float_path = runner.path(f"{arch}-float.gguf")
-    t0 = time.time()
-    trained = runner.train(arch, float_path)
-    train_seconds[arch] = (time.time() - t0, trained.get("train_seconds"))
+    if runner.reuse and os.path.exists(float_path):
+        train_seconds[arch] = (0, None)
+    else:
+        t0 = time.time()
+        trained = runner.train(arch, float_path)
+        train_seconds[arch] = (time.time() - t0, trained.get("train_seconds"))
     base_result = runner.eval(float_path)
     base = base_result["accuracy"]
     rows.append(row(arch, "float", "F32", base_result, None))
@@ -154,7 +158,8 @@ def write_markdown(path, rows, bases, train_seconds, args):
     for arch in bases:
         wall, inner = train_seconds.get(arch, (0, None))
         out.append(f"\n## {arch.upper()}\n")
-        out.append(f"Float training: {inner or wall:.0f} s on {args.threads} thread(s).\n")
+        if inner or wall:
+            out.append(f"Float training: {inner or wall:.0f} s on {args.threads} thread(s).\n")
         out.append("| scheme | bits | accuracy | vs float | bytes | 1 image (ms) | batch 64 (ms) "
                    "| integer-only |")
         out.append("|---|---|---:|---:|---:|---:|---:|---|")
@@ -182,6 +187,8 @@ def main():
     p.add_argument("--data", default=None, help="Fashion-MNIST folder (default: lowbit's)")
     p.add_argument("--out", default=os.path.join(ROOT, "docs", "RESULTS_CLASSIFIER.md"))
     p.add_argument("--no-build", action="store_true")
+    p.add_argument("--reuse-float", action="store_true",
+                   help="keep float models already trained in --work (training is deterministic)")
     args = p.parse_args()
     if not args.no_build:
         subprocess.run(["cmake", "-S", ROOT, "-B", args.build, "-DCMAKE_BUILD_TYPE=Release"],
