@@ -3,6 +3,8 @@
 
 Each seed is a valid file of its format, so the fuzzer starts from inputs that reach deep into
 the reader. Run from the repository root: python3 tests/fuzz/make_seeds.py
+(The classifier files' seeds are written by the library itself: tests/fuzz/make_classifier_seeds.c;
+the IDX/gzip seeds are small hand-made streams kept as they are.)
 """
 import json
 import os
