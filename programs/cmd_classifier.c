@@ -103,6 +103,30 @@ static int save_classifier(const char *command, const lowbit_classifier *c, cons
     return st == LOWBIT_OK ? CLI_OK : fail(command, path, st, &diag);
 }
 
+/* A classifier with the images it works on and the worker threads: what calibrate and eval open
+   and close alike. */
+typedef struct session {
+    lowbit_classifier *classifier;
+    lowbit_dataset *images;
+    lowbit_pool *pool;
+} session;
+
+static int open_session(const char *command, const char *model, const common_args *c, int train,
+                        session *s) {
+    memset(s, 0, sizeof *s);
+    int status = load_classifier(command, model, &s->classifier);
+    if (status == CLI_OK) status = open_dataset(command, c, train, &s->images);
+    if (status == CLI_OK) status = open_pool(command, c, &s->pool);
+    return status;
+}
+
+static void close_session(session *s) {
+    lowbit_classifier_free(s->classifier);
+    lowbit_pool_destroy(s->pool);
+    lowbit_dataset_free(s->images);
+    memset(s, 0, sizeof *s);
+}
+
 /* Test-set accuracy of a classifier, on stderr or into the JSON result. */
 static int evaluate_on_test(const char *command, const lowbit_classifier *c,
                             const lowbit_dataset *test, lowbit_pool *pool,
@@ -354,18 +378,15 @@ int cmd_calibrate(int argc, char **argv) {
         if (parsed < 0) print_calibrate_usage(stdout);
         return parsed < 0 ? CLI_OK : parsed;
     }
-    lowbit_dataset *train = NULL;
-    lowbit_classifier *c = NULL;
-    lowbit_pool *pool = NULL;
-    int status = load_classifier("calibrate", a.model, &c);
-    if (status == CLI_OK) status = open_dataset("calibrate", &a.c, 1, &train);
-    if (status == CLI_OK) status = open_pool("calibrate", &a.c, &pool);
+    session s;
+    int status = open_session("calibrate", a.model, &a.c, 1, &s);
+    lowbit_classifier *c = s.classifier;
     if (status == CLI_OK) {
         lowbit_calibrate_options o = {.observer = a.observer, .percentile = a.percentile,
                                       .activation_bits = (int)a.abits, .images = a.images,
                                       .batch_size = (int)a.batch};
         lowbit_diag diag = {0};
-        const lowbit_status st = lowbit_classifier_calibrate(c, train, &o, pool, &diag);
+        const lowbit_status st = lowbit_classifier_calibrate(c, s.images, &o, s.pool, &diag);
         if (st != LOWBIT_OK) status = fail("calibrate", a.model, st, &diag);
     }
     if (status == CLI_OK) status = save_classifier("calibrate", c, a.out);
@@ -383,9 +404,7 @@ int cmd_calibrate(int argc, char **argv) {
                    a.observer ? a.observer : "minmax", text);
         }
     }
-    lowbit_classifier_free(c);
-    lowbit_pool_destroy(pool);
-    lowbit_dataset_free(train);
+    close_session(&s);
     return status;
 }
 
@@ -607,12 +626,11 @@ int cli_eval_classifier(int argc, char **argv) {
         if (parsed < 0) print_classifier_eval_usage(stdout);
         return parsed < 0 ? CLI_OK : parsed;
     }
-    lowbit_dataset *test = NULL;
-    lowbit_classifier *c = NULL;
-    lowbit_pool *pool = NULL;
-    int status = load_classifier("eval", a.model, &c);
-    if (status == CLI_OK) status = open_dataset("eval", &a.c, 0, &test);
-    if (status == CLI_OK) status = open_pool("eval", &a.c, &pool);
+    session s;
+    int status = open_session("eval", a.model, &a.c, 0, &s);
+    const lowbit_classifier *c = s.classifier;
+    const lowbit_dataset *test = s.images;
+    lowbit_pool *pool = s.pool;
     lowbit_classifier_eval r;
     if (status == CLI_OK) {
         lowbit_diag diag = {0};
@@ -635,8 +653,6 @@ int cli_eval_classifier(int argc, char **argv) {
         lowbit_classifier_get_info(c, &info);
         print_classifier_eval(&a, &info, &r, single, batch64);
     }
-    lowbit_classifier_free(c);
-    lowbit_pool_destroy(pool);
-    lowbit_dataset_free(test);
+    close_session(&s);
     return status;
 }
