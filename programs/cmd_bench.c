@@ -139,7 +139,7 @@ static int compare_doubles(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-static double median(double *v, int n) {
+double cli_median(double *v, int n) {
     qsort(v, (size_t)n, sizeof *v, compare_doubles);
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
@@ -163,7 +163,7 @@ static double time_calls(gemv_call_fn call, void *ctx, int reps, int copies) {
         }
         samples[r] = now_seconds() - start;
     }
-    const double m = median(samples, reps);
+    const double m = cli_median(samples, reps);
     free(samples);
     return m;
 }
@@ -442,7 +442,7 @@ static double read_bandwidth(int64_t mib, lowbit_pool *pool, int reps) {
     }
     uint64_t check = 0;
     for (int i = 0; i < 1024; i++) check += job->partial[i];
-    const double seconds = median(samples, reps);
+    const double seconds = cli_median(samples, reps);
     free(samples);
     free(data);
     free(job);

@@ -314,6 +314,18 @@ int cmd_train(int argc, char **argv) {
     return status;
 }
 
+/* The end of one argument's parsing in calibrate and eval: r > 0 means an option took it, r == 0
+   that none did (then it is the model path, if that is still missing), r < 0 a malformed value.
+   Returns 0 after printing the usage error. */
+static int accept_argument(const char *command, const char *arg, int r, const char **model) {
+    if (r == 0 && arg[0] != '-' && !*model) {
+        *model = arg;
+        r = 1;
+    }
+    if (r <= 0) fprintf(stderr, "lowbit %s: bad or incomplete option '%s'\n", command, arg);
+    return r > 0;
+}
+
 /* ---- calibrate ------------------------------------------------------------------------------ */
 
 typedef struct calibrate_args {
@@ -355,14 +367,7 @@ static int parse_calibrate_args(int argc, char **argv, calibrate_args *a) {
             else r = 0;
             if (r != 0) i++;
         }
-        if (r == 0 && arg[0] != '-' && !a->model) {
-            a->model = arg;
-            r = 1;
-        }
-        if (r <= 0) {
-            fprintf(stderr, "lowbit calibrate: bad or incomplete option '%s'\n", arg);
-            return CLI_USAGE;
-        }
+        if (!accept_argument("calibrate", arg, r, &a->model)) return CLI_USAGE;
     }
     if (!a->model || !a->out) {
         print_calibrate_usage(stderr);
@@ -542,25 +547,13 @@ static int parse_classifier_eval_args(int argc, char **argv, classifier_eval_arg
             else r = 0;
             if (r != 0) i++;
         }
-        if (r == 0 && arg[0] != '-' && !a->model) {
-            a->model = arg;
-            r = 1;
-        }
-        if (r <= 0) {
-            fprintf(stderr, "lowbit eval: bad or incomplete option '%s'\n", arg);
-            return CLI_USAGE;
-        }
+        if (!accept_argument("eval", arg, r, &a->model)) return CLI_USAGE;
     }
     if (!a->model) {
         print_classifier_eval_usage(stderr);
         return CLI_USAGE;
     }
     return CLI_OK;
-}
-
-static int compare_doubles(const void *x, const void *y) {
-    const double a = *(const double *)x, b = *(const double *)y;
-    return (a > b) - (a < b);
 }
 
 /* Median seconds of `repeats` predictions of n images (after one untimed warm-up run). */
@@ -579,9 +572,7 @@ static int median_latency(const lowbit_classifier *c, const uint8_t *images, int
         times[r] = seconds_now() - t0;
     }
     if (ok) {
-        qsort(times, (size_t)repeats, sizeof *times, compare_doubles);
-        *median = repeats % 2 ? times[repeats / 2]
-                              : 0.5 * (times[repeats / 2 - 1] + times[repeats / 2]);
+        *median = cli_median(times, (int)repeats);
     }
     free(logits);
     free(times);

@@ -123,11 +123,11 @@ def goals(rows, arch, base):
     qat44 = best("QAT", "W4A4")
     if ptq8:
         d = 100 * (base - ptq8["accuracy"])
-        lines.append(f"W8A8 static PTQ ({ptq8['scheme'].split(', ')[1]}) loses {d:.2f} points "
-                     f"(goal <= 0.5): {'met' if d <= 0.5 else 'NOT met'}")
+        lines.append(f"W8A8 static PTQ ({ptq8['scheme'].split(', ')[1]}) is {-d:+.2f} points from float "
+                     f"(goal: loses at most 0.5): {'met' if d <= 0.5 else 'NOT met'}")
     if qat8:
         d = 100 * (base - qat8["accuracy"])
-        lines.append(f"W8A8 QAT loses {d:.2f} points (goal <= 0.2): {'met' if d <= 0.2 else 'NOT met'}")
+        lines.append(f"W8A8 QAT is {-d:+.2f} points from float (goal: loses at most 0.2): {'met' if d <= 0.2 else 'NOT met'}")
     if ptq44 and qat44:
         lost = base - ptq44["accuracy"]
         recovered = qat44["accuracy"] - ptq44["accuracy"]

@@ -416,16 +416,24 @@ static void exact_case(const char *what, lb_shape input, const lb_layer_spec *sp
     lb_net_free(&net);
 }
 
+/* Nets both the exact integer tests and the float-mode tests run: a strided CNN with every op
+   kind (conv with stride and padding, BN, ReLU, ReLU6, both pools) on a 19x17x3 input, and a
+   small MLP on 9x9x1. */
+static const lb_layer_spec strided[] = {
+    {LB_LAYER_CONV2D, 6, 3, 2, 1}, {LB_LAYER_BATCHNORM, 0, 0, 0, 0},
+    {LB_LAYER_RELU, 0, 0, 0, 0},   {LB_LAYER_CONV2D, 5, 5, 1, 2},
+    {LB_LAYER_RELU6, 0, 0, 0, 0},  {LB_LAYER_MAXPOOL, 0, 2, 2, 0},
+    {LB_LAYER_CONV2D, 7, 3, 1, 0}, {LB_LAYER_AVGPOOL, 0, 2, 1, 0},
+    {LB_LAYER_FLATTEN, 0, 0, 0, 0}, {LB_LAYER_LINEAR, 20, 0, 0, 0},
+    {LB_LAYER_RELU, 0, 0, 0, 0},   {LB_LAYER_LINEAR, 10, 0, 0, 0},
+};
+static const lb_shape in3 = {19, 17, 3};
+static const lb_layer_spec mlp[] = {
+    {LB_LAYER_FLATTEN, 0, 0, 0, 0}, {LB_LAYER_LINEAR, 37, 0, 0, 0},
+    {LB_LAYER_RELU, 0, 0, 0, 0},    {LB_LAYER_LINEAR, 10, 0, 0, 0},
+};
+
 static void test_exact(void) {
-    const lb_layer_spec strided[] = {
-        {LB_LAYER_CONV2D, 6, 3, 2, 1}, {LB_LAYER_BATCHNORM, 0, 0, 0, 0},
-        {LB_LAYER_RELU, 0, 0, 0, 0},   {LB_LAYER_CONV2D, 5, 5, 1, 2},
-        {LB_LAYER_RELU6, 0, 0, 0, 0},  {LB_LAYER_MAXPOOL, 0, 2, 2, 0},
-        {LB_LAYER_CONV2D, 7, 3, 1, 0}, {LB_LAYER_AVGPOOL, 0, 2, 1, 0},
-        {LB_LAYER_FLATTEN, 0, 0, 0, 0}, {LB_LAYER_LINEAR, 20, 0, 0, 0},
-        {LB_LAYER_RELU, 0, 0, 0, 0},   {LB_LAYER_LINEAR, 10, 0, 0, 0},
-    };
-    const lb_shape in3 = {19, 17, 3};
     exact_case("strided 8/8", in3, strided, LB_ARRAY_LEN(strided), 8, 8, 1.0);
     exact_case("strided 8/8 clamped", in3, strided, LB_ARRAY_LEN(strided), 8, 8, 0.6);
     exact_case("strided 4/4", in3, strided, LB_ARRAY_LEN(strided), 4, 4, 1.0);
@@ -438,10 +446,6 @@ static void test_exact(void) {
     };
     exact_case("avgpool first", (lb_shape){15, 15, 2}, avg_first, LB_ARRAY_LEN(avg_first), 8, 8,
                1.0);
-    const lb_layer_spec mlp[] = {
-        {LB_LAYER_FLATTEN, 0, 0, 0, 0}, {LB_LAYER_LINEAR, 37, 0, 0, 0},
-        {LB_LAYER_RELU, 0, 0, 0, 0},    {LB_LAYER_LINEAR, 10, 0, 0, 0},
-    };
     exact_case("mlp 8/8", (lb_shape){9, 9, 1}, mlp, LB_ARRAY_LEN(mlp), 8, 8, 1.0);
     exact_case("mlp 3/5", (lb_shape){9, 9, 1}, mlp, LB_ARRAY_LEN(mlp), 3, 5, 0.9);
 }
@@ -911,15 +915,6 @@ static void float_mode_case(const char *what, lb_shape input, const lb_layer_spe
 }
 
 static void test_float_modes(void) {
-    const lb_layer_spec strided[] = {
-        {LB_LAYER_CONV2D, 6, 3, 2, 1}, {LB_LAYER_BATCHNORM, 0, 0, 0, 0},
-        {LB_LAYER_RELU, 0, 0, 0, 0},   {LB_LAYER_CONV2D, 5, 5, 1, 2},
-        {LB_LAYER_RELU6, 0, 0, 0, 0},  {LB_LAYER_MAXPOOL, 0, 2, 2, 0},
-        {LB_LAYER_CONV2D, 7, 3, 1, 0}, {LB_LAYER_AVGPOOL, 0, 2, 1, 0},
-        {LB_LAYER_FLATTEN, 0, 0, 0, 0}, {LB_LAYER_LINEAR, 20, 0, 0, 0},
-        {LB_LAYER_RELU, 0, 0, 0, 0},   {LB_LAYER_LINEAR, 10, 0, 0, 0},
-    };
-    const lb_shape in3 = {19, 17, 3};
     float_mode_case("strided 8/8", in3, strided, LB_ARRAY_LEN(strided), 8, 8);
     float_mode_case("strided 4/4", in3, strided, LB_ARRAY_LEN(strided), 4, 4);
     const lb_layer_spec avg_first[] = {
@@ -929,10 +924,6 @@ static void test_float_modes(void) {
     };
     float_mode_case("avgpool first", (lb_shape){15, 15, 2}, avg_first, LB_ARRAY_LEN(avg_first), 8,
                     6);
-    const lb_layer_spec mlp[] = {
-        {LB_LAYER_FLATTEN, 0, 0, 0, 0}, {LB_LAYER_LINEAR, 37, 0, 0, 0},
-        {LB_LAYER_RELU, 0, 0, 0, 0},    {LB_LAYER_LINEAR, 10, 0, 0, 0},
-    };
     float_mode_case("mlp 8/8", (lb_shape){9, 9, 1}, mlp, LB_ARRAY_LEN(mlp), 8, 8);
     float_mode_case("mlp 3/5", (lb_shape){9, 9, 1}, mlp, LB_ARRAY_LEN(mlp), 3, 5);
 
