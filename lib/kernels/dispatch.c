@@ -93,6 +93,7 @@ void lb_kernels_for_level(lb_cpu_level level, lb_kernel_set *set) {
     if (level >= LB_CPU_AVX512_VNNI) {
         lb_register_avx512_vnni(set);
         lb_register_interleaved_avx512(set);
+        lb_register_kquants_avx512(set);
     }
 #elif defined(__aarch64__)
     if (level >= LB_CPU_NEON) lb_register_neon(set);

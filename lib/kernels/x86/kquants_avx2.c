@@ -18,6 +18,7 @@
 #include "../../formats/blocks.h"
 #include "../../formats/iq_grids.h"
 #include "../kernels.h"
+#include "kquants_x86.h"
 
 #include <immintrin.h>
 #include <string.h>
@@ -26,16 +27,12 @@
 /* Shared helpers                                                                              */
 /* ------------------------------------------------------------------------------------------ */
 
-static inline float half_to_float(lb_half h) { return _cvtsh_ss(h); }
-
 static inline int32_t hsum_i32(__m256i v) {
     __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
     s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
     s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
     return _mm_cvtsi128_si32(s);
 }
-
-static inline __m256i load32(const void *p) { return _mm256_loadu_si256((const __m256i *)p); }
 
 /* Sum of u * a over 32 bytes, with each 16-element half weighted by its own 16-bit scale
    (`scales` holds the first half's scale in its low 128 bits, the second's in the high ones):
@@ -65,19 +62,6 @@ static inline __m256i pick_pair(__m256i scales8x2, int k) {
 static inline __m256i pick_one(__m256i scales8x2, int i) {
     const int16_t lo = (int16_t)(2 * i), hi = (int16_t)(2 * i + 1);
     return _mm256_shuffle_epi8(scales8x2, _mm256_set1_epi16((int16_t)(lo | (hi << 8))));
-}
-
-/* 16 signed 8-bit sub-scales, as two vectors of 16-bit scales in both lanes: sub-blocks 0-7 and
-   8-15 (the two 128-element halves of a super-block). */
-static inline void widen_scales16(__m128i scales_i8, __m256i halves[2]) {
-    const __m256i wide = _mm256_cvtepi8_epi16(scales_i8);
-    halves[0] = _mm256_permute2x128_si256(wide, wide, 0x00);
-    halves[1] = _mm256_permute2x128_si256(wide, wide, 0x11);
-}
-
-/* Sum over the 16 sub-blocks of scale * bsum (scales as s16, from signed or unsigned bytes). */
-static inline int32_t scaled_bsums(__m256i scales_i16, const block_q8_K *y) {
-    return hsum_i32(_mm256_madd_epi16(scales_i16, load32(y->bsums)));
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -170,7 +154,8 @@ static float vec_dot_q2_K_avx2(int64_t n, const void *weights, const void *activ
     const block_q2_K *x = weights;
     const block_q8_K *y = activations;
     const __m256i two_bits = _mm256_set1_epi8(3);
-    float sum = 0.0f;
+    __m256 acc_f = _mm256_setzero_ps();
+    __m256 mins_f = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / QK_K; b++) {
         const __m128i packed = _mm_loadu_si128((const __m128i *)x[b].scales);
         const __m256i sc = _mm256_cvtepu8_epi16(_mm_and_si128(packed, _mm_set1_epi8(0x0F)));
@@ -187,41 +172,22 @@ static float vec_dot_q2_K_avx2(int64_t n, const void *weights, const void *activ
                 acc = _mm256_add_epi32(acc, scaled_dot32(u, a, pick_pair(halves[h], k)));
             }
         }
-        const int32_t sum_scaled = hsum_i32(acc);
-        const int32_t sum_mins = scaled_bsums(mn, &y[b]);
-        const float d = half_to_float(x[b].d) * y[b].d;
-        const float dmin = half_to_float(x[b].dmin) * y[b].d;
-        sum += d * (float)sum_scaled - dmin * (float)sum_mins;
+        const __m256i sum_mins = _mm256_madd_epi16(mn, load32(y[b].bsums));
+        acc_f = accumulate_scaled(acc_f, acc, half_to_float(x[b].d) * y[b].d);
+        mins_f = accumulate_scaled(mins_f, sum_mins, half_to_float(x[b].dmin) * y[b].d);
     }
-    return sum;
+    return hsum_ps(_mm256_sub_ps(acc_f, mins_f));
 }
 
 /* ------------------------------------------------------------------------------------------ */
 /* Q3_K: 3-bit levels (two low bits plus a high-bit plane), 6-bit signed scales                */
 /* ------------------------------------------------------------------------------------------ */
 
-/* The 16 sub-scales as signed bytes: low nibbles in bytes 0-7 (high nibbles there for 8-15), top
-   two bits in bytes 8-11 at bit 2 * (j / 4). Stored with an offset of 32. */
-static inline __m128i q3_K_scales(const uint8_t packed[12]) {
-    uint64_t low;
-    uint32_t top;
-    memcpy(&low, packed, 8);
-    memcpy(&top, packed + 8, 4);
-    const uint64_t nib = 0x0F0F0F0F0F0F0F0FULL;
-    const uint64_t two = 0x03030303U;
-    /* top bits of scales 0-7 (bytes 0-3: shift 0, bytes 4-7: shift 2) and of 8-15 (4 and 6) */
-    const uint64_t top_lo = (top & two) | (((uint64_t)(top >> 2) & two) << 32);
-    const uint64_t top_hi = ((top >> 4) & two) | (((uint64_t)(top >> 6) & two) << 32);
-    const uint64_t s_lo = (low & nib) | (top_lo << 4);
-    const uint64_t s_hi = ((low >> 4) & nib) | (top_hi << 4);
-    return _mm_sub_epi8(_mm_set_epi64x((long long)s_hi, (long long)s_lo), _mm_set1_epi8(32));
-}
-
 static float vec_dot_q3_K_avx2(int64_t n, const void *weights, const void *activations) {
     const block_q3_K *x = weights;
     const block_q8_K *y = activations;
     const __m256i two_bits = _mm256_set1_epi8(3);
-    float sum = 0.0f;
+    __m256 acc_f = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / QK_K; b++) {
         const __m128i scales = q3_K_scales(x[b].scales);
         __m256i halves[2];
@@ -241,32 +207,18 @@ static float vec_dot_q3_K_avx2(int64_t n, const void *weights, const void *activ
                 acc = _mm256_add_epi32(acc, scaled_dot32(u, a, pick_pair(halves[h], k)));
             }
         }
-        const int32_t offset = 4 * scaled_bsums(_mm256_cvtepi8_epi16(scales), &y[b]);
-        sum += half_to_float(x[b].d) * y[b].d * (float)(hsum_i32(acc) - offset);
+        /* the offset's share, 4 * sum of scale * bsum, per lane */
+        const __m256i offset = _mm256_slli_epi32(
+            _mm256_madd_epi16(_mm256_cvtepi8_epi16(scales), load32(y[b].bsums)), 2);
+        acc_f = accumulate_scaled(acc_f, _mm256_sub_epi32(acc, offset),
+                                  half_to_float(x[b].d) * y[b].d);
     }
-    return sum;
+    return hsum_ps(acc_f);
 }
 
 /* ------------------------------------------------------------------------------------------ */
 /* Q4_K and Q5_K: 4-bit (+ a high-bit plane) levels, 6-bit scale and min per 32 elements       */
 /* ------------------------------------------------------------------------------------------ */
-
-/* The eight scales (as s16, in both lanes) and the eight mins, each repeated for the two 16-element
-   bsums of its sub-block, from GGUF's 12-byte packing. */
-static inline void k4_scales_mins(const uint8_t packed[12], __m256i *scales, __m256i *mins) {
-    uint32_t a, b, c;
-    memcpy(&a, packed, 4);
-    memcpy(&b, packed + 4, 4);
-    memcpy(&c, packed + 8, 4);
-    const uint32_t six = 0x3F3F3F3FU, four = 0x0F0F0F0FU, two = 0x03030303U;
-    const uint32_t sc_lo = a & six, mn_lo = b & six;
-    const uint32_t sc_hi = (c & four) | (((a >> 6) & two) << 4);
-    const uint32_t mn_hi = ((c >> 4) & four) | (((b >> 6) & two) << 4);
-    const __m128i sc = _mm_cvtepu8_epi16(_mm_setr_epi32((int)sc_lo, (int)sc_hi, 0, 0));
-    *scales = _mm256_broadcastsi128_si256(sc);
-    const __m128i mn = _mm_setr_epi32((int)mn_lo, (int)mn_hi, 0, 0);
-    *mins = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mn, mn));
-}
 
 /* Sum of u * a over one 32-element sub-block with one scale for all 32. */
 static inline __m256i sub32_dot(__m256i u, const int8_t *a, __m256i scale) {
@@ -277,7 +229,8 @@ static float vec_dot_q4_K_avx2(int64_t n, const void *weights, const void *activ
     const block_q4_K *x = weights;
     const block_q8_K *y = activations;
     const __m256i nibble = _mm256_set1_epi8(0x0F);
-    float sum = 0.0f;
+    __m256 acc_f = _mm256_setzero_ps();
+    __m256 mins_f = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / QK_K; b++) {
         __m256i scales, mins;
         k4_scales_mins(x[b].scales, &scales, &mins);
@@ -290,26 +243,19 @@ static float vec_dot_q4_K_avx2(int64_t n, const void *weights, const void *activ
             acc = _mm256_add_epi32(acc, sub32_dot(lo, a, pick_one(scales, 2 * c)));
             acc = _mm256_add_epi32(acc, sub32_dot(hi, a + 32, pick_one(scales, 2 * c + 1)));
         }
-        const int32_t sum_mins = scaled_bsums(mins, &y[b]);
-        const float d = half_to_float(x[b].d) * y[b].d;
-        const float dmin = half_to_float(x[b].dmin) * y[b].d;
-        sum += d * (float)hsum_i32(acc) - dmin * (float)sum_mins;
+        const __m256i sum_mins = _mm256_madd_epi16(mins, load32(y[b].bsums));
+        acc_f = accumulate_scaled(acc_f, acc, half_to_float(x[b].d) * y[b].d);
+        mins_f = accumulate_scaled(mins_f, sum_mins, half_to_float(x[b].dmin) * y[b].d);
     }
-    return sum;
-}
-
-/* 16 where bit `bit` of the qh byte is set, else 0: the fifth bit of a Q5_K level. */
-static inline __m256i q5_K_high(__m256i qh, int bit) {
-    const __m256i mask = _mm256_set1_epi8((char)(1 << bit));
-    return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, mask), mask),
-                            _mm256_set1_epi8(16));
+    return hsum_ps(_mm256_sub_ps(acc_f, mins_f));
 }
 
 static float vec_dot_q5_K_avx2(int64_t n, const void *weights, const void *activations) {
     const block_q5_K *x = weights;
     const block_q8_K *y = activations;
     const __m256i nibble = _mm256_set1_epi8(0x0F);
-    float sum = 0.0f;
+    __m256 acc_f = _mm256_setzero_ps();
+    __m256 mins_f = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / QK_K; b++) {
         __m256i scales, mins;
         k4_scales_mins(x[b].scales, &scales, &mins);
@@ -324,12 +270,11 @@ static float vec_dot_q5_K_avx2(int64_t n, const void *weights, const void *activ
             acc = _mm256_add_epi32(acc, sub32_dot(lo, a, pick_one(scales, 2 * c)));
             acc = _mm256_add_epi32(acc, sub32_dot(hi, a + 32, pick_one(scales, 2 * c + 1)));
         }
-        const int32_t sum_mins = scaled_bsums(mins, &y[b]);
-        const float d = half_to_float(x[b].d) * y[b].d;
-        const float dmin = half_to_float(x[b].dmin) * y[b].d;
-        sum += d * (float)hsum_i32(acc) - dmin * (float)sum_mins;
+        const __m256i sum_mins = _mm256_madd_epi16(mins, load32(y[b].bsums));
+        acc_f = accumulate_scaled(acc_f, acc, half_to_float(x[b].d) * y[b].d);
+        mins_f = accumulate_scaled(mins_f, sum_mins, half_to_float(x[b].dmin) * y[b].d);
     }
-    return sum;
+    return hsum_ps(_mm256_sub_ps(acc_f, mins_f));
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -340,7 +285,7 @@ static float vec_dot_q6_K_avx2(int64_t n, const void *weights, const void *activ
     const block_q6_K *x = weights;
     const block_q8_K *y = activations;
     const __m256i nibble = _mm256_set1_epi8(0x0F), two_bits = _mm256_set1_epi8(3);
-    float sum = 0.0f;
+    __m256 acc_f = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / QK_K; b++) {
         const __m128i scales = _mm_loadu_si128((const __m128i *)x[b].scales);
         __m256i halves[2];
@@ -359,30 +304,18 @@ static float vec_dot_q6_K_avx2(int64_t n, const void *weights, const void *activ
                 acc = _mm256_add_epi32(acc, scaled_dot32(u, a, pick_pair(halves[h], k)));
             }
         }
-        const int32_t offset = 32 * scaled_bsums(_mm256_cvtepi8_epi16(scales), &y[b]);
-        sum += half_to_float(x[b].d) * y[b].d * (float)(hsum_i32(acc) - offset);
+        /* the offset's share, 32 * sum of scale * bsum, per lane */
+        const __m256i offset = _mm256_slli_epi32(
+            _mm256_madd_epi16(_mm256_cvtepi8_epi16(scales), load32(y[b].bsums)), 5);
+        acc_f = accumulate_scaled(acc_f, _mm256_sub_epi32(acc, offset),
+                                  half_to_float(x[b].d) * y[b].d);
     }
-    return sum;
+    return hsum_ps(acc_f);
 }
 
 /* ------------------------------------------------------------------------------------------ */
 /* IQ4_XS: 4-bit indices into the non-linear IQ4 grid, 6-bit signed scales per 32 elements     */
 /* ------------------------------------------------------------------------------------------ */
-
-/* The eight sub-scales (stored with an offset of 32) as s16 in both lanes. */
-static inline __m256i iq4_xs_scales(const block_iq4_xs *x) {
-    uint32_t low;
-    memcpy(&low, x->scales_l, 4);
-    /* scale i: nibble i % 2 of scales_l[i / 2], plus bits 2i, 2i + 1 of scales_h on top */
-    const __m128i l = _mm_cvtsi32_si128((int)low);
-    const __m128i nib =
-        _mm_and_si128(_mm_unpacklo_epi8(l, _mm_srli_epi16(l, 4)), _mm_set1_epi8(0x0F));
-    uint64_t top = 0;
-    for (int i = 0; i < 8; i++) top |= (uint64_t)((x->scales_h >> (2 * i)) & 3) << (8 * i + 4);
-    const __m128i s8 = _mm_sub_epi8(_mm_or_si128(nib, _mm_cvtsi64_si128((long long)top)),
-                                    _mm_set1_epi8(32));
-    return _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(s8));
-}
 
 static float vec_dot_iq4_xs_avx2(int64_t n, const void *weights, const void *activations) {
     const block_iq4_xs *x = weights;
@@ -390,7 +323,7 @@ static float vec_dot_iq4_xs_avx2(int64_t n, const void *weights, const void *act
     const __m256i grid =
         _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)lb_kvalues_iq4nl));
     const __m256i nibble = _mm256_set1_epi8(0x0F);
-    float sum = 0.0f;
+    __m256 acc_f = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / QK_K; b++) {
         const __m256i scales = iq4_xs_scales(&x[b]);
         __m256i acc = _mm256_setzero_si256();
@@ -410,19 +343,14 @@ static float vec_dot_iq4_xs_avx2(int64_t n, const void *weights, const void *act
                 acc = _mm256_add_epi32(acc, _mm256_madd_epi16(prod, pick_one(scales, 2 * p + s)));
             }
         }
-        sum += half_to_float(x[b].d) * y[b].d * (float)hsum_i32(acc);
+        acc_f = accumulate_scaled(acc_f, acc, half_to_float(x[b].d) * y[b].d);
     }
-    return sum;
+    return hsum_ps(acc_f);
 }
 
 /* ------------------------------------------------------------------------------------------ */
 /* TQ2_0 and TQ1_0: ternary levels t = u - 1                                                   */
 /* ------------------------------------------------------------------------------------------ */
-
-/* Sum of the 256 activations of a block, from its bsums. */
-static inline __m256i bsums_total8(const block_q8_K *y) {
-    return _mm256_madd_epi16(load32(y->bsums), _mm256_set1_epi16(1));
-}
 
 static inline __m256i unsigned_dot32(__m256i u, const int8_t *a) {
     return _mm256_madd_epi16(_mm256_maddubs_epi16(u, load32(a)), _mm256_set1_epi16(1));
@@ -432,7 +360,7 @@ static float vec_dot_tq2_0_avx2(int64_t n, const void *weights, const void *acti
     const block_tq2_0 *x = weights;
     const block_q8_K *y = activations;
     const __m256i two_bits = _mm256_set1_epi8(3);
-    float sum = 0.0f;
+    __m256 acc_f = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / QK_K; b++) {
         __m256i acc = _mm256_sub_epi32(_mm256_setzero_si256(), bsums_total8(&y[b]));
         for (int h = 0; h < 2; h++) {
@@ -442,9 +370,9 @@ static float vec_dot_tq2_0_avx2(int64_t n, const void *weights, const void *acti
                 acc = _mm256_add_epi32(acc, unsigned_dot32(u, y[b].qs + 128 * h + 32 * l));
             }
         }
-        sum += (float)hsum_i32(acc) * (half_to_float(x[b].d) * y[b].d);
+        acc_f = accumulate_scaled(acc_f, acc, half_to_float(x[b].d) * y[b].d);
     }
-    return sum;
+    return hsum_ps(acc_f);
 }
 
 /* The leading base-3 digit of each byte of a TQ1_0 fixed-point fraction: (byte * 3) >> 8, that
@@ -462,7 +390,7 @@ static inline __m128i tq1_next128(__m128i s) { return _mm_add_epi8(_mm_add_epi8(
 static float vec_dot_tq1_0_avx2(int64_t n, const void *weights, const void *activations) {
     const block_tq1_0 *x = weights;
     const block_q8_K *y = activations;
-    float sum = 0.0f;
+    __m256 acc_f = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / QK_K; b++) {
         const int8_t *a = y[b].qs;
         __m256i acc = _mm256_sub_epi32(_mm256_setzero_si256(), bsums_total8(&y[b]));
@@ -488,9 +416,9 @@ static float vec_dot_tq1_0_avx2(int64_t n, const void *weights, const void *acti
             _mm_blend_epi32(_mm_blend_epi32(h1, h3, 0x2), _mm_blend_epi32(h9, h27, 0x8), 0xC);
         const __m256i last = _mm256_set_m128i(tail, _mm256_castsi256_si128(pair));
         acc = _mm256_add_epi32(acc, unsigned_dot32(tq1_leading_digit(last), a + 224));
-        sum += (float)hsum_i32(acc) * (half_to_float(x[b].d) * y[b].d);
+        acc_f = accumulate_scaled(acc_f, acc, half_to_float(x[b].d) * y[b].d);
     }
-    return sum;
+    return hsum_ps(acc_f);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -556,7 +484,7 @@ static inline void odd_scales16(const uint8_t scales[8], __m256i halves[2]) {
 static float vec_dot_iq2_xxs_avx2(int64_t n, const void *weights, const void *activations) {
     const block_iq2_xxs *x = weights;
     const block_q8_K *y = activations;
-    float sum = 0.0f;
+    __m256 acc_f = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / QK_K; b++) {
         const uint8_t *bytes = (const uint8_t *)x[b].qs;
         __m256i acc = _mm256_setzero_si256();
@@ -569,15 +497,15 @@ static float vec_dot_iq2_xxs_avx2(int64_t n, const void *weights, const void *ac
             acc = _mm256_add_epi32(acc,
                                    _mm256_madd_epi16(signed_pairs(w, y[b].qs + 32 * ib), scale));
         }
-        sum += 0.125f * half_to_float(x[b].d) * y[b].d * (float)hsum_i32(acc);
+        acc_f = accumulate_scaled(acc_f, acc, 0.125f * half_to_float(x[b].d) * y[b].d);
     }
-    return sum;
+    return hsum_ps(acc_f);
 }
 
 static float vec_dot_iq2_xs_avx2(int64_t n, const void *weights, const void *activations) {
     const block_iq2_xs *x = weights;
     const block_q8_K *y = activations;
-    float sum = 0.0f;
+    __m256 acc_f = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / QK_K; b++) {
         __m256i halves[2];
         odd_scales16(x[b].scales, halves);
@@ -593,15 +521,15 @@ static float vec_dot_iq2_xs_avx2(int64_t n, const void *weights, const void *act
             acc = _mm256_add_epi32(acc, _mm256_madd_epi16(signed_pairs(w, y[b].qs + 32 * ib),
                                                           pick_pair(halves[ib / 4], ib % 4)));
         }
-        sum += 0.125f * half_to_float(x[b].d) * y[b].d * (float)hsum_i32(acc);
+        acc_f = accumulate_scaled(acc_f, acc, 0.125f * half_to_float(x[b].d) * y[b].d);
     }
-    return sum;
+    return hsum_ps(acc_f);
 }
 
 static float vec_dot_iq2_s_avx2(int64_t n, const void *weights, const void *activations) {
     const block_iq2_s *x = weights;
     const block_q8_K *y = activations;
-    float sum = 0.0f;
+    __m256 acc_f = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / QK_K; b++) {
         __m256i halves[2];
         odd_scales16(x[b].scales, halves);
@@ -617,15 +545,15 @@ static float vec_dot_iq2_s_avx2(int64_t n, const void *weights, const void *acti
             acc = _mm256_add_epi32(acc, _mm256_madd_epi16(signed_pairs(w, y[b].qs + 32 * ib),
                                                           pick_pair(halves[ib / 4], ib % 4)));
         }
-        sum += 0.125f * half_to_float(x[b].d) * y[b].d * (float)hsum_i32(acc);
+        acc_f = accumulate_scaled(acc_f, acc, 0.125f * half_to_float(x[b].d) * y[b].d);
     }
-    return sum;
+    return hsum_ps(acc_f);
 }
 
 static float vec_dot_iq3_xxs_avx2(int64_t n, const void *weights, const void *activations) {
     const block_iq3_xxs *x = weights;
     const block_q8_K *y = activations;
-    float sum = 0.0f;
+    __m256 acc_f = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / QK_K; b++) {
         const uint8_t *scales_and_signs = x[b].qs + QK_K / 4;
         __m256i acc = _mm256_setzero_si256();
@@ -638,15 +566,15 @@ static float vec_dot_iq3_xxs_avx2(int64_t n, const void *weights, const void *ac
             acc = _mm256_add_epi32(acc,
                                    _mm256_madd_epi16(signed_pairs(w, y[b].qs + 32 * ib), scale));
         }
-        sum += 0.25f * half_to_float(x[b].d) * y[b].d * (float)hsum_i32(acc);
+        acc_f = accumulate_scaled(acc_f, acc, 0.25f * half_to_float(x[b].d) * y[b].d);
     }
-    return sum;
+    return hsum_ps(acc_f);
 }
 
 static float vec_dot_iq3_s_avx2(int64_t n, const void *weights, const void *activations) {
     const block_iq3_s *x = weights;
     const block_q8_K *y = activations;
-    float sum = 0.0f;
+    __m256 acc_f = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / QK_K; b++) {
         __m256i acc = _mm256_setzero_si256();
         for (int ib = 0; ib < 8; ib++) {
@@ -661,9 +589,9 @@ static float vec_dot_iq3_s_avx2(int64_t n, const void *weights, const void *acti
             acc = _mm256_add_epi32(acc,
                                    _mm256_madd_epi16(signed_pairs(w, y[b].qs + 32 * ib), scale));
         }
-        sum += half_to_float(x[b].d) * y[b].d * (float)hsum_i32(acc);
+        acc_f = accumulate_scaled(acc_f, acc, half_to_float(x[b].d) * y[b].d);
     }
-    return sum;
+    return hsum_ps(acc_f);
 }
 
 /* ------------------------------------------------------------------------------------------ */

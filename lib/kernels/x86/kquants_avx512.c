@@ -1,0 +1,261 @@
+/*
+ * AVX-512 VL + VNNI kernels of the 256-element formats, on 256-bit registers: Q2_K, Q3_K, Q4_K,
+ * Q5_K, IQ4_XS and TQ2_0 with Q8_K activations. lb_register_kquants_avx512 is called only on a
+ * CPU with VNNI; the AVX2 kernels of kquants_avx2.c stay the fallback, and the scalar references
+ * of the type table the ground truth.
+ *
+ * Why VNNI helps here: these GEMVs are bound by the vector multiply units, not by memory, while
+ * the matrix sits in cache. The AVX2 kernels spend two multiply-unit instructions per 32 weights
+ * (maddubs to s16 pairs, then madd by the sub-block scale) plus an add. Here VPDPBUSD sums four
+ * u8 x s8 products per s32 lane directly; for these formats a lane's sum is at most
+ * 4 * 63 * 128 = 32256 in magnitude (levels u <= 31 for Q5_K, <= 63 in general), so two such
+ * vectors pack into one of s16 without saturation (PACKSSDW, a shuffle-unit instruction), and one
+ * VPDPWSSD multiplies both by their sub-block scales and accumulates: three multiply-unit
+ * instructions per 64 weights instead of four, and no separate adds. 512-bit registers were not
+ * used: Zen 4 splits them into two 256-bit halves, and pairing blocks costs more shuffles.
+ *
+ * The integer sums are exact and equal to the references'; each super-block's sums are scaled and
+ * accumulated in float vectors (accumulate_scaled), so results differ from the references only by
+ * the order of the float additions, as in kquants_avx2.c. IQ4_XS levels are signed, and a lane of
+ * |a| x (w with a's sign) could reach 4 * 128 * 127, too much for s16: it keeps VPMADDUBSW pairs
+ * and fuses only the scale multiply and the add into VPDPWSSD.
+ */
+#include "../../formats/blocks.h"
+#include "../../formats/iq_grids.h"
+#include "../kernels.h"
+#include "kquants_x86.h"
+
+#include <immintrin.h>
+
+static inline __m256i dot4_u8_i8(__m256i u, const int8_t *a) {
+    return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, load32(a));
+}
+
+/* acc + the s32 lane sums of two dot4 vectors, each lane weighted by the 16-bit scale that
+   `scale_words` holds at its position after the pack: per 128-bit lane the pack puts p's four
+   lanes in words 0-3 and q's in words 4-7. */
+static inline __m256i add_scaled_pair(__m256i acc, __m256i p, __m256i q, __m256i scale_words) {
+    return _mm256_dpwssd_epi32(acc, _mm256_packs_epi32(p, q), scale_words);
+}
+
+/* Shuffles that spread 16-bit scales (eight per 128-bit lane) over the words of a packed pair.
+   kSubPairs[c]: scale 2c to words 0-3 and 2c + 1 to words 4-7 of both lanes (32-element
+   sub-blocks: Q4_K, Q5_K, the pair being a 32-byte load's low and high nibbles).
+   kQuarterPairs[k / 2]: for planes k and k + 1 of 16-element sub-blocks (Q2_K, Q3_K), whose low
+   128-bit lane holds sub-block 2k (then 2k + 2) and high lane 2k + 1 (then 2k + 3). */
+#define WORD4(s) (2 * (s)), (2 * (s) + 1), (2 * (s)), (2 * (s) + 1), (2 * (s)), (2 * (s) + 1), \
+                 (2 * (s)), (2 * (s) + 1)
+static const uint8_t kSubPairs[4][32] = {
+    {WORD4(0), WORD4(1), WORD4(0), WORD4(1)},
+    {WORD4(2), WORD4(3), WORD4(2), WORD4(3)},
+    {WORD4(4), WORD4(5), WORD4(4), WORD4(5)},
+    {WORD4(6), WORD4(7), WORD4(6), WORD4(7)},
+};
+static const uint8_t kQuarterPairs[2][32] = {
+    {WORD4(0), WORD4(2), WORD4(1), WORD4(3)},
+    {WORD4(4), WORD4(6), WORD4(5), WORD4(7)},
+};
+#undef WORD4
+
+static inline __m256i spread_scales(__m256i scales, const uint8_t pattern[32]) {
+    return _mm256_shuffle_epi8(scales, load32(pattern));
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Q2_K and Q3_K: 2-bit planes, scales per 16 elements                                         */
+/* ------------------------------------------------------------------------------------------ */
+
+/* The integer sum of one 128-element half of a super-block: planes[k] holds the levels of
+   elements 32k..32k + 31 (unsigned), `scales` the half's eight 16-bit sub-block scales. */
+static inline __m256i half_sum_16(const __m256i planes[4], const int8_t *a, __m256i scales,
+                                  __m256i acc) {
+    for (int k = 0; k < 4; k += 2) {
+        acc = add_scaled_pair(acc, dot4_u8_i8(planes[k], a + 32 * k),
+                              dot4_u8_i8(planes[k + 1], a + 32 * (k + 1)),
+                              spread_scales(scales, kQuarterPairs[k / 2]));
+    }
+    return acc;
+}
+
+static float dot_q2_K(int64_t n, const void *weights, const void *activations) {
+    const block_q2_K *x = weights;
+    const block_q8_K *y = activations;
+    const __m256i two_bits = _mm256_set1_epi8(3);
+    __m256 acc_f = _mm256_setzero_ps(), mins_f = _mm256_setzero_ps();
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        const __m128i packed = _mm_loadu_si128((const __m128i *)x[b].scales);
+        const __m256i sc = _mm256_cvtepu8_epi16(_mm_and_si128(packed, _mm_set1_epi8(0x0F)));
+        const __m256i mn = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(packed, 4),
+                                                              _mm_set1_epi8(0x0F)));
+        __m256i acc = _mm256_setzero_si256();
+        for (int h = 0; h < 2; h++) {
+            const __m256i q = load32(x[b].qs + 32 * h);
+            __m256i planes[4];
+            for (int k = 0; k < 4; k++) planes[k] = _mm256_and_si256(_mm256_srli_epi16(q, 2 * k), two_bits);
+            const __m256i half_scales = _mm256_permute2x128_si256(sc, sc, h ? 0x11 : 0x00);
+            acc = half_sum_16(planes, y[b].qs + 128 * h, half_scales, acc);
+        }
+        const __m256i sum_mins = _mm256_madd_epi16(mn, load32(y[b].bsums));
+        acc_f = accumulate_scaled(acc_f, acc, half_to_float(x[b].d) * y[b].d);
+        mins_f = accumulate_scaled(mins_f, sum_mins, half_to_float(x[b].dmin) * y[b].d);
+    }
+    return hsum_ps(_mm256_sub_ps(acc_f, mins_f));
+}
+
+static float dot_q3_K(int64_t n, const void *weights, const void *activations) {
+    const block_q3_K *x = weights;
+    const block_q8_K *y = activations;
+    const __m256i two_bits = _mm256_set1_epi8(3), four = _mm256_set1_epi8(4);
+    __m256 acc_f = _mm256_setzero_ps();
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        const __m128i scales = q3_K_scales(x[b].scales);
+        __m256i halves[2];
+        widen_scales16(scales, halves);
+        const __m256i hmask = load32(x[b].hmask);
+        __m256i acc = _mm256_setzero_si256();
+        for (int h = 0; h < 2; h++) {
+            const __m256i q = load32(x[b].qs + 32 * h);
+            __m256i planes[4];
+            for (int k = 0; k < 4; k++) {
+                /* u = low2 + 4 * high bit, in 0..7; the level is u - 4 */
+                const __m256i bit = _mm256_set1_epi8((char)(1 << (4 * h + k)));
+                const __m256i high =
+                    _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hmask, bit), bit), four);
+                planes[k] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 2 * k), two_bits),
+                                            high);
+            }
+            acc = half_sum_16(planes, y[b].qs + 128 * h, halves[h], acc);
+        }
+        /* the offset's share, 4 * sum of scale * bsum, per lane */
+        const __m256i offset = _mm256_slli_epi32(
+            _mm256_madd_epi16(_mm256_cvtepi8_epi16(scales), load32(y[b].bsums)), 2);
+        acc_f = accumulate_scaled(acc_f, _mm256_sub_epi32(acc, offset),
+                                  half_to_float(x[b].d) * y[b].d);
+    }
+    return hsum_ps(acc_f);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Q4_K and Q5_K: scale and min per 32 elements                                                */
+/* ------------------------------------------------------------------------------------------ */
+
+/* One 64-element chunk c: lo holds sub-block 2c's levels, hi sub-block 2c + 1's. */
+static inline __m256i chunk_sum_32(__m256i acc, __m256i lo, __m256i hi, const int8_t *a,
+                                   __m256i scales, int c) {
+    return add_scaled_pair(acc, dot4_u8_i8(lo, a), dot4_u8_i8(hi, a + 32),
+                           spread_scales(scales, kSubPairs[c]));
+}
+
+static float dot_q4_K(int64_t n, const void *weights, const void *activations) {
+    const block_q4_K *x = weights;
+    const block_q8_K *y = activations;
+    const __m256i nibble = _mm256_set1_epi8(0x0F);
+    __m256 acc_f = _mm256_setzero_ps(), mins_f = _mm256_setzero_ps();
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        __m256i scales, mins;
+        k4_scales_mins(x[b].scales, &scales, &mins);
+        __m256i acc = _mm256_setzero_si256();
+        for (int c = 0; c < 4; c++) {
+            const __m256i q = load32(x[b].qs + 32 * c);
+            const __m256i lo = _mm256_and_si256(q, nibble);
+            const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), nibble);
+            acc = chunk_sum_32(acc, lo, hi, y[b].qs + 64 * c, scales, c);
+        }
+        const __m256i sum_mins = _mm256_madd_epi16(mins, load32(y[b].bsums));
+        acc_f = accumulate_scaled(acc_f, acc, half_to_float(x[b].d) * y[b].d);
+        mins_f = accumulate_scaled(mins_f, sum_mins, half_to_float(x[b].dmin) * y[b].d);
+    }
+    return hsum_ps(_mm256_sub_ps(acc_f, mins_f));
+}
+
+static float dot_q5_K(int64_t n, const void *weights, const void *activations) {
+    const block_q5_K *x = weights;
+    const block_q8_K *y = activations;
+    const __m256i nibble = _mm256_set1_epi8(0x0F);
+    __m256 acc_f = _mm256_setzero_ps(), mins_f = _mm256_setzero_ps();
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        __m256i scales, mins;
+        k4_scales_mins(x[b].scales, &scales, &mins);
+        const __m256i qh = load32(x[b].qh);
+        __m256i acc = _mm256_setzero_si256();
+        for (int c = 0; c < 4; c++) {
+            const __m256i q = load32(x[b].qs + 32 * c);
+            const __m256i lo = _mm256_or_si256(_mm256_and_si256(q, nibble), q5_K_high(qh, 2 * c));
+            const __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), nibble),
+                                               q5_K_high(qh, 2 * c + 1));
+            acc = chunk_sum_32(acc, lo, hi, y[b].qs + 64 * c, scales, c);
+        }
+        const __m256i sum_mins = _mm256_madd_epi16(mins, load32(y[b].bsums));
+        acc_f = accumulate_scaled(acc_f, acc, half_to_float(x[b].d) * y[b].d);
+        mins_f = accumulate_scaled(mins_f, sum_mins, half_to_float(x[b].dmin) * y[b].d);
+    }
+    return hsum_ps(_mm256_sub_ps(acc_f, mins_f));
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* IQ4_XS and TQ2_0                                                                            */
+/* ------------------------------------------------------------------------------------------ */
+
+static float dot_iq4_xs(int64_t n, const void *weights, const void *activations) {
+    const block_iq4_xs *x = weights;
+    const block_q8_K *y = activations;
+    const __m256i grid =
+        _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)lb_kvalues_iq4nl));
+    const __m256i nibble = _mm256_set1_epi8(0x0F);
+    __m256 acc_f = _mm256_setzero_ps();
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        const __m256i scales = iq4_xs_scales(&x[b]);
+        __m256i acc = _mm256_setzero_si256();
+        for (int p = 0; p < 4; p++) {
+            /* sub-blocks 2p and 2p + 1: bytes 0-15 and 16-31, low nibbles first in each */
+            const __m256i q = load32(x[b].qs + 32 * p);
+            const __m256i lo = _mm256_shuffle_epi8(grid, _mm256_and_si256(q, nibble));
+            const __m256i hi =
+                _mm256_shuffle_epi8(grid, _mm256_and_si256(_mm256_srli_epi16(q, 4), nibble));
+            const __m256i w[2] = {_mm256_permute2x128_si256(lo, hi, 0x20),
+                                  _mm256_permute2x128_si256(lo, hi, 0x31)};
+            const __m256i pair_scales = spread_scales(scales, kSubPairs[p]);
+            for (int s = 0; s < 2; s++) {
+                /* both operands signed: |a| (exact as u8, even for -128) times w with a's sign */
+                const __m256i a = load32(y[b].qs + 64 * p + 32 * s);
+                const __m256i prod =
+                    _mm256_maddubs_epi16(_mm256_abs_epi8(a), _mm256_sign_epi8(w[s], a));
+                /* the pair pattern's words 0-3 carry scale 2p, 4-7 scale 2p + 1: pick one half */
+                const __m256i scale = s == 0 ? _mm256_unpacklo_epi64(pair_scales, pair_scales)
+                                             : _mm256_unpackhi_epi64(pair_scales, pair_scales);
+                acc = _mm256_dpwssd_epi32(acc, prod, scale);
+            }
+        }
+        acc_f = accumulate_scaled(acc_f, acc, half_to_float(x[b].d) * y[b].d);
+    }
+    return hsum_ps(acc_f);
+}
+
+static float dot_tq2_0(int64_t n, const void *weights, const void *activations) {
+    const block_tq2_0 *x = weights;
+    const block_q8_K *y = activations;
+    const __m256i two_bits = _mm256_set1_epi8(3);
+    __m256 acc_f = _mm256_setzero_ps();
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        /* levels are u - 1: start from minus the sum of the activations */
+        __m256i acc = _mm256_sub_epi32(_mm256_setzero_si256(), bsums_total8(&y[b]));
+        for (int h = 0; h < 2; h++) {
+            const __m256i q = load32(x[b].qs + 32 * h);
+            for (int l = 0; l < 4; l++) {
+                const __m256i u = _mm256_and_si256(_mm256_srli_epi16(q, 2 * l), two_bits);
+                acc = _mm256_dpbusd_epi32(acc, u, load32(y[b].qs + 128 * h + 32 * l));
+            }
+        }
+        acc_f = accumulate_scaled(acc_f, acc, half_to_float(x[b].d) * y[b].d);
+    }
+    return hsum_ps(acc_f);
+}
+
+void lb_register_kquants_avx512(lb_kernel_set *set) {
+    set->vec_dot[LOWBIT_TYPE_Q2_K] = dot_q2_K;
+    set->vec_dot[LOWBIT_TYPE_Q3_K] = dot_q3_K;
+    set->vec_dot[LOWBIT_TYPE_Q4_K] = dot_q4_K;
+    set->vec_dot[LOWBIT_TYPE_Q5_K] = dot_q5_K;
+    set->vec_dot[LOWBIT_TYPE_IQ4_XS] = dot_iq4_xs;
+    set->vec_dot[LOWBIT_TYPE_TQ2_0] = dot_tq2_0;
+}
