@@ -269,18 +269,21 @@ lowbit_status lb_model_read_f32(const lb_model *m, int64_t i, float *dst, lowbit
     return LOWBIT_OK;
 }
 
-void lb_model_release_tensor(const lb_model *m, int64_t i) {
-    if (i < 0 || i >= m->n_tensors || !m->tensors[i].data) return;
-    const lb_tensor *t = &m->tensors[i];
+void lb_model_release_bytes(const lb_model *m, const void *data, size_t n_bytes) {
     for (int f = 0; f < LB_ARRAY_LEN(m->files); f++) {
         const uint8_t *base = m->files[f].data;
-        const uint8_t *p = t->data;
-        if (!base || p < base || p + t->n_bytes > base + m->files[f].size) continue;
-        /* whole pages inside the tensor only: a neighbour's bytes on a shared page stay */
+        const uint8_t *p = data;
+        if (!base || !p || p < base || p + n_bytes > base + m->files[f].size) continue;
+        /* whole pages inside the range only: a neighbour's bytes on a shared page stay */
         const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
         const uintptr_t begin = ((uintptr_t)p + page - 1) / page * page;
-        const uintptr_t end = ((uintptr_t)p + t->n_bytes) / page * page;
+        const uintptr_t end = ((uintptr_t)p + n_bytes) / page * page;
         if (end > begin) madvise((void *)begin, end - begin, MADV_DONTNEED);
         return;
     }
+}
+
+void lb_model_release_tensor(const lb_model *m, int64_t i) {
+    if (i < 0 || i >= m->n_tensors || !m->tensors[i].data) return;
+    lb_model_release_bytes(m, m->tensors[i].data, m->tensors[i].n_bytes);
 }

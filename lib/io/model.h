@@ -86,6 +86,8 @@ lowbit_status lb_model_read_f32(const lb_model *m, int64_t i, float *dst, lowbit
    a model larger than memory through the quantizer does not keep every page it has read resident
    (the map is private and read-only: the pages are simply read again if touched). */
 void lb_model_release_tensor(const lb_model *m, int64_t i);
+/* The same for any byte range of a mapped input file (nothing for memory the model does not map). */
+void lb_model_release_bytes(const lb_model *m, const void *data, size_t n_bytes);
 
 /* The model behind a public handle (model_api.c). */
 const lb_model *lb_model_of(const lowbit_model *model);

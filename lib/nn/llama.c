@@ -316,8 +316,11 @@ static int all_matrices(lowbit_llama *L, llama_matrix **out, int capacity) {
     return n;
 }
 
-/* Repacks every matrix whose type this CPU runs faster interleaved. */
-static lowbit_status interleave_weights(lowbit_llama *L, lowbit_diag *diag) {
+/* Repacks every matrix whose type this CPU runs faster interleaved. The products never read the
+   plain copy again, so its pages in the model's file map are released: the model is resident once,
+   not twice (only the tied embedding's rows are read again, one row per token, and they fault
+   back in from the page cache). */
+static lowbit_status interleave_weights(const lb_model *m, lowbit_llama *L, lowbit_diag *diag) {
     const int capacity = 7 * L->config.n_layers + 1;
     llama_matrix **ms = malloc((size_t)capacity * sizeof *ms);
     if (!ms) return lb_diag_set(diag, LOWBIT_ERR_NO_MEMORY, -1, UINT64_MAX, "out of memory");
@@ -331,6 +334,9 @@ static lowbit_status interleave_weights(lowbit_llama *L, lowbit_diag *diag) {
         if (st != LOWBIT_OK) {
             lb_diag_set(diag, st, -1, UINT64_MAX, "cannot repack '%s' (interleaved layout): %s",
                         ms[i]->name, lowbit_status_name(st));
+        } else {
+            lb_model_release_bytes(m, ms[i]->data,
+                                   lowbit_row_bytes(ms[i]->type, ms[i]->cols) * (size_t)ms[i]->rows);
         }
     }
     free(ms);
@@ -436,7 +442,7 @@ lowbit_status lowbit_llama_create(const lowbit_model *model, int n_threads, lowb
         st = lowbit_pool_create(n_threads, &L->pool);
         if (st != LOWBIT_OK) lb_diag_set(diag, st, -1, UINT64_MAX, "cannot start the threads");
     }
-    if (st == LOWBIT_OK) st = interleave_weights(L, diag);
+    if (st == LOWBIT_OK) st = interleave_weights(m, L, diag);
     if (st == LOWBIT_OK) {
         L->n_threads = lowbit_pool_size(L->pool);
         st = allocate_state(L, diag);
