@@ -173,8 +173,7 @@ static float vec_dot_q2_K_avx2(int64_t n, const void *weights, const void *activ
             }
         }
         const __m256i sum_mins = _mm256_madd_epi16(mn, load32(y[b].bsums));
-        acc_f = accumulate_scaled(acc_f, acc, half_to_float(x[b].d) * y[b].d);
-        mins_f = accumulate_scaled(mins_f, sum_mins, half_to_float(x[b].dmin) * y[b].d);
+        accumulate_scaled_mins(&acc_f, &mins_f, &x[b].d, y[b].d, acc, sum_mins);
     }
     return hsum_ps(_mm256_sub_ps(acc_f, mins_f));
 }
@@ -244,8 +243,7 @@ static float vec_dot_q4_K_avx2(int64_t n, const void *weights, const void *activ
             acc = _mm256_add_epi32(acc, sub32_dot(hi, a + 32, pick_one(scales, 2 * c + 1)));
         }
         const __m256i sum_mins = _mm256_madd_epi16(mins, load32(y[b].bsums));
-        acc_f = accumulate_scaled(acc_f, acc, half_to_float(x[b].d) * y[b].d);
-        mins_f = accumulate_scaled(mins_f, sum_mins, half_to_float(x[b].dmin) * y[b].d);
+        accumulate_scaled_mins(&acc_f, &mins_f, &x[b].d, y[b].d, acc, sum_mins);
     }
     return hsum_ps(_mm256_sub_ps(acc_f, mins_f));
 }
@@ -271,8 +269,7 @@ static float vec_dot_q5_K_avx2(int64_t n, const void *weights, const void *activ
             acc = _mm256_add_epi32(acc, sub32_dot(hi, a + 32, pick_one(scales, 2 * c + 1)));
         }
         const __m256i sum_mins = _mm256_madd_epi16(mins, load32(y[b].bsums));
-        acc_f = accumulate_scaled(acc_f, acc, half_to_float(x[b].d) * y[b].d);
-        mins_f = accumulate_scaled(mins_f, sum_mins, half_to_float(x[b].dmin) * y[b].d);
+        accumulate_scaled_mins(&acc_f, &mins_f, &x[b].d, y[b].d, acc, sum_mins);
     }
     return hsum_ps(_mm256_sub_ps(acc_f, mins_f));
 }

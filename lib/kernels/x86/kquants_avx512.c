@@ -67,14 +67,14 @@ static inline __m256i spread_scales(__m256i scales, const uint8_t pattern[32]) {
 
 /* The integer sum of one 128-element half of a super-block: planes[k] holds the levels of
    elements 32k..32k + 31 (unsigned), `scales` the half's eight 16-bit sub-block scales. */
-static inline __m256i half_sum_16(const __m256i planes[4], const int8_t *a, __m256i scales,
-                                  __m256i acc) {
+static inline __m256i half_sum_16(const __m256i planes[4], const int8_t *a, __m256i scales) {
+    __m256i pair[2];
     for (int k = 0; k < 4; k += 2) {
-        acc = add_scaled_pair(acc, dot4_u8_i8(planes[k], a + 32 * k),
-                              dot4_u8_i8(planes[k + 1], a + 32 * (k + 1)),
-                              spread_scales(scales, kQuarterPairs[k / 2]));
+        pair[k / 2] = add_scaled_pair(_mm256_setzero_si256(), dot4_u8_i8(planes[k], a + 32 * k),
+                                      dot4_u8_i8(planes[k + 1], a + 32 * (k + 1)),
+                                      spread_scales(scales, kQuarterPairs[k / 2]));
     }
-    return acc;
+    return _mm256_add_epi32(pair[0], pair[1]);
 }
 
 static float dot_q2_K(int64_t n, const void *weights, const void *activations) {
@@ -87,17 +87,19 @@ static float dot_q2_K(int64_t n, const void *weights, const void *activations) {
         const __m256i sc = _mm256_cvtepu8_epi16(_mm_and_si128(packed, _mm_set1_epi8(0x0F)));
         const __m256i mn = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(packed, 4),
                                                               _mm_set1_epi8(0x0F)));
-        __m256i acc = _mm256_setzero_si256();
+        __m256i half[2];
         for (int h = 0; h < 2; h++) {
             const __m256i q = load32(x[b].qs + 32 * h);
             __m256i planes[4];
-            for (int k = 0; k < 4; k++) planes[k] = _mm256_and_si256(_mm256_srli_epi16(q, 2 * k), two_bits);
+            for (int k = 0; k < 4; k++) {
+                planes[k] = _mm256_and_si256(_mm256_srli_epi16(q, 2 * k), two_bits);
+            }
             const __m256i half_scales = _mm256_permute2x128_si256(sc, sc, h ? 0x11 : 0x00);
-            acc = half_sum_16(planes, y[b].qs + 128 * h, half_scales, acc);
+            half[h] = half_sum_16(planes, y[b].qs + 128 * h, half_scales);
         }
+        const __m256i acc = _mm256_add_epi32(half[0], half[1]);
         const __m256i sum_mins = _mm256_madd_epi16(mn, load32(y[b].bsums));
-        acc_f = accumulate_scaled(acc_f, acc, half_to_float(x[b].d) * y[b].d);
-        mins_f = accumulate_scaled(mins_f, sum_mins, half_to_float(x[b].dmin) * y[b].d);
+        accumulate_scaled_mins(&acc_f, &mins_f, &x[b].d, y[b].d, acc, sum_mins);
     }
     return hsum_ps(_mm256_sub_ps(acc_f, mins_f));
 }
@@ -112,7 +114,7 @@ static float dot_q3_K(int64_t n, const void *weights, const void *activations) {
         __m256i halves[2];
         widen_scales16(scales, halves);
         const __m256i hmask = load32(x[b].hmask);
-        __m256i acc = _mm256_setzero_si256();
+        __m256i half[2];
         for (int h = 0; h < 2; h++) {
             const __m256i q = load32(x[b].qs + 32 * h);
             __m256i planes[4];
@@ -124,8 +126,9 @@ static float dot_q3_K(int64_t n, const void *weights, const void *activations) {
                 planes[k] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 2 * k), two_bits),
                                             high);
             }
-            acc = half_sum_16(planes, y[b].qs + 128 * h, halves[h], acc);
+            half[h] = half_sum_16(planes, y[b].qs + 128 * h, halves[h]);
         }
+        const __m256i acc = _mm256_add_epi32(half[0], half[1]);
         /* the offset's share, 4 * sum of scale * bsum, per lane */
         const __m256i offset = _mm256_slli_epi32(
             _mm256_madd_epi16(_mm256_cvtepi8_epi16(scales), load32(y[b].bsums)), 2);
@@ -140,10 +143,16 @@ static float dot_q3_K(int64_t n, const void *weights, const void *activations) {
 /* ------------------------------------------------------------------------------------------ */
 
 /* One 64-element chunk c: lo holds sub-block 2c's levels, hi sub-block 2c + 1's. */
-static inline __m256i chunk_sum_32(__m256i acc, __m256i lo, __m256i hi, const int8_t *a,
-                                   __m256i scales, int c) {
-    return add_scaled_pair(acc, dot4_u8_i8(lo, a), dot4_u8_i8(hi, a + 32),
+static inline __m256i chunk_sum_32(__m256i lo, __m256i hi, const int8_t *a, __m256i scales, int c) {
+    return add_scaled_pair(_mm256_setzero_si256(), dot4_u8_i8(lo, a), dot4_u8_i8(hi, a + 32),
                            spread_scales(scales, kSubPairs[c]));
+}
+
+/* The four chunks' sums added as a tree: each chunk's VPDPWSSD starts from zero rather than from
+   the previous chunk's result, so the four run in parallel instead of as one chain of
+   multiply-add latencies. */
+static inline __m256i add4(const __m256i s[4]) {
+    return _mm256_add_epi32(_mm256_add_epi32(s[0], s[1]), _mm256_add_epi32(s[2], s[3]));
 }
 
 static float dot_q4_K(int64_t n, const void *weights, const void *activations) {
@@ -154,16 +163,16 @@ static float dot_q4_K(int64_t n, const void *weights, const void *activations) {
     for (int64_t b = 0; b < n / QK_K; b++) {
         __m256i scales, mins;
         k4_scales_mins(x[b].scales, &scales, &mins);
-        __m256i acc = _mm256_setzero_si256();
+        __m256i chunk[4];
         for (int c = 0; c < 4; c++) {
             const __m256i q = load32(x[b].qs + 32 * c);
             const __m256i lo = _mm256_and_si256(q, nibble);
             const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), nibble);
-            acc = chunk_sum_32(acc, lo, hi, y[b].qs + 64 * c, scales, c);
+            chunk[c] = chunk_sum_32(lo, hi, y[b].qs + 64 * c, scales, c);
         }
+        const __m256i acc = add4(chunk);
         const __m256i sum_mins = _mm256_madd_epi16(mins, load32(y[b].bsums));
-        acc_f = accumulate_scaled(acc_f, acc, half_to_float(x[b].d) * y[b].d);
-        mins_f = accumulate_scaled(mins_f, sum_mins, half_to_float(x[b].dmin) * y[b].d);
+        accumulate_scaled_mins(&acc_f, &mins_f, &x[b].d, y[b].d, acc, sum_mins);
     }
     return hsum_ps(_mm256_sub_ps(acc_f, mins_f));
 }
@@ -177,17 +186,17 @@ static float dot_q5_K(int64_t n, const void *weights, const void *activations) {
         __m256i scales, mins;
         k4_scales_mins(x[b].scales, &scales, &mins);
         const __m256i qh = load32(x[b].qh);
-        __m256i acc = _mm256_setzero_si256();
+        __m256i chunk[4];
         for (int c = 0; c < 4; c++) {
             const __m256i q = load32(x[b].qs + 32 * c);
             const __m256i lo = _mm256_or_si256(_mm256_and_si256(q, nibble), q5_K_high(qh, 2 * c));
             const __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), nibble),
                                                q5_K_high(qh, 2 * c + 1));
-            acc = chunk_sum_32(acc, lo, hi, y[b].qs + 64 * c, scales, c);
+            chunk[c] = chunk_sum_32(lo, hi, y[b].qs + 64 * c, scales, c);
         }
+        const __m256i acc = add4(chunk);
         const __m256i sum_mins = _mm256_madd_epi16(mins, load32(y[b].bsums));
-        acc_f = accumulate_scaled(acc_f, acc, half_to_float(x[b].d) * y[b].d);
-        mins_f = accumulate_scaled(mins_f, sum_mins, half_to_float(x[b].dmin) * y[b].d);
+        accumulate_scaled_mins(&acc_f, &mins_f, &x[b].d, y[b].d, acc, sum_mins);
     }
     return hsum_ps(_mm256_sub_ps(acc_f, mins_f));
 }
