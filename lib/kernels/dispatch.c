@@ -88,6 +88,7 @@ void lb_kernels_for_level(lb_cpu_level level, lb_kernel_set *set) {
     if (level >= LB_CPU_AVX2) {
         lb_register_legacy_avx2(set);
         lb_register_kquants_avx2(set);
+        lb_register_iq1_avx2(set);
         lb_register_interleaved_avx2(set);
     }
     if (level >= LB_CPU_AVX512_VNNI) {

@@ -144,7 +144,7 @@ static float dot_q6_K(int64_t n, const void *weights, const void *activations) {
     const __m512i shift01 = _mm512_setr_epi64(0, 0, 0, 0, 2, 2, 2, 2);
     const __m512i shift23 = _mm512_setr_epi64(4, 4, 4, 4, 6, 6, 6, 6);
     const __m512i low4 = _mm512_set1_epi8(0x0F), top2 = _mm512_set1_epi8(0x30);
-    float sum = 0.0f;
+    __m512 facc = _mm512_setzero_ps();
     for (int64_t b = 0; b < n / QK_K; b++) {
         const __m256i scales_lo =
             _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x[b].scales));
@@ -172,15 +172,18 @@ static float dot_q6_K(int64_t n, const void *weights, const void *activations) {
             acc = _mm512_dpwssd_epi32(acc, p23,
                                       scales_for(kQ6KPick[2 * h + 1], scales16));
         }
-        const int32_t offset_sum = hsum256_i32(offset);
-        const int32_t sumi = _mm512_reduce_add_epi32(acc) - 32 * offset_sum;
-        sum += half_to_float(x[b].d) * y[b].d * (float)sumi;
+        /* the lanes' exact sums, the offset's share taken off lane by lane, meet the
+           super-block's scale in a float vector; the lanes are added up once per row */
+        const __m512i sums = _mm512_sub_epi32(acc, _mm512_slli_epi32(_mm512_zextsi256_si512(offset), 5));
+        facc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sums), _mm512_set1_ps(half_to_float(x[b].d) * y[b].d),
+                               facc);
     }
-    return sum;
+    return _mm512_reduce_add_ps(facc);
 }
 
 /* Registered at LB_CPU_AVX512_VNNI (the kernels use vpdpbusd/vpdpwssd). */
 void lb_register_avx512_vnni(lb_kernel_set *set) {
     set->vec_dot[LOWBIT_TYPE_Q4_0] = dot_q4_0;
     set->vec_dot[LOWBIT_TYPE_Q6_K] = dot_q6_K;
+    lb_register_legacy_avx512(set); /* legacy_avx512.c: the other 32-element and float formats */
 }

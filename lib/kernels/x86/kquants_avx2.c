@@ -197,9 +197,8 @@ static float vec_dot_q3_K_avx2(int64_t n, const void *weights, const void *activ
             const __m256i q = load32(x[b].qs + 32 * h);
             for (int k = 0; k < 4; k++) {
                 /* u = low2 + 4 * high bit, in 0..7; the level is u - 4 */
-                const __m256i bit = _mm256_set1_epi8((char)(1 << (4 * h + k)));
-                const __m256i high = _mm256_and_si256(
-                    _mm256_cmpeq_epi8(_mm256_and_si256(hmask, bit), bit), _mm256_set1_epi8(4));
+                const __m256i high =
+                    _mm256_and_si256(move_bit(hmask, 4 * h + k, 2), _mm256_set1_epi8(4));
                 const __m256i u = _mm256_or_si256(
                     _mm256_and_si256(_mm256_srli_epi16(q, 2 * k), two_bits), high);
                 const __m256i a = load32(y[b].qs + 128 * h + 32 * k);
@@ -251,7 +250,7 @@ static float vec_dot_q4_K_avx2(int64_t n, const void *weights, const void *activ
 static float vec_dot_q5_K_avx2(int64_t n, const void *weights, const void *activations) {
     const block_q5_K *x = weights;
     const block_q8_K *y = activations;
-    const __m256i nibble = _mm256_set1_epi8(0x0F);
+    const __m256i nibble = _mm256_set1_epi8(0x0F), sixteen = _mm256_set1_epi8(16);
     __m256 acc_f = _mm256_setzero_ps();
     __m256 mins_f = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / QK_K; b++) {
@@ -261,9 +260,11 @@ static float vec_dot_q5_K_avx2(int64_t n, const void *weights, const void *activ
         __m256i acc = _mm256_setzero_si256();
         for (int c = 0; c < 4; c++) {
             const __m256i q = load32(x[b].qs + 32 * c);
-            const __m256i lo = _mm256_or_si256(_mm256_and_si256(q, nibble), q5_K_high(qh, 2 * c));
-            const __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), nibble),
-                                               q5_K_high(qh, 2 * c + 1));
+            const __m256i high_lo = _mm256_and_si256(move_bit(qh, 2 * c, 4), sixteen);
+            const __m256i high_hi = _mm256_and_si256(move_bit(qh, 2 * c + 1, 4), sixteen);
+            const __m256i lo = _mm256_or_si256(_mm256_and_si256(q, nibble), high_lo);
+            const __m256i hi =
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), nibble), high_hi);
             const int8_t *a = y[b].qs + 64 * c;
             acc = _mm256_add_epi32(acc, sub32_dot(lo, a, pick_one(scales, 2 * c)));
             acc = _mm256_add_epi32(acc, sub32_dot(hi, a + 32, pick_one(scales, 2 * c + 1)));

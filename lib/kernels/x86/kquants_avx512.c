@@ -119,12 +119,12 @@ static float dot_q3_K(int64_t n, const void *weights, const void *activations) {
             const __m256i q = load32(x[b].qs + 32 * h);
             __m256i planes[4];
             for (int k = 0; k < 4; k++) {
-                /* u = low2 + 4 * high bit, in 0..7; the level is u - 4 */
-                const __m256i bit = _mm256_set1_epi8((char)(1 << (4 * h + k)));
-                const __m256i high =
-                    _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(hmask, bit), bit), four);
-                planes[k] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 2 * k), two_bits),
-                                            high);
+                /* u = low2 + 4 * high bit, in 0..7; the level is u - 4. One VPTERNLOGD makes
+                   A | (B & C) (truth table 0xF0 | (0xCC & 0xAA) = 0xF8) from A = the high bit at
+                   bit 2, B = the shifted low bits, C = 3 in every byte. */
+                const __m256i high = _mm256_and_si256(move_bit(hmask, 4 * h + k, 2), four);
+                planes[k] = _mm256_ternarylogic_epi32(high, _mm256_srli_epi16(q, 2 * k), two_bits,
+                                                      0xF8);
             }
             half[h] = half_sum_16(planes, y[b].qs + 128 * h, halves[h]);
         }
@@ -180,7 +180,7 @@ static float dot_q4_K(int64_t n, const void *weights, const void *activations) {
 static float dot_q5_K(int64_t n, const void *weights, const void *activations) {
     const block_q5_K *x = weights;
     const block_q8_K *y = activations;
-    const __m256i nibble = _mm256_set1_epi8(0x0F);
+    const __m256i nibble = _mm256_set1_epi8(0x0F), sixteen = _mm256_set1_epi8(16);
     __m256 acc_f = _mm256_setzero_ps(), mins_f = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / QK_K; b++) {
         __m256i scales, mins;
@@ -189,9 +189,11 @@ static float dot_q5_K(int64_t n, const void *weights, const void *activations) {
         __m256i chunk[4];
         for (int c = 0; c < 4; c++) {
             const __m256i q = load32(x[b].qs + 32 * c);
-            const __m256i lo = _mm256_or_si256(_mm256_and_si256(q, nibble), q5_K_high(qh, 2 * c));
-            const __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), nibble),
-                                               q5_K_high(qh, 2 * c + 1));
+            /* level = nibble | 16 * high bit, one VPTERNLOGD each as in Q3_K (A | (B & C)) */
+            const __m256i high_lo = _mm256_and_si256(move_bit(qh, 2 * c, 4), sixteen);
+            const __m256i high_hi = _mm256_and_si256(move_bit(qh, 2 * c + 1, 4), sixteen);
+            const __m256i lo = _mm256_ternarylogic_epi32(high_lo, q, nibble, 0xF8);
+            const __m256i hi = _mm256_ternarylogic_epi32(high_hi, _mm256_srli_epi16(q, 4), nibble, 0xF8);
             chunk[c] = chunk_sum_32(lo, hi, y[b].qs + 64 * c, scales, c);
         }
         const __m256i acc = add4(chunk);

@@ -90,11 +90,13 @@ static inline void k4_scales_mins(const uint8_t *scales_then_more, __m256i *scal
     *mins = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mn, mn));
 }
 
-/* 16 where bit `bit` of the qh byte is set, else 0: the fifth bit of a Q5_K level. */
-static inline __m256i q5_K_high(__m256i qh, int bit) {
-    const __m256i mask = _mm256_set1_epi8((char)(1 << bit));
-    return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(qh, mask), mask),
-                            _mm256_set1_epi8(16));
+/* Bit `from` of every byte moved to bit `to` (the other bits: garbage, for the caller to mask):
+   how the high-bit planes of Q3_K (to bit 2) and Q5_K (to bit 4) join the low bits of a level.
+   16-bit shifts carry bits across byte boundaries, but never into bit `to` of a byte, since the
+   distance never exceeds `to` going up or 7 - `to` going down. Two instructions with the mask,
+   where testing the bit (and, compare, and) takes three and a constant. */
+static inline __m256i move_bit(__m256i v, int from, int to) {
+    return from <= to ? _mm256_slli_epi16(v, to - from) : _mm256_srli_epi16(v, from - to);
 }
 
 /* The eight sub-scales (stored with an offset of 32) as s16 in both lanes. */

@@ -258,13 +258,20 @@ static inline __m256 load_bf16x8(const uint16_t *p) {
     return _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16));
 }
 
-#define DEFINE_FLOAT_DOT(NAME, ELEM, LOAD, TO_F32)                                                \
+#ifndef WEIGHT_PREFETCH_BYTES
+#define WEIGHT_PREFETCH_BYTES 8192
+#endif
+
+#define DEFINE_FLOAT_DOT(NAME, ELEM, LOAD, TO_F32, PREFETCH_ON)                                   \
     static float NAME(int64_t n, const void *weights, const void *activations) {                 \
         const ELEM *w = weights, *a = activations;                                               \
         __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),         \
                          _mm256_setzero_ps()};                                                   \
         int64_t i = 0;                                                                           \
         for (; i + 32 <= n; i += 32) {                                                           \
+            for (int k = 0; k < 32 * (int)sizeof(ELEM) * PREFETCH_ON; k += 64) {                 \
+                _mm_prefetch((const char *)(w + i) + WEIGHT_PREFETCH_BYTES + k, _MM_HINT_T1);   \
+            }                                                                                    \
             for (int k = 0; k < 4; k++) {                                                        \
                 acc[k] = _mm256_fmadd_ps(LOAD(w + i + 8 * k), LOAD(a + i + 8 * k), acc[k]);      \
             }                                                                                    \
@@ -278,9 +285,9 @@ static inline __m256 load_bf16x8(const uint16_t *p) {
 
 static inline float f32_identity(float v) { return v; }
 
-DEFINE_FLOAT_DOT(dot_f32, float, load_f32x8, f32_identity)
-DEFINE_FLOAT_DOT(dot_f16, uint16_t, load_f16x8, lb_fp16_to_fp32)
-DEFINE_FLOAT_DOT(dot_bf16, uint16_t, load_bf16x8, lb_bf16_to_fp32)
+DEFINE_FLOAT_DOT(dot_f32, float, load_f32x8, f32_identity, 1)
+DEFINE_FLOAT_DOT(dot_f16, uint16_t, load_f16x8, lb_fp16_to_fp32, 0)
+DEFINE_FLOAT_DOT(dot_bf16, uint16_t, load_bf16x8, lb_bf16_to_fp32, 0)
 
 /* ------------------------------------------------------------------------------------------ */
 /* Activation quantizers                                                                       */
