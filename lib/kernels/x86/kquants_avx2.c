@@ -373,47 +373,17 @@ static float vec_dot_tq2_0_avx2(int64_t n, const void *weights, const void *acti
     return hsum_ps(acc_f);
 }
 
-/* The leading base-3 digit of each byte of a TQ1_0 fixed-point fraction: (byte * 3) >> 8, that
-   is 1 from 86 up and 2 from 171 up. */
-static inline __m256i tq1_leading_digit(__m256i s) {
-    const __m256i ge86 = _mm256_cmpeq_epi8(_mm256_max_epu8(s, _mm256_set1_epi8(86)), s);
-    const __m256i ge171 = _mm256_cmpeq_epi8(_mm256_max_epu8(s, _mm256_set1_epi8((char)171)), s);
-    return _mm256_sub_epi8(_mm256_setzero_si256(), _mm256_add_epi8(ge86, ge171));
-}
-
-/* byte * 3 modulo 256: shifts the next digit into the leading position. */
-static inline __m256i tq1_next(__m256i s) { return _mm256_add_epi8(_mm256_add_epi8(s, s), s); }
-static inline __m128i tq1_next128(__m128i s) { return _mm_add_epi8(_mm_add_epi8(s, s), s); }
-
 static float vec_dot_tq1_0_avx2(int64_t n, const void *weights, const void *activations) {
     const block_tq1_0 *x = weights;
     const block_q8_K *y = activations;
     __m256 acc_f = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / QK_K; b++) {
-        const int8_t *a = y[b].qs;
+        __m256i digits[8];
+        tq1_digits(&x[b], digits);
         __m256i acc = _mm256_sub_epi32(_mm256_setzero_si256(), bsums_total8(&y[b]));
-        /* qs[0..31]: digit n of byte m is element 32n + m */
-        __m256i s = load32(x[b].qs);
-        for (int d = 0; d < 5; d++, s = tq1_next(s)) {
-            acc = _mm256_add_epi32(acc, unsigned_dot32(tq1_leading_digit(s), a + 32 * d));
+        for (int v = 0; v < 8; v++) {
+            acc = _mm256_add_epi32(acc, unsigned_dot32(digits[v], y[b].qs + 32 * v));
         }
-        /* qs[32..47]: digit n of byte m is element 160 + 16n + m; two digits per vector */
-        const __m128i narrow = _mm_loadu_si128((const __m128i *)(x[b].qs + 32));
-        __m256i pair = _mm256_set_m128i(tq1_next128(narrow), narrow);
-        for (int d = 0; d < 2; d++) {
-            acc = _mm256_add_epi32(acc, unsigned_dot32(tq1_leading_digit(pair), a + 160 + 32 * d));
-            pair = tq1_next(tq1_next(pair));
-        }
-        /* the fifth narrow digit (elements 224..239) and qh's four digits of 4 bytes (240..255:
-           digit n of byte m is element 240 + 4n + m), in one vector */
-        uint32_t qh;
-        memcpy(&qh, x[b].qh, 4);
-        const __m128i h1 = _mm_set1_epi32((int)qh), h3 = tq1_next128(h1), h9 = tq1_next128(h3);
-        const __m128i h27 = tq1_next128(h9);
-        const __m128i tail =
-            _mm_blend_epi32(_mm_blend_epi32(h1, h3, 0x2), _mm_blend_epi32(h9, h27, 0x8), 0xC);
-        const __m256i last = _mm256_set_m128i(tail, _mm256_castsi256_si128(pair));
-        acc = _mm256_add_epi32(acc, unsigned_dot32(tq1_leading_digit(last), a + 224));
         acc_f = accumulate_scaled(acc_f, acc, half_to_float(x[b].d) * y[b].d);
     }
     return hsum_ps(acc_f);

@@ -1,8 +1,8 @@
 /*
  * AVX-512 VL + VNNI kernels of the 256-element formats, on 256-bit registers: Q2_K, Q3_K, Q4_K,
- * Q5_K, IQ4_XS and TQ2_0 with Q8_K activations. lb_register_kquants_avx512 is called only on a
- * CPU with VNNI; the AVX2 kernels of kquants_avx2.c stay the fallback, and the scalar references
- * of the type table the ground truth.
+ * Q5_K, IQ4_XS, TQ1_0 and TQ2_0 with Q8_K activations. lb_register_kquants_avx512 is called only
+ * on a CPU with VNNI; the AVX2 kernels of kquants_avx2.c stay the fallback, and the scalar
+ * references of the type table the ground truth.
  *
  * Why VNNI helps here: these GEMVs are bound by the vector multiply units, not by memory, while
  * the matrix sits in cache. The AVX2 kernels spend two multiply-unit instructions per 32 weights
@@ -206,7 +206,8 @@ static float dot_q5_K(int64_t n, const void *weights, const void *activations) {
             const __m256i high_lo = _mm256_and_si256(move_bit(qh, 2 * c, 4), sixteen);
             const __m256i high_hi = _mm256_and_si256(move_bit(qh, 2 * c + 1, 4), sixteen);
             const __m256i lo = _mm256_ternarylogic_epi32(high_lo, q, nibble, 0xF8);
-            const __m256i hi = _mm256_ternarylogic_epi32(high_hi, _mm256_srli_epi16(q, 4), nibble, 0xF8);
+            const __m256i hi =
+                _mm256_ternarylogic_epi32(high_hi, _mm256_srli_epi16(q, 4), nibble, 0xF8);
             chunk[c] = chunk_sum_32(lo, hi, y[b].qs + 64 * c, scales, c);
         }
         const __m256i acc = add4(chunk);
@@ -274,9 +275,11 @@ static float dot_tq2_0(int64_t n, const void *weights, const void *activations) 
             const __m256i q = load32(x[b].qs + 32 * h);
             const __m256i q4 = _mm256_srli_epi16(q, 4);
             ones[h] = _mm256_dpbusd_epi32(ones[h], _mm256_and_si256(q, two_bits), load32(a));
-            fours[h] = _mm256_dpbusd_epi32(fours[h], _mm256_and_si256(q, high_pair), load32(a + 32));
+            fours[h] =
+                _mm256_dpbusd_epi32(fours[h], _mm256_and_si256(q, high_pair), load32(a + 32));
             ones[h] = _mm256_dpbusd_epi32(ones[h], _mm256_and_si256(q4, two_bits), load32(a + 64));
-            fours[h] = _mm256_dpbusd_epi32(fours[h], _mm256_and_si256(q4, high_pair), load32(a + 96));
+            fours[h] =
+                _mm256_dpbusd_epi32(fours[h], _mm256_and_si256(q4, high_pair), load32(a + 96));
         }
         const __m256i plain = _mm256_add_epi32(ones[0], ones[1]);
         const __m256i quadrupled = _mm256_add_epi32(fours[0], fours[1]);
@@ -288,11 +291,31 @@ static float dot_tq2_0(int64_t n, const void *weights, const void *activations) 
     return hsum_ps(acc_f);
 }
 
+static float dot_tq1_0(int64_t n, const void *weights, const void *activations) {
+    const block_tq1_0 *x = weights;
+    const block_q8_K *y = activations;
+    __m256 acc_f = _mm256_setzero_ps();
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        __m256i digits[8];
+        tq1_digits(&x[b], digits);
+        /* two chains of VPDPBUSD; levels are u - 1: minus the sum of the activations */
+        __m256i acc2[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+        for (int v = 0; v < 8; v++) {
+            acc2[v % 2] = _mm256_dpbusd_epi32(acc2[v % 2], digits[v], load32(y[b].qs + 32 * v));
+        }
+        const __m256i acc =
+            _mm256_sub_epi32(_mm256_add_epi32(acc2[0], acc2[1]), bsums_total8(&y[b]));
+        acc_f = accumulate_scaled(acc_f, acc, half_to_float(x[b].d) * y[b].d);
+    }
+    return hsum_ps(acc_f);
+}
+
 void lb_register_kquants_avx512(lb_kernel_set *set) {
     set->vec_dot[LOWBIT_TYPE_Q2_K] = dot_q2_K;
     set->vec_dot[LOWBIT_TYPE_Q3_K] = dot_q3_K;
     set->vec_dot[LOWBIT_TYPE_Q4_K] = dot_q4_K;
     set->vec_dot[LOWBIT_TYPE_Q5_K] = dot_q5_K;
     set->vec_dot[LOWBIT_TYPE_IQ4_XS] = dot_iq4_xs;
+    set->vec_dot[LOWBIT_TYPE_TQ1_0] = dot_tq1_0;
     set->vec_dot[LOWBIT_TYPE_TQ2_0] = dot_tq2_0;
 }

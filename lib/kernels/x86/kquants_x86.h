@@ -119,4 +119,38 @@ static inline __m256i bsums_total8(const block_q8_K *y) {
     return _mm256_madd_epi16(load32(y->bsums), _mm256_set1_epi16(1));
 }
 
+/* The leading base-3 digit of each byte of a TQ1_0 fixed-point fraction: (byte * 3) >> 8, that
+   is 1 from 86 up and 2 from 171 up. */
+static inline __m256i tq1_leading_digit(__m256i s) {
+    const __m256i ge86 = _mm256_cmpeq_epi8(_mm256_max_epu8(s, _mm256_set1_epi8(86)), s);
+    const __m256i ge171 = _mm256_cmpeq_epi8(_mm256_max_epu8(s, _mm256_set1_epi8((char)171)), s);
+    return _mm256_sub_epi8(_mm256_setzero_si256(), _mm256_add_epi8(ge86, ge171));
+}
+
+/* byte * 3 modulo 256: shifts the next digit into the leading position. */
+static inline __m256i tq1_next(__m256i s) { return _mm256_add_epi8(_mm256_add_epi8(s, s), s); }
+static inline __m128i tq1_next128(__m128i s) { return _mm_add_epi8(_mm_add_epi8(s, s), s); }
+
+/* The 256 unsigned digits u (the level is u - 1) of a TQ1_0 block, in element order, 32 per
+   vector: qs[0..31] hold elements 32n + m as digit n of byte m (five vectors); qs[32..47] hold
+   160 + 16n + m (two digits per vector); the fifth of those and qh's four digits of 4 bytes
+   (240 + 4n + m) share the last vector. */
+static inline void tq1_digits(const block_tq1_0 *x, __m256i digits[8]) {
+    __m256i s = load32(x->qs);
+    for (int d = 0; d < 5; d++, s = tq1_next(s)) digits[d] = tq1_leading_digit(s);
+    const __m128i narrow = _mm_loadu_si128((const __m128i *)(x->qs + 32));
+    __m256i pair = _mm256_set_m128i(tq1_next128(narrow), narrow);
+    for (int d = 0; d < 2; d++) {
+        digits[5 + d] = tq1_leading_digit(pair);
+        pair = tq1_next(tq1_next(pair));
+    }
+    uint32_t qh;
+    memcpy(&qh, x->qh, 4);
+    const __m128i h1 = _mm_set1_epi32((int)qh), h3 = tq1_next128(h1), h9 = tq1_next128(h3);
+    const __m128i h27 = tq1_next128(h9);
+    const __m128i tail =
+        _mm_blend_epi32(_mm_blend_epi32(h1, h3, 0x2), _mm_blend_epi32(h9, h27, 0x8), 0xC);
+    digits[7] = tq1_leading_digit(_mm256_set_m128i(tail, _mm256_castsi256_si128(pair)));
+}
+
 #endif
