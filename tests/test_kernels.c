@@ -13,8 +13,9 @@
  *    reference encodings q / q_imx against their y vectors (also the lattice formats lowbit
  *    cannot encode).
  * 3. lowbit_matmul: bit-identical output on no pool and on 1, 2 and 3 threads, equal to a plain
- *    loop over the active kernels, and within the dot bound of every level's kernels (the
- *    LOWBIT_CPU cap cannot be changed in-process, so the level sets are compared directly).
+ *    loop over the active single-token kernels (so the multi-token kernels reproduce them), and
+ *    within the dot bound of every level's kernels (the LOWBIT_CPU cap cannot be changed
+ *    in-process, so the level sets are compared directly).
  * Buffers have their exact sizes so that AddressSanitizer sees any over-read.
  */
 #include "testing.h"
@@ -281,7 +282,8 @@ static void check_golden_rows(const lowbit_type_traits *t, const lb_kernel_set *
 /* lowbit_matmul                                                                               */
 /* ------------------------------------------------------------------------------------------ */
 
-enum { MM_ROWS = 7, MM_COLS = 512, MM_TOKENS = 3 };
+/* 6 tokens: one full group of the multi-token kernels (LB_DOT_TOKENS) and a partial one */
+enum { MM_ROWS = 7, MM_COLS = 512, MM_TOKENS = 6 };
 
 static void check_matmul(const lowbit_type_traits *t, lowbit_pool *pools[3],
                          const lb_kernel_set *sets, int n_levels) {

@@ -107,6 +107,12 @@ void lb_kernels_for_level(lb_cpu_level level, lb_kernel_set *set) {
 #endif
 }
 
+lb_vec_dot_tokens_fn lb_vec_dot_tokens_kernel(lowbit_type type) {
+    pthread_once(&detect_once, detect);
+    if ((unsigned)type >= LOWBIT_TYPE_COUNT || !active.vec_dot_tokens[type]) return NULL;
+    return active.tokens_pair[type] == active.vec_dot[type] ? active.vec_dot_tokens[type] : NULL;
+}
+
 lowbit_vec_dot_fn lb_vec_dot_kernel(lowbit_type type) {
     pthread_once(&detect_once, detect);
     return (unsigned)type < LOWBIT_TYPE_COUNT ? active.vec_dot[type] : NULL;

@@ -44,6 +44,14 @@ typedef void (*lb_interleaved_fn)(int64_t n_blocks, const void *group, const voi
                                   const int32_t *activation_sums, int64_t n_tokens, float *out,
                                   int64_t out_stride);
 
+/* One weight row against n_tokens <= LB_DOT_TOKENS activation rows that lie activation_stride
+   bytes apart: out[t] = the level's vec_dot of the row with activation row t, bit for bit (the
+   same operations per token), while the row's unpacking (levels, scales) is done once for all
+   of them. What makes batched products (prompts, perplexity) faster than one dot per token. */
+#define LB_DOT_TOKENS 4
+typedef void (*lb_vec_dot_tokens_fn)(int64_t n, const void *weights, const void *activations,
+                                     size_t activation_stride, int n_tokens, float *out);
+
 /* The kernels of one level: per type id, the dot product with its activation format and the
    activation quantizer (bytes identical to the type table's quantize_ref). NULL: not provided.
    interleaved: per layout (the scalar references of interleaved.c at least); interleave_rows:
@@ -51,6 +59,10 @@ typedef void (*lb_interleaved_fn)(int64_t n_blocks, const void *group, const voi
    level because it measured faster than the plain kernels, 0 to keep the plain layout. */
 typedef struct lb_kernel_set {
     lowbit_vec_dot_fn vec_dot[LOWBIT_TYPE_COUNT];
+    /* vec_dot_tokens[t] is used only while vec_dot[t] is still tokens_pair[t], the single-token
+       kernel it reproduces: a later level that overrides vec_dot alone disables it */
+    lb_vec_dot_tokens_fn vec_dot_tokens[LOWBIT_TYPE_COUNT];
+    lowbit_vec_dot_fn tokens_pair[LOWBIT_TYPE_COUNT];
     lowbit_quantize_row_fn quantize_activation[LOWBIT_TYPE_COUNT];
     lb_interleaved_fn interleaved[LB_IL_COUNT];
     uint8_t interleave_rows[LOWBIT_TYPE_COUNT];
@@ -63,6 +75,8 @@ void lb_kernels_for_level(lb_cpu_level level, lb_kernel_set *set);
 /* The fastest dot product of `type` (weights) with its activation format on this CPU, and the
    activation quantizer of an activation format; NULL for a type without one. */
 lowbit_vec_dot_fn lb_vec_dot_kernel(lowbit_type type);
+/* The multi-token kernel of `type` that matches lb_vec_dot_kernel(type), or NULL. */
+lb_vec_dot_tokens_fn lb_vec_dot_tokens_kernel(lowbit_type type);
 lowbit_quantize_row_fn lb_quantize_activation_kernel(lowbit_type activation_type);
 /* The active level's kernel set (detected once). */
 const lb_kernel_set *lb_active_kernels(void);

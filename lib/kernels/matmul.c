@@ -14,6 +14,7 @@
 
 typedef struct matmul_job {
     lowbit_vec_dot_fn vec_dot;
+    lb_vec_dot_tokens_fn vec_dot_tokens; /* NULL: one vec_dot per token */
     const uint8_t *weights;
     size_t weight_row_bytes;
     const uint8_t *activations; /* n_tokens quantized rows */
@@ -22,10 +23,25 @@ typedef struct matmul_job {
     float *out;                 /* n_tokens x rows */
 } matmul_job;
 
+/* One weight row against tokens [t, t + count), count <= LB_DOT_TOKENS, by the multi-token kernel. */
+static void row_times_tokens(const matmul_job *job, const uint8_t *w, int64_t r, int64_t t,
+                             int count) {
+    float dots[LB_DOT_TOKENS];
+    job->vec_dot_tokens(job->cols, w, job->activations + (size_t)t * job->activation_row_bytes,
+                        job->activation_row_bytes, count, dots);
+    for (int i = 0; i < count; i++) job->out[(t + i) * job->rows + r] = dots[i];
+}
+
 static void matmul_rows(void *p, int64_t begin, int64_t end) {
     const matmul_job *job = p;
     for (int64_t r = begin; r < end; r++) {
         const uint8_t *w = job->weights + (size_t)r * job->weight_row_bytes;
+        if (job->vec_dot_tokens && job->n_tokens > 1) {
+            for (int64_t t = 0; t < job->n_tokens; t += LB_DOT_TOKENS) {
+                row_times_tokens(job, w, r, t, (int)LB_MIN(LB_DOT_TOKENS, job->n_tokens - t));
+            }
+            continue;
+        }
         for (int64_t t = 0; t < job->n_tokens; t++) {
             const uint8_t *a = job->activations + (size_t)t * job->activation_row_bytes;
             job->out[t * job->rows + r] = job->vec_dot(job->cols, w, a);
@@ -79,7 +95,8 @@ lowbit_status lowbit_matmul(lowbit_type type, const void *weights, int64_t rows,
     quantize_job q = {lb_quantize_activation_kernel(act->type), x, scratch->buffer, cols,
                       activation_row_bytes};
     lowbit_pool_run(n_tokens > 1 ? pool : NULL, n_tokens, quantize_activation_rows, &q);
-    matmul_job job = {lb_vec_dot_kernel(type), weights, lowbit_row_bytes(type, cols),
+    matmul_job job = {lb_vec_dot_kernel(type), lb_vec_dot_tokens_kernel(type), weights,
+                      lowbit_row_bytes(type, cols),
                       scratch->buffer, activation_row_bytes, cols, rows, n_tokens, out};
     lowbit_pool_run(pool, rows, matmul_rows, &job);
     return LOWBIT_OK;

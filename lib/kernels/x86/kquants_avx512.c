@@ -25,7 +25,18 @@
 #include "../kernels.h"
 #include "kquants_x86.h"
 
+#include <assert.h>
 #include <immintrin.h>
+#include <stddef.h>
+
+#define ALWAYS_INLINE __attribute__((always_inline))
+
+/* Block b of activation row t, the rows lying `stride` bytes apart. */
+static inline const block_q8_K *q8_K_block(const void *activations, size_t stride, int t,
+                                           int64_t b) {
+    return (const block_q8_K *)(const void *)((const uint8_t *)activations + (size_t)t * stride) +
+           b;
+}
 
 static inline __m256i dot4_u8_i8(__m256i u, const int8_t *a) {
     return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, load32(a));
@@ -155,10 +166,11 @@ static float dot_q3_K(int64_t n, const void *weights, const void *activations) {
 /* Q4_K and Q5_K: scale and min per 32 elements                                                */
 /* ------------------------------------------------------------------------------------------ */
 
-/* One 64-element chunk c: lo holds sub-block 2c's levels, hi sub-block 2c + 1's. */
-static inline __m256i chunk_sum_32(__m256i lo, __m256i hi, const int8_t *a, __m256i scales, int c) {
+/* One 64-element chunk: lo holds the levels of its first 32-element sub-block, hi of its second;
+   `pair_scales` their two scales spread over the pack's words (kSubPairs). */
+static inline __m256i chunk_sum_32(__m256i lo, __m256i hi, const int8_t *a, __m256i pair_scales) {
     return add_scaled_pair(_mm256_setzero_si256(), dot4_u8_i8(lo, a), dot4_u8_i8(hi, a + 32),
-                           spread_scales(scales, kSubPairs[c]));
+                           pair_scales);
 }
 
 /* The four chunks' sums added as a tree: each chunk's VPDPWSSD starts from zero rather than from
@@ -168,53 +180,97 @@ static inline __m256i add4(const __m256i s[4]) {
     return _mm256_add_epi32(_mm256_add_epi32(s[0], s[1]), _mm256_add_epi32(s[2], s[3]));
 }
 
-static float dot_q4_K(int64_t n, const void *weights, const void *activations) {
-    const block_q4_K *x = weights;
-    const block_q8_K *y = activations;
+/* The levels of chunk c (sub-blocks 2c and 2c + 1) of a Q4_K block (qh NULL) or a Q5_K block,
+   whose fifth bits join the nibbles with one VPTERNLOGD each, as in Q3_K (A | (B & C)). */
+static inline ALWAYS_INLINE void k4_chunk_levels(const uint8_t *qs, const uint8_t *qh, int c,
+                                                 __m256i *lo, __m256i *hi) {
     const __m256i nibble = _mm256_set1_epi8(0x0F);
-    __m256 acc_f = _mm256_setzero_ps(), mins_f = _mm256_setzero_ps();
-    for (int64_t b = 0; b < n / QK_K; b++) {
-        __m256i scales, mins;
-        k4_scales_mins(x[b].scales, &scales, &mins);
-        __m256i chunk[4];
-        for (int c = 0; c < 4; c++) {
-            const __m256i q = load32(x[b].qs + 32 * c);
-            const __m256i lo = _mm256_and_si256(q, nibble);
-            const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), nibble);
-            chunk[c] = chunk_sum_32(lo, hi, y[b].qs + 64 * c, scales, c);
-        }
-        const __m256i acc = add4(chunk);
-        const __m256i sum_mins = _mm256_madd_epi16(mins, load32(y[b].bsums));
-        accumulate_scaled_mins(&acc_f, &mins_f, &x[b].d, y[b].d, acc, sum_mins);
+    const __m256i q = load32(qs + 32 * c);
+    if (!qh) {
+        *lo = _mm256_and_si256(q, nibble);
+        *hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), nibble);
+        return;
     }
-    return hsum_ps(_mm256_sub_ps(acc_f, mins_f));
+    const __m256i sixteen = _mm256_set1_epi8(16), high = load32(qh);
+    const __m256i high_lo = _mm256_and_si256(move_bit(high, 2 * c, 4), sixteen);
+    const __m256i high_hi = _mm256_and_si256(move_bit(high, 2 * c + 1, 4), sixteen);
+    *lo = _mm256_ternarylogic_epi32(high_lo, q, nibble, 0xF8);
+    *hi = _mm256_ternarylogic_epi32(high_hi, _mm256_srli_epi16(q, 4), nibble, 0xF8);
+}
+
+static_assert(offsetof(block_q5_K, dmin) == offsetof(block_q4_K, dmin) &&
+                  offsetof(block_q5_K, scales) == offsetof(block_q4_K, scales),
+              "Q4_K and Q5_K share their block header");
+
+/* A Q4_K (q5 = 0) or Q5_K row against n_tokens activation rows `stride` bytes apart; the row's
+   scales, levels and scale patterns are unpacked once per block for all tokens. Inlined with
+   constant q5 and n_tokens, so each token runs exactly the one-token kernel's operations. */
+static inline ALWAYS_INLINE void k4_dot_tokens(int64_t n, const void *weights, int q5,
+                                               const void *activations, size_t stride,
+                                               int n_tokens, float *out) {
+    __m256 acc_f[LB_DOT_TOKENS], mins_f[LB_DOT_TOKENS];
+    for (int t = 0; t < n_tokens; t++) acc_f[t] = mins_f[t] = _mm256_setzero_ps();
+    const size_t block_bytes = q5 ? sizeof(block_q5_K) : sizeof(block_q4_K);
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        /* d, dmin and the scales lie at the same offsets in both block types */
+        const block_q4_K *x = (const void *)((const uint8_t *)weights + b * block_bytes);
+        const uint8_t *qs = q5 ? ((const block_q5_K *)(const void *)x)->qs : x->qs;
+        const uint8_t *qh = q5 ? ((const block_q5_K *)(const void *)x)->qh : NULL;
+        __m256i scales, mins;
+        k4_scales_mins(x->scales, &scales, &mins);
+        __m256i chunk[LB_DOT_TOKENS][4];
+        for (int c = 0; c < 4; c++) {
+            __m256i lo, hi;
+            k4_chunk_levels(qs, qh, c, &lo, &hi);
+            const __m256i pair_scales = spread_scales(scales, kSubPairs[c]);
+            for (int t = 0; t < n_tokens; t++) {
+                const block_q8_K *y = q8_K_block(activations, stride, t, b);
+                chunk[t][c] = chunk_sum_32(lo, hi, y->qs + 64 * c, pair_scales);
+            }
+        }
+        for (int t = 0; t < n_tokens; t++) {
+            const block_q8_K *y = q8_K_block(activations, stride, t, b);
+            const __m256i sum_mins = _mm256_madd_epi16(mins, load32(y->bsums));
+            accumulate_scaled_mins(&acc_f[t], &mins_f[t], &x->d, y->d, add4(chunk[t]), sum_mins);
+        }
+    }
+    for (int t = 0; t < n_tokens; t++) out[t] = hsum_ps(_mm256_sub_ps(acc_f[t], mins_f[t]));
+}
+
+static float dot_q4_K(int64_t n, const void *weights, const void *activations) {
+    float out;
+    k4_dot_tokens(n, weights, 0, activations, 0, 1, &out);
+    return out;
 }
 
 static float dot_q5_K(int64_t n, const void *weights, const void *activations) {
-    const block_q5_K *x = weights;
-    const block_q8_K *y = activations;
-    const __m256i nibble = _mm256_set1_epi8(0x0F), sixteen = _mm256_set1_epi8(16);
-    __m256 acc_f = _mm256_setzero_ps(), mins_f = _mm256_setzero_ps();
-    for (int64_t b = 0; b < n / QK_K; b++) {
-        __m256i scales, mins;
-        k4_scales_mins(x[b].scales, &scales, &mins);
-        const __m256i qh = load32(x[b].qh);
-        __m256i chunk[4];
-        for (int c = 0; c < 4; c++) {
-            const __m256i q = load32(x[b].qs + 32 * c);
-            /* level = nibble | 16 * high bit, one VPTERNLOGD each as in Q3_K (A | (B & C)) */
-            const __m256i high_lo = _mm256_and_si256(move_bit(qh, 2 * c, 4), sixteen);
-            const __m256i high_hi = _mm256_and_si256(move_bit(qh, 2 * c + 1, 4), sixteen);
-            const __m256i lo = _mm256_ternarylogic_epi32(high_lo, q, nibble, 0xF8);
-            const __m256i hi =
-                _mm256_ternarylogic_epi32(high_hi, _mm256_srli_epi16(q, 4), nibble, 0xF8);
-            chunk[c] = chunk_sum_32(lo, hi, y[b].qs + 64 * c, scales, c);
-        }
-        const __m256i acc = add4(chunk);
-        const __m256i sum_mins = _mm256_madd_epi16(mins, load32(y[b].bsums));
-        accumulate_scaled_mins(&acc_f, &mins_f, &x[b].d, y[b].d, acc, sum_mins);
+    float out;
+    k4_dot_tokens(n, weights, 1, activations, 0, 1, &out);
+    return out;
+}
+
+/* The multi-token entry points: a constant token count for each case, so that the loops over
+   tokens unroll and keep their accumulators in registers. */
+#define DOT_TOKENS_BY_COUNT(call_with_count)                                                      \
+    switch (n_tokens) {                                                                          \
+    case 4: call_with_count(4); break;                                                           \
+    case 3: call_with_count(3); break;                                                           \
+    case 2: call_with_count(2); break;                                                           \
+    default: call_with_count(1); break;                                                          \
     }
-    return hsum_ps(_mm256_sub_ps(acc_f, mins_f));
+
+static void dot_q4_K_tokens(int64_t n, const void *weights, const void *activations,
+                            size_t stride, int n_tokens, float *out) {
+#define CALL(T) k4_dot_tokens(n, weights, 0, activations, stride, T, out)
+    DOT_TOKENS_BY_COUNT(CALL)
+#undef CALL
+}
+
+static void dot_q5_K_tokens(int64_t n, const void *weights, const void *activations,
+                            size_t stride, int n_tokens, float *out) {
+#define CALL(T) k4_dot_tokens(n, weights, 1, activations, stride, T, out)
+    DOT_TOKENS_BY_COUNT(CALL)
+#undef CALL
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -313,8 +369,10 @@ static float dot_tq1_0(int64_t n, const void *weights, const void *activations) 
 void lb_register_kquants_avx512(lb_kernel_set *set) {
     set->vec_dot[LOWBIT_TYPE_Q2_K] = dot_q2_K;
     set->vec_dot[LOWBIT_TYPE_Q3_K] = dot_q3_K;
-    set->vec_dot[LOWBIT_TYPE_Q4_K] = dot_q4_K;
-    set->vec_dot[LOWBIT_TYPE_Q5_K] = dot_q5_K;
+    set->vec_dot[LOWBIT_TYPE_Q4_K] = set->tokens_pair[LOWBIT_TYPE_Q4_K] = dot_q4_K;
+    set->vec_dot_tokens[LOWBIT_TYPE_Q4_K] = dot_q4_K_tokens;
+    set->vec_dot[LOWBIT_TYPE_Q5_K] = set->tokens_pair[LOWBIT_TYPE_Q5_K] = dot_q5_K;
+    set->vec_dot_tokens[LOWBIT_TYPE_Q5_K] = dot_q5_K_tokens;
     set->vec_dot[LOWBIT_TYPE_IQ4_XS] = dot_iq4_xs;
     set->vec_dot[LOWBIT_TYPE_TQ1_0] = dot_tq1_0;
     set->vec_dot[LOWBIT_TYPE_TQ2_0] = dot_tq2_0;
