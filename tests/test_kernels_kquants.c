@@ -1,7 +1,7 @@
 /*
  * Kernels of the 256-element formats (Q2_K..Q6_K, IQ4_XS, TQ1_0, TQ2_0, IQ2_XXS, IQ2_XS, IQ2_S,
- * IQ3_XXS, IQ3_S) and of the Q8_K activation quantizer, against the scalar references of the
- * type table.
+ * IQ3_XXS, IQ3_S, IQ1_S, IQ1_M) and of the Q8_K activation quantizer, against the scalar
+ * references of the type table.
  *
  * For every kernel set this CPU can run (every level up to the detected one; on x86-64 the AVX2
  * set whenever the hardware has it, whatever LOWBIT_CPU says):
@@ -11,8 +11,8 @@
  *    activation vectors quantized to Q8_K, agree with the scalar reference within 1e-5 of the sum
  *    of |terms| (the kernels' integer sums are exact; they accumulate the super-blocks' float
  *    terms in vector lanes, in another order than the reference). On x86-64 the kernels of
- *    kquants_avx2.c and kquants_avx512.c are also checked alone over the scalar references, so
- *    that the AVX2 ones stay tested where AVX-512 kernels override them.
+ *    kquants_avx2.c (with iq1_avx2.c) and kquants_avx512.c are also checked alone over the scalar
+ *    references, so that the AVX2 ones stay tested where AVX-512 kernels override them.
  * 2. The Q8_K quantizer writes the reference's bytes on random rows, zeros, one huge value among
  *    small ones, denormals, ties of magnitude, infinities and NaN.
  */
@@ -48,8 +48,18 @@ static lb_half random_half(void) {
     return (lb_half)((sign << 15) | (exponent << 10) | mantissa);
 }
 
-/* The formats of this file, with the offsets of their fp16 fields (-1: none). Random bytes are
-   valid encodings of all of them (every index is inside its codebook). */
+/* IQ1_M has no fp16 field: its super-scale's 16 bits are the top nibbles of its four 16-bit
+   scale words (the 3-bit sub-scales below them are left as they are). */
+static void set_iq1_m_super_scale(uint8_t *block, lb_half h) {
+    uint8_t *words = block + offsetof(block_iq1_m, scales);
+    for (int k = 0; k < 4; k++) {
+        words[2 * k + 1] = (uint8_t)((words[2 * k + 1] & 0x0F) | (((h >> (4 * k)) & 0xF) << 4));
+    }
+}
+
+/* The formats of this file, with the offsets of their fp16 fields (-1: none; IQ1_M's scale is
+   set by the function above). Random bytes are valid encodings of all of them (every index is
+   inside its codebook). */
 typedef struct kq_format {
     lowbit_type type;
     const char *name;
@@ -70,6 +80,8 @@ static const kq_format kFormats[] = {
     {LOWBIT_TYPE_IQ2_S, "iq2_s", {offsetof(block_iq2_s, d), -1}},
     {LOWBIT_TYPE_IQ3_XXS, "iq3_xxs", {offsetof(block_iq3_xxs, d), -1}},
     {LOWBIT_TYPE_IQ3_S, "iq3_s", {offsetof(block_iq3_s, d), -1}},
+    {LOWBIT_TYPE_IQ1_S, "iq1_s", {offsetof(block_iq1_s, d), -1}},
+    {LOWBIT_TYPE_IQ1_M, "iq1_m", {-1, -1}},
 };
 enum { N_FORMATS = sizeof kFormats / sizeof kFormats[0] };
 
@@ -86,6 +98,7 @@ static void make_weights(const kq_format *f, int n_blocks, int fill, uint8_t *ou
             const lb_half h = random_half();
             memcpy(block + f->half_offset[k], &h, sizeof h);
         }
+        if (f->type == LOWBIT_TYPE_IQ1_M) set_iq1_m_super_scale(block, random_half());
     }
 }
 
@@ -273,9 +286,10 @@ int main(void) {
     /* as dispatch.c decides it: every CPU with AVX2 and FMA also has F16C */
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
         /* only the AVX2 kernels over the scalar references, whatever overrides them */
-        level.name = "avx2 (kquants only)";
+        level.name = "avx2 (kquants and iq1 only)";
         lb_kernels_for_level(LB_CPU_SCALAR, &level.set);
         lb_register_kquants_avx2(&level.set);
+        lb_register_iq1_avx2(&level.set);
         check_level(&level);
         for (int i = 0; i < N_FORMATS; i++) {
             const lowbit_type type = kFormats[i].type;

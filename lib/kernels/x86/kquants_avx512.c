@@ -83,62 +83,75 @@ static inline __m256i spread_scales(__m256i scales, const uint8_t pattern[32]) {
 
 /* The integer sum of one 128-element half of a super-block: planes[k] holds the levels of
    elements 32k..32k + 31 (unsigned), `scales` the half's eight 16-bit sub-block scales. */
-static inline __m256i half_sum_16(const __m256i planes[4], const int8_t *a, __m256i scales) {
+static inline __m256i half_sum_16(const __m256i planes[4], const int8_t *a,
+                                  const __m256i pair_scales[2]) {
     __m256i pair[2];
     for (int k = 0; k < 4; k += 2) {
         pair[k / 2] = add_scaled_pair(_mm256_setzero_si256(), dot4_u8_i8(planes[k], a + 32 * k),
                                       dot4_u8_i8(planes[k + 1], a + 32 * (k + 1)),
-                                      spread_scales(scales, kQuarterPairs[k / 2]));
+                                      pair_scales[k / 2]);
     }
     return _mm256_add_epi32(pair[0], pair[1]);
 }
 
-static float dot_q2_K(int64_t n, const void *weights, const void *activations) {
+static inline ALWAYS_INLINE void q2_K_dot_tokens(int64_t n, const void *weights,
+                                                 const void *activations, size_t stride,
+                                                 int n_tokens, float *out) {
     const block_q2_K *x = weights;
-    const block_q8_K *y = activations;
     const __m256i two_bits = _mm256_set1_epi8(3), high_pair = _mm256_set1_epi8(12);
-    __m256 acc_f = _mm256_setzero_ps(), mins_f = _mm256_setzero_ps();
+    __m256 acc_f[LB_DOT_TOKENS], mins_f[LB_DOT_TOKENS];
+    for (int t = 0; t < n_tokens; t++) acc_f[t] = mins_f[t] = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / QK_K; b++) {
         const __m128i packed = _mm_loadu_si128((const __m128i *)x[b].scales);
         const __m256i sc = _mm256_cvtepu8_epi16(_mm_and_si128(packed, _mm_set1_epi8(0x0F)));
         const __m256i mn = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(packed, 4),
                                                               _mm_set1_epi8(0x0F)));
-        __m256i half[2];
+        __m256i half[LB_DOT_TOKENS][2];
         for (int h = 0; h < 2; h++) {
             /* Planes 0 and 2 are bits 0-1 of q and of q >> 4; planes 1 and 3 are taken in place
                (bits 2-3), as 4 times their levels: they pair with each other, and their sum is
                divided by 4 exactly. One shift per 32 bytes instead of three. */
-            const int8_t *a = y[b].qs + 128 * h;
             const __m256i q = load32(x[b].qs + 32 * h), q4 = _mm256_srli_epi16(q, 4);
+            const __m256i planes[4] = {
+                _mm256_and_si256(q, two_bits), _mm256_and_si256(q4, two_bits),
+                _mm256_and_si256(q, high_pair), _mm256_and_si256(q4, high_pair)};
             const __m256i half_scales = _mm256_permute2x128_si256(sc, sc, h ? 0x11 : 0x00);
-            const __m256i even = add_scaled_pair(
-                _mm256_setzero_si256(), dot4_u8_i8(_mm256_and_si256(q, two_bits), a),
-                dot4_u8_i8(_mm256_and_si256(q4, two_bits), a + 64),
-                spread_scales(half_scales, kEvenOddPlanePairs[0]));
-            const __m256i odd_x4 = add_scaled_pair(
-                _mm256_setzero_si256(), dot4_u8_i8(_mm256_and_si256(q, high_pair), a + 32),
-                dot4_u8_i8(_mm256_and_si256(q4, high_pair), a + 96),
-                spread_scales(half_scales, kEvenOddPlanePairs[1]));
-            half[h] = _mm256_add_epi32(even, _mm256_srai_epi32(odd_x4, 2));
+            const __m256i even_scales = spread_scales(half_scales, kEvenOddPlanePairs[0]);
+            const __m256i odd_scales = spread_scales(half_scales, kEvenOddPlanePairs[1]);
+            for (int t = 0; t < n_tokens; t++) {
+                const int8_t *a = q8_K_block(activations, stride, t, b)->qs + 128 * h;
+                const __m256i even =
+                    add_scaled_pair(_mm256_setzero_si256(), dot4_u8_i8(planes[0], a),
+                                    dot4_u8_i8(planes[1], a + 64), even_scales);
+                const __m256i odd_x4 =
+                    add_scaled_pair(_mm256_setzero_si256(), dot4_u8_i8(planes[2], a + 32),
+                                    dot4_u8_i8(planes[3], a + 96), odd_scales);
+                half[t][h] = _mm256_add_epi32(even, _mm256_srai_epi32(odd_x4, 2));
+            }
         }
-        const __m256i acc = _mm256_add_epi32(half[0], half[1]);
-        const __m256i sum_mins = _mm256_madd_epi16(mn, load32(y[b].bsums));
-        accumulate_scaled_mins(&acc_f, &mins_f, &x[b].d, y[b].d, acc, sum_mins);
+        for (int t = 0; t < n_tokens; t++) {
+            const block_q8_K *y = q8_K_block(activations, stride, t, b);
+            const __m256i sum_mins = _mm256_madd_epi16(mn, load32(y->bsums));
+            accumulate_scaled_mins(&acc_f[t], &mins_f[t], &x[b].d, y->d,
+                                   _mm256_add_epi32(half[t][0], half[t][1]), sum_mins);
+        }
     }
-    return hsum_ps(_mm256_sub_ps(acc_f, mins_f));
+    for (int t = 0; t < n_tokens; t++) out[t] = hsum_ps(_mm256_sub_ps(acc_f[t], mins_f[t]));
 }
 
-static float dot_q3_K(int64_t n, const void *weights, const void *activations) {
+static inline ALWAYS_INLINE void q3_K_dot_tokens(int64_t n, const void *weights,
+                                                 const void *activations, size_t stride,
+                                                 int n_tokens, float *out) {
     const block_q3_K *x = weights;
-    const block_q8_K *y = activations;
     const __m256i two_bits = _mm256_set1_epi8(3), four = _mm256_set1_epi8(4);
-    __m256 acc_f = _mm256_setzero_ps();
+    __m256 acc_f[LB_DOT_TOKENS];
+    for (int t = 0; t < n_tokens; t++) acc_f[t] = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / QK_K; b++) {
         const __m128i scales = q3_K_scales(x[b].scales);
         __m256i halves[2];
         widen_scales16(scales, halves);
         const __m256i hmask = load32(x[b].hmask);
-        __m256i half[2];
+        __m256i half[LB_DOT_TOKENS][2];
         for (int h = 0; h < 2; h++) {
             const __m256i q = load32(x[b].qs + 32 * h);
             __m256i planes[4];
@@ -150,16 +163,25 @@ static float dot_q3_K(int64_t n, const void *weights, const void *activations) {
                 planes[k] = _mm256_ternarylogic_epi32(high, _mm256_srli_epi16(q, 2 * k), two_bits,
                                                       0xF8);
             }
-            half[h] = half_sum_16(planes, y[b].qs + 128 * h, halves[h]);
+            const __m256i pair_scales[2] = {spread_scales(halves[h], kQuarterPairs[0]),
+                                            spread_scales(halves[h], kQuarterPairs[1])};
+            for (int t = 0; t < n_tokens; t++) {
+                const int8_t *a = q8_K_block(activations, stride, t, b)->qs + 128 * h;
+                half[t][h] = half_sum_16(planes, a, pair_scales);
+            }
         }
-        const __m256i acc = _mm256_add_epi32(half[0], half[1]);
-        /* the offset's share, 4 * sum of scale * bsum, per lane */
-        const __m256i offset = _mm256_slli_epi32(
-            _mm256_madd_epi16(_mm256_cvtepi8_epi16(scales), load32(y[b].bsums)), 2);
-        acc_f = accumulate_scaled(acc_f, _mm256_sub_epi32(acc, offset),
-                                  half_to_float(x[b].d) * y[b].d);
+        const __m256i scales16 = _mm256_cvtepi8_epi16(scales);
+        for (int t = 0; t < n_tokens; t++) {
+            const block_q8_K *y = q8_K_block(activations, stride, t, b);
+            /* the offset's share, 4 * sum of scale * bsum, per lane */
+            const __m256i offset =
+                _mm256_slli_epi32(_mm256_madd_epi16(scales16, load32(y->bsums)), 2);
+            const __m256i acc = _mm256_add_epi32(half[t][0], half[t][1]);
+            acc_f[t] = accumulate_scaled(acc_f[t], _mm256_sub_epi32(acc, offset),
+                                         half_to_float(x[b].d) * y->d);
+        }
     }
-    return hsum_ps(acc_f);
+    for (int t = 0; t < n_tokens; t++) out[t] = hsum_ps(acc_f[t]);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -237,57 +259,47 @@ static inline ALWAYS_INLINE void k4_dot_tokens(int64_t n, const void *weights, i
     for (int t = 0; t < n_tokens; t++) out[t] = hsum_ps(_mm256_sub_ps(acc_f[t], mins_f[t]));
 }
 
-static float dot_q4_K(int64_t n, const void *weights, const void *activations) {
-    float out;
-    k4_dot_tokens(n, weights, 0, activations, 0, 1, &out);
-    return out;
-}
-
-static float dot_q5_K(int64_t n, const void *weights, const void *activations) {
-    float out;
-    k4_dot_tokens(n, weights, 1, activations, 0, 1, &out);
-    return out;
-}
-
-/* The multi-token entry points: a constant token count for each case, so that the loops over
-   tokens unroll and keep their accumulators in registers. */
-#define DOT_TOKENS_BY_COUNT(call_with_count)                                                      \
-    switch (n_tokens) {                                                                          \
-    case 4: call_with_count(4); break;                                                           \
-    case 3: call_with_count(3); break;                                                           \
-    case 2: call_with_count(2); break;                                                           \
-    default: call_with_count(1); break;                                                          \
+/* The entry points: the one-token kernels, and the multi-token ones with a constant token count
+   for each case, so that the loops over tokens unroll and keep their accumulators in registers. */
+#define DEFINE_DOT_ENTRY_POINTS(name, call)                                                        \
+    static float dot_##name(int64_t n, const void *weights, const void *activations) {           \
+        float out;                                                                                \
+        call(n, weights, activations, 0, 1, &out);                                                \
+        return out;                                                                               \
+    }                                                                                             \
+    static void dot_##name##_tokens(int64_t n, const void *weights, const void *activations,     \
+                                    size_t stride, int n_tokens, float *out) {                    \
+        switch (n_tokens) {                                                                       \
+        case 4: call(n, weights, activations, stride, 4, out); break;                             \
+        case 3: call(n, weights, activations, stride, 3, out); break;                             \
+        case 2: call(n, weights, activations, stride, 2, out); break;                             \
+        default: call(n, weights, activations, stride, 1, out); break;                            \
+        }                                                                                         \
     }
 
-static void dot_q4_K_tokens(int64_t n, const void *weights, const void *activations,
-                            size_t stride, int n_tokens, float *out) {
-#define CALL(T) k4_dot_tokens(n, weights, 0, activations, stride, T, out)
-    DOT_TOKENS_BY_COUNT(CALL)
-#undef CALL
-}
-
-static void dot_q5_K_tokens(int64_t n, const void *weights, const void *activations,
-                            size_t stride, int n_tokens, float *out) {
-#define CALL(T) k4_dot_tokens(n, weights, 1, activations, stride, T, out)
-    DOT_TOKENS_BY_COUNT(CALL)
-#undef CALL
-}
+#define Q4_K_CALL(n, w, a, stride, count, out) k4_dot_tokens(n, w, 0, a, stride, count, out)
+#define Q5_K_CALL(n, w, a, stride, count, out) k4_dot_tokens(n, w, 1, a, stride, count, out)
+DEFINE_DOT_ENTRY_POINTS(q4_K, Q4_K_CALL)
+DEFINE_DOT_ENTRY_POINTS(q5_K, Q5_K_CALL)
 
 /* ------------------------------------------------------------------------------------------ */
 /* IQ4_XS and TQ2_0                                                                            */
 /* ------------------------------------------------------------------------------------------ */
 
-static float dot_iq4_xs(int64_t n, const void *weights, const void *activations) {
+static inline ALWAYS_INLINE void iq4_xs_dot_tokens(int64_t n, const void *weights,
+                                                   const void *activations, size_t stride,
+                                                   int n_tokens, float *out) {
     const block_iq4_xs *x = weights;
-    const block_q8_K *y = activations;
     const __m256i grid =
         _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)lb_kvalues_iq4nl));
     const __m256i nibble = _mm256_set1_epi8(0x0F);
-    __m256 acc_f = _mm256_setzero_ps();
+    __m256 acc_f[LB_DOT_TOKENS];
+    for (int t = 0; t < n_tokens; t++) acc_f[t] = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / QK_K; b++) {
         const __m256i scales = iq4_xs_scales(&x[b]);
         /* one accumulator per sub-block of a pair: two chains of VPDPWSSD latencies, not one */
-        __m256i acc2[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+        __m256i acc2[LB_DOT_TOKENS][2];
+        for (int t = 0; t < n_tokens; t++) acc2[t][0] = acc2[t][1] = _mm256_setzero_si256();
         for (int p = 0; p < 4; p++) {
             /* sub-blocks 2p and 2p + 1: bytes 0-15 and 16-31, low nibbles first in each */
             const __m256i q = load32(x[b].qs + 32 * p);
@@ -296,55 +308,71 @@ static float dot_iq4_xs(int64_t n, const void *weights, const void *activations)
                 _mm256_shuffle_epi8(grid, _mm256_and_si256(_mm256_srli_epi16(q, 4), nibble));
             const __m256i w[2] = {_mm256_permute2x128_si256(lo, hi, 0x20),
                                   _mm256_permute2x128_si256(lo, hi, 0x31)};
+            /* the pair pattern's words 0-3 carry scale 2p, 4-7 scale 2p + 1: one half each */
             const __m256i pair_scales = spread_scales(scales, kSubPairs[p]);
-            for (int s = 0; s < 2; s++) {
-                /* both operands signed: |a| (exact as u8, even for -128) times w with a's sign */
-                const __m256i a = load32(y[b].qs + 64 * p + 32 * s);
-                const __m256i prod =
-                    _mm256_maddubs_epi16(_mm256_abs_epi8(a), _mm256_sign_epi8(w[s], a));
-                /* the pair pattern's words 0-3 carry scale 2p, 4-7 scale 2p + 1: pick one half */
-                const __m256i scale = s == 0 ? _mm256_unpacklo_epi64(pair_scales, pair_scales)
-                                             : _mm256_unpackhi_epi64(pair_scales, pair_scales);
-                acc2[s] = _mm256_dpwssd_epi32(acc2[s], prod, scale);
+            const __m256i scale[2] = {_mm256_unpacklo_epi64(pair_scales, pair_scales),
+                                      _mm256_unpackhi_epi64(pair_scales, pair_scales)};
+            for (int t = 0; t < n_tokens; t++) {
+                const int8_t *qa = q8_K_block(activations, stride, t, b)->qs + 64 * p;
+                for (int s = 0; s < 2; s++) {
+                    /* both signed: |a| (exact as u8, even for -128) times w with a's sign */
+                    const __m256i a = load32(qa + 32 * s);
+                    const __m256i prod =
+                        _mm256_maddubs_epi16(_mm256_abs_epi8(a), _mm256_sign_epi8(w[s], a));
+                    acc2[t][s] = _mm256_dpwssd_epi32(acc2[t][s], prod, scale[s]);
+                }
             }
         }
-        const __m256i acc = _mm256_add_epi32(acc2[0], acc2[1]);
-        acc_f = accumulate_scaled(acc_f, acc, half_to_float(x[b].d) * y[b].d);
+        for (int t = 0; t < n_tokens; t++) {
+            const __m256i acc = _mm256_add_epi32(acc2[t][0], acc2[t][1]);
+            acc_f[t] = accumulate_scaled(acc_f[t], acc,
+                                         half_to_float(x[b].d) *
+                                             q8_K_block(activations, stride, t, b)->d);
+        }
     }
-    return hsum_ps(acc_f);
+    for (int t = 0; t < n_tokens; t++) out[t] = hsum_ps(acc_f[t]);
 }
 
-static float dot_tq2_0(int64_t n, const void *weights, const void *activations) {
+static inline ALWAYS_INLINE void tq2_0_dot_tokens(int64_t n, const void *weights,
+                                                  const void *activations, size_t stride,
+                                                  int n_tokens, float *out) {
     const block_tq2_0 *x = weights;
-    const block_q8_K *y = activations;
     const __m256i two_bits = _mm256_set1_epi8(3), high_pair = _mm256_set1_epi8(12);
-    __m256 acc_f = _mm256_setzero_ps();
+    __m256 acc_f[LB_DOT_TOKENS];
+    for (int t = 0; t < n_tokens; t++) acc_f[t] = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / QK_K; b++) {
         /* Planes 0 and 2 (bits 0-1 of q and of q >> 4) are the levels u themselves; planes 1 and
            3 are masked in place (bits 2-3), which gives 4u: they go to their own sums, divided
            by 4 exactly at the end. One shift per 32 bytes instead of three, and four independent
            VPDPBUSD chains instead of one. */
-        __m256i ones[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
-        __m256i fours[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+        __m256i ones[LB_DOT_TOKENS][2], fours[LB_DOT_TOKENS][2];
         for (int h = 0; h < 2; h++) {
-            const int8_t *a = y[b].qs + 128 * h;
             const __m256i q = load32(x[b].qs + 32 * h);
             const __m256i q4 = _mm256_srli_epi16(q, 4);
-            ones[h] = _mm256_dpbusd_epi32(ones[h], _mm256_and_si256(q, two_bits), load32(a));
-            fours[h] =
-                _mm256_dpbusd_epi32(fours[h], _mm256_and_si256(q, high_pair), load32(a + 32));
-            ones[h] = _mm256_dpbusd_epi32(ones[h], _mm256_and_si256(q4, two_bits), load32(a + 64));
-            fours[h] =
-                _mm256_dpbusd_epi32(fours[h], _mm256_and_si256(q4, high_pair), load32(a + 96));
+            const __m256i planes[4] = {
+                _mm256_and_si256(q, two_bits), _mm256_and_si256(q, high_pair),
+                _mm256_and_si256(q4, two_bits), _mm256_and_si256(q4, high_pair)};
+            for (int t = 0; t < n_tokens; t++) {
+                const int8_t *a = q8_K_block(activations, stride, t, b)->qs + 128 * h;
+                const __m256i zero = _mm256_setzero_si256();
+                ones[t][h] = _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(zero, planes[0], load32(a)),
+                                                 planes[2], load32(a + 64));
+                fours[t][h] =
+                    _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(zero, planes[1], load32(a + 32)),
+                                        planes[3], load32(a + 96));
+            }
         }
-        const __m256i plain = _mm256_add_epi32(ones[0], ones[1]);
-        const __m256i quadrupled = _mm256_add_epi32(fours[0], fours[1]);
-        /* levels are u - 1: minus the sum of the activations */
-        const __m256i acc = _mm256_sub_epi32(
-            _mm256_add_epi32(plain, _mm256_srai_epi32(quadrupled, 2)), bsums_total8(&y[b]));
-        acc_f = accumulate_scaled(acc_f, acc, half_to_float(x[b].d) * y[b].d);
+        for (int t = 0; t < n_tokens; t++) {
+            const block_q8_K *y = q8_K_block(activations, stride, t, b);
+            const __m256i plain = _mm256_add_epi32(ones[t][0], ones[t][1]);
+            const __m256i quadrupled = _mm256_add_epi32(fours[t][0], fours[t][1]);
+            /* levels are u - 1: minus the sum of the activations */
+            const __m256i acc = _mm256_sub_epi32(
+                _mm256_add_epi32(plain, _mm256_srai_epi32(quadrupled, 2)), bsums_total8(y));
+            acc_f[t] = accumulate_scaled(acc_f[t], acc, half_to_float(x[b].d) * y->d);
+        }
     }
-    return hsum_ps(acc_f);
+    for (int t = 0; t < n_tokens; t++) out[t] = hsum_ps(acc_f[t]);
 }
 
 static float dot_tq1_0(int64_t n, const void *weights, const void *activations) {
@@ -366,14 +394,24 @@ static float dot_tq1_0(int64_t n, const void *weights, const void *activations) 
     return hsum_ps(acc_f);
 }
 
+DEFINE_DOT_ENTRY_POINTS(q2_K, q2_K_dot_tokens)
+DEFINE_DOT_ENTRY_POINTS(q3_K, q3_K_dot_tokens)
+DEFINE_DOT_ENTRY_POINTS(iq4_xs, iq4_xs_dot_tokens)
+DEFINE_DOT_ENTRY_POINTS(tq2_0, tq2_0_dot_tokens)
+
+/* Installs a type's one-token kernel and the multi-token kernel that reproduces it. */
+static void set_dot(lb_kernel_set *set, lowbit_type type, lowbit_vec_dot_fn dot,
+                    lb_vec_dot_tokens_fn dot_tokens) {
+    set->vec_dot[type] = set->tokens_pair[type] = dot;
+    set->vec_dot_tokens[type] = dot_tokens;
+}
+
 void lb_register_kquants_avx512(lb_kernel_set *set) {
-    set->vec_dot[LOWBIT_TYPE_Q2_K] = dot_q2_K;
-    set->vec_dot[LOWBIT_TYPE_Q3_K] = dot_q3_K;
-    set->vec_dot[LOWBIT_TYPE_Q4_K] = set->tokens_pair[LOWBIT_TYPE_Q4_K] = dot_q4_K;
-    set->vec_dot_tokens[LOWBIT_TYPE_Q4_K] = dot_q4_K_tokens;
-    set->vec_dot[LOWBIT_TYPE_Q5_K] = set->tokens_pair[LOWBIT_TYPE_Q5_K] = dot_q5_K;
-    set->vec_dot_tokens[LOWBIT_TYPE_Q5_K] = dot_q5_K_tokens;
-    set->vec_dot[LOWBIT_TYPE_IQ4_XS] = dot_iq4_xs;
+    set_dot(set, LOWBIT_TYPE_Q2_K, dot_q2_K, dot_q2_K_tokens);
+    set_dot(set, LOWBIT_TYPE_Q3_K, dot_q3_K, dot_q3_K_tokens);
+    set_dot(set, LOWBIT_TYPE_Q4_K, dot_q4_K, dot_q4_K_tokens);
+    set_dot(set, LOWBIT_TYPE_Q5_K, dot_q5_K, dot_q5_K_tokens);
+    set_dot(set, LOWBIT_TYPE_IQ4_XS, dot_iq4_xs, dot_iq4_xs_tokens);
     set->vec_dot[LOWBIT_TYPE_TQ1_0] = dot_tq1_0;
-    set->vec_dot[LOWBIT_TYPE_TQ2_0] = dot_tq2_0;
+    set_dot(set, LOWBIT_TYPE_TQ2_0, dot_tq2_0, dot_tq2_0_tokens);
 }
