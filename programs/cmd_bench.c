@@ -454,30 +454,46 @@ static double read_bandwidth(int64_t mib, lowbit_pool *pool, int reps) {
 /* Output                                                                                      */
 /* ------------------------------------------------------------------------------------------ */
 
-static void print_table_header(int threads) {
+/* Column widths: the GEMV cells also give the time and the weight read rate. */
+static int cell_width(int figure) { return figure <= COLD_N ? 34 : 16; }
+
+static void print_table_header(int threads, int with_bandwidth) {
     printf("GEMV: one row of activations; GEMM: 32 / 512 rows; 1t = one thread, nt = %d threads.\n"
-           "Each cell: SIMD GFLOP/s (weight GB/s for GEMV) and the speedup over the scalar "
-           "reference (x).\n\n",
-           threads);
+           "GEMV cells: median ms, SIMD GFLOP/s, weight GB/s and the speedup over the scalar "
+           "reference (x);\nGEMM cells: GFLOP/s and speedup.%s\n\n",
+           threads,
+           with_bandwidth ? " cold %bw: the cold GEMVs' weight read rate over the measured read "
+                            "bandwidth (1t, nt)."
+                          : "");
     printf("%-8s %6s", "format", "bpw");
-    for (int f = 0; f < N_FIGURES; f++) printf(" %24s", figure_names[f]);
+    for (int f = 0; f < N_FIGURES; f++) printf(" %*s", cell_width(f), figure_names[f]);
+    if (with_bandwidth) printf(" %13s", "cold %bw");
     printf("\n");
 }
 
-static void print_table_row(const format_result *r) {
+/* bw_1t, bw_nt: the measured read bandwidths (GB/s), 0 when not measured. */
+static void print_table_row(const format_result *r, double bw_1t, double bw_nt) {
     printf("%-8s %6.2f", r->name, lowbit_bits_per_weight(r->type->type));
     for (int f = 0; f < N_FIGURES; f++) {
-        char cell[64];
+        char cell[80];
         const double t = r->simd_s[f], ts = r->scalar_s[f];
         if (t <= 0) {
             snprintf(cell, sizeof cell, "n/a");
         } else if (f <= COLD_N) {
-            snprintf(cell, sizeof cell, "%.1f (%.1f GB/s) %.1fx", gflops(r, f, t),
+            snprintf(cell, sizeof cell, "%.3f ms %.1f (%.1f GB/s) %.1fx", t * 1e3, gflops(r, f, t),
                      weight_gbs(r, f, t), ts > 0 ? ts / t : 0.0);
         } else {
             snprintf(cell, sizeof cell, "%.1f %.1fx", gflops(r, f, t), ts > 0 ? ts / t : 0.0);
         }
-        printf(" %24s", cell);
+        printf(" %*s", cell_width(f), cell);
+    }
+    if (bw_1t > 0 && bw_nt > 0) {
+        char cell[40];
+        const double cold_1t = weight_gbs(r, COLD_1, r->simd_s[COLD_1]);
+        const double cold_nt = weight_gbs(r, COLD_N, r->simd_s[COLD_N]);
+        snprintf(cell, sizeof cell, "%.0f%% %.0f%%", 100.0 * cold_1t / bw_1t,
+                 100.0 * cold_nt / bw_nt);
+        printf(" %13s", cell);
     }
     printf("\n");
     fflush(stdout);
@@ -572,7 +588,7 @@ int cmd_bench(int argc, char **argv) {
             printf("memory read bandwidth: %.1f GB/s one thread, %.1f GB/s %d threads\n", bw1,
                    bwn, threads);
         }
-        print_table_header(threads);
+        print_table_header(threads, o.bandwidth_mib > 0);
     }
     int status = CLI_OK, first = 1;
     for (int i = 0; i < lowbit_type_count(); i++) {
@@ -586,10 +602,10 @@ int cmd_bench(int argc, char **argv) {
             continue;
         }
         if (o.json) print_json_row(&r, first);
-        else print_table_row(&r);
+        else print_table_row(&r, bw1, bwn);
         first = 0;
         if (has_il && o.json) print_json_row(&il, 0);
-        else if (has_il) print_table_row(&il);
+        else if (has_il) print_table_row(&il, bw1, bwn);
     }
     if (o.json) printf("\n  ]\n}\n");
     free(x);
