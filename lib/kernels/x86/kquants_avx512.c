@@ -184,6 +184,52 @@ static inline ALWAYS_INLINE void q3_K_dot_tokens(int64_t n, const void *weights,
     for (int t = 0; t < n_tokens; t++) out[t] = hsum_ps(acc_f[t]);
 }
 
+/* Q6_K: levels u = low nibble | 2 high bits << 4 (0..63, the level is u - 32), signed 8-bit
+   scales per 16 elements; the same planes and pairs as Q3_K. */
+static inline ALWAYS_INLINE void q6_K_dot_tokens(int64_t n, const void *weights,
+                                                 const void *activations, size_t stride,
+                                                 int n_tokens, float *out) {
+    const block_q6_K *x = weights;
+    const __m256i nibble = _mm256_set1_epi8(0x0F), high_bits = _mm256_set1_epi8(0x30);
+    __m256 acc_f[LB_DOT_TOKENS];
+    for (int t = 0; t < n_tokens; t++) acc_f[t] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        const __m128i scales = _mm_loadu_si128((const __m128i *)x[b].scales);
+        __m256i halves[2];
+        widen_scales16(scales, halves);
+        __m256i half[LB_DOT_TOKENS][2];
+        for (int h = 0; h < 2; h++) {
+            const __m256i ql[2] = {load32(x[b].ql + 64 * h), load32(x[b].ql + 64 * h + 32)};
+            const __m256i qh = load32(x[b].qh + 32 * h);
+            __m256i planes[4];
+            for (int k = 0; k < 4; k++) {
+                /* plane k: nibble k / 2 of ql[k % 2], bits 2k, 2k + 1 of qh moved to 4, 5; one
+                   VPTERNLOGD makes A | (B & C) as in Q3_K */
+                const __m256i low = k < 2 ? ql[k] : _mm256_srli_epi16(ql[k - 2], 4);
+                const __m256i high = _mm256_and_si256(move_bit(qh, 2 * k, 4), high_bits);
+                planes[k] = _mm256_ternarylogic_epi32(high, low, nibble, 0xF8);
+            }
+            const __m256i pair_scales[2] = {spread_scales(halves[h], kQuarterPairs[0]),
+                                            spread_scales(halves[h], kQuarterPairs[1])};
+            for (int t = 0; t < n_tokens; t++) {
+                const int8_t *a = q8_K_block(activations, stride, t, b)->qs + 128 * h;
+                half[t][h] = half_sum_16(planes, a, pair_scales);
+            }
+        }
+        const __m256i scales16 = _mm256_cvtepi8_epi16(scales);
+        for (int t = 0; t < n_tokens; t++) {
+            const block_q8_K *y = q8_K_block(activations, stride, t, b);
+            /* the offset's share, 32 * sum of scale * bsum, per lane */
+            const __m256i offset =
+                _mm256_slli_epi32(_mm256_madd_epi16(scales16, load32(y->bsums)), 5);
+            const __m256i acc = _mm256_add_epi32(half[t][0], half[t][1]);
+            acc_f[t] = accumulate_scaled(acc_f[t], _mm256_sub_epi32(acc, offset),
+                                         half_to_float(x[b].d) * y->d);
+        }
+    }
+    for (int t = 0; t < n_tokens; t++) out[t] = hsum_ps(acc_f[t]);
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* Q4_K and Q5_K: scale and min per 32 elements                                                */
 /* ------------------------------------------------------------------------------------------ */
@@ -396,6 +442,7 @@ static float dot_tq1_0(int64_t n, const void *weights, const void *activations) 
 
 DEFINE_DOT_ENTRY_POINTS(q2_K, q2_K_dot_tokens)
 DEFINE_DOT_ENTRY_POINTS(q3_K, q3_K_dot_tokens)
+DEFINE_DOT_ENTRY_POINTS(q6_K, q6_K_dot_tokens)
 DEFINE_DOT_ENTRY_POINTS(iq4_xs, iq4_xs_dot_tokens)
 DEFINE_DOT_ENTRY_POINTS(tq2_0, tq2_0_dot_tokens)
 
@@ -411,6 +458,7 @@ void lb_register_kquants_avx512(lb_kernel_set *set) {
     set_dot(set, LOWBIT_TYPE_Q3_K, dot_q3_K, dot_q3_K_tokens);
     set_dot(set, LOWBIT_TYPE_Q4_K, dot_q4_K, dot_q4_K_tokens);
     set_dot(set, LOWBIT_TYPE_Q5_K, dot_q5_K, dot_q5_K_tokens);
+    set_dot(set, LOWBIT_TYPE_Q6_K, dot_q6_K, dot_q6_K_tokens);
     set_dot(set, LOWBIT_TYPE_IQ4_XS, dot_iq4_xs, dot_iq4_xs_tokens);
     set->vec_dot[LOWBIT_TYPE_TQ1_0] = dot_tq1_0;
     set_dot(set, LOWBIT_TYPE_TQ2_0, dot_tq2_0, dot_tq2_0_tokens);
