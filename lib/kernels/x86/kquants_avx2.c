@@ -223,29 +223,42 @@ static inline __m256i sub32_dot(__m256i u, const int8_t *a, __m256i scale) {
     return _mm256_madd_epi16(_mm256_maddubs_epi16(u, load32(a)), scale);
 }
 
-static float vec_dot_q4_K_avx2(int64_t n, const void *weights, const void *activations) {
+/* A Q4_K row against n_tokens activation rows `stride` bytes apart, its levels and scales unpacked
+   once per block for all tokens (inlined with a constant n_tokens, so each token runs the
+   one-token kernel's operations). */
+static inline ALWAYS_INLINE void q4_K_dot_tokens(int64_t n, const void *weights,
+                                                 const void *activations, size_t stride,
+                                                 int n_tokens, float *out) {
     const block_q4_K *x = weights;
-    const block_q8_K *y = activations;
     const __m256i nibble = _mm256_set1_epi8(0x0F);
-    __m256 acc_f = _mm256_setzero_ps();
-    __m256 mins_f = _mm256_setzero_ps();
+    __m256 acc_f[LB_DOT_TOKENS], mins_f[LB_DOT_TOKENS];
+    for (int t = 0; t < n_tokens; t++) acc_f[t] = mins_f[t] = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / QK_K; b++) {
         __m256i scales, mins;
         k4_scales_mins(x[b].scales, &scales, &mins);
-        __m256i acc = _mm256_setzero_si256();
+        __m256i acc[LB_DOT_TOKENS];
+        for (int t = 0; t < n_tokens; t++) acc[t] = _mm256_setzero_si256();
         for (int c = 0; c < 4; c++) {
             const __m256i q = load32(x[b].qs + 32 * c);
             const __m256i lo = _mm256_and_si256(q, nibble);
             const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), nibble);
-            const int8_t *a = y[b].qs + 64 * c;
-            acc = _mm256_add_epi32(acc, sub32_dot(lo, a, pick_one(scales, 2 * c)));
-            acc = _mm256_add_epi32(acc, sub32_dot(hi, a + 32, pick_one(scales, 2 * c + 1)));
+            const __m256i scale_lo = pick_one(scales, 2 * c);
+            const __m256i scale_hi = pick_one(scales, 2 * c + 1);
+            for (int t = 0; t < n_tokens; t++) {
+                const int8_t *a = q8_K_block(activations, stride, t, b)->qs + 64 * c;
+                acc[t] = _mm256_add_epi32(acc[t], sub32_dot(lo, a, scale_lo));
+                acc[t] = _mm256_add_epi32(acc[t], sub32_dot(hi, a + 32, scale_hi));
+            }
         }
-        const __m256i sum_mins = _mm256_madd_epi16(mins, load32(y[b].bsums));
-        accumulate_scaled_mins(&acc_f, &mins_f, &x[b].d, y[b].d, acc, sum_mins);
+        for (int t = 0; t < n_tokens; t++) {
+            const block_q8_K *y = q8_K_block(activations, stride, t, b);
+            const __m256i sum_mins = _mm256_madd_epi16(mins, load32(y->bsums));
+            accumulate_scaled_mins(&acc_f[t], &mins_f[t], &x[b].d, y->d, acc[t], sum_mins);
+        }
     }
-    return hsum_ps(_mm256_sub_ps(acc_f, mins_f));
+    for (int t = 0; t < n_tokens; t++) out[t] = hsum_ps(_mm256_sub_ps(acc_f[t], mins_f[t]));
 }
+DEFINE_DOT_ENTRY_POINTS(q4_K_avx2, q4_K_dot_tokens)
 
 static float vec_dot_q5_K_avx2(int64_t n, const void *weights, const void *activations) {
     const block_q5_K *x = weights;
@@ -279,37 +292,50 @@ static float vec_dot_q5_K_avx2(int64_t n, const void *weights, const void *activ
 /* Q6_K: 6-bit levels (low nibbles plus a 2-bit plane), 8-bit signed scales per 16 elements    */
 /* ------------------------------------------------------------------------------------------ */
 
-static float vec_dot_q6_K_avx2(int64_t n, const void *weights, const void *activations) {
+static inline ALWAYS_INLINE void q6_K_dot_tokens(int64_t n, const void *weights,
+                                                 const void *activations, size_t stride,
+                                                 int n_tokens, float *out) {
     const block_q6_K *x = weights;
-    const block_q8_K *y = activations;
-    const __m256i nibble = _mm256_set1_epi8(0x0F), two_bits = _mm256_set1_epi8(3);
-    __m256 acc_f = _mm256_setzero_ps();
+    const __m256i nibble = _mm256_set1_epi8(0x0F), high_bits = _mm256_set1_epi8(0x30);
+    __m256 acc_f[LB_DOT_TOKENS];
+    for (int t = 0; t < n_tokens; t++) acc_f[t] = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / QK_K; b++) {
         const __m128i scales = _mm_loadu_si128((const __m128i *)x[b].scales);
         __m256i halves[2];
         widen_scales16(scales, halves);
-        __m256i acc = _mm256_setzero_si256();
+        __m256i acc[LB_DOT_TOKENS];
+        for (int t = 0; t < n_tokens; t++) acc[t] = _mm256_setzero_si256();
         for (int h = 0; h < 2; h++) {
             const __m256i ql[2] = {load32(x[b].ql + 64 * h), load32(x[b].ql + 64 * h + 32)};
             const __m256i qh = load32(x[b].qh + 32 * h);
             for (int k = 0; k < 4; k++) {
-                /* u = level + 32 in 0..63 */
+                /* u = level + 32 in 0..63: nibble k / 2 of ql[k % 2], bits 2k, 2k + 1 of qh
+                   moved to bits 4, 5 */
                 const __m256i low =
                     _mm256_and_si256(_mm256_srli_epi16(ql[k % 2], 4 * (k / 2)), nibble);
-                const __m256i high = _mm256_and_si256(_mm256_srli_epi16(qh, 2 * k), two_bits);
-                const __m256i u = _mm256_or_si256(low, _mm256_slli_epi16(high, 4));
-                const __m256i a = load32(y[b].qs + 128 * h + 32 * k);
-                acc = _mm256_add_epi32(acc, scaled_dot32(u, a, pick_pair(halves[h], k)));
+                const __m256i high = _mm256_and_si256(move_bit(qh, 2 * k, 4), high_bits);
+                const __m256i u = _mm256_or_si256(low, high);
+                const __m256i scale_pair = pick_pair(halves[h], k);
+                for (int t = 0; t < n_tokens; t++) {
+                    const __m256i a =
+                        load32(q8_K_block(activations, stride, t, b)->qs + 128 * h + 32 * k);
+                    acc[t] = _mm256_add_epi32(acc[t], scaled_dot32(u, a, scale_pair));
+                }
             }
         }
-        /* the offset's share, 32 * sum of scale * bsum, per lane */
-        const __m256i offset = _mm256_slli_epi32(
-            _mm256_madd_epi16(_mm256_cvtepi8_epi16(scales), load32(y[b].bsums)), 5);
-        acc_f = accumulate_scaled(acc_f, _mm256_sub_epi32(acc, offset),
-                                  half_to_float(x[b].d) * y[b].d);
+        const __m256i scales16 = _mm256_cvtepi8_epi16(scales);
+        for (int t = 0; t < n_tokens; t++) {
+            const block_q8_K *y = q8_K_block(activations, stride, t, b);
+            /* the offset's share, 32 * sum of scale * bsum, per lane */
+            const __m256i offset =
+                _mm256_slli_epi32(_mm256_madd_epi16(scales16, load32(y->bsums)), 5);
+            acc_f[t] = accumulate_scaled(acc_f[t], _mm256_sub_epi32(acc[t], offset),
+                                         half_to_float(x[b].d) * y->d);
+        }
     }
-    return hsum_ps(acc_f);
+    for (int t = 0; t < n_tokens; t++) out[t] = hsum_ps(acc_f[t]);
 }
+DEFINE_DOT_ENTRY_POINTS(q6_K_avx2, q6_K_dot_tokens)
 
 /* ------------------------------------------------------------------------------------------ */
 /* IQ4_XS: 4-bit indices into the non-linear IQ4 grid, 6-bit signed scales per 32 elements     */
@@ -568,9 +594,9 @@ void lb_register_kquants_avx2(lb_kernel_set *set) {
     set->quantize_activation[LOWBIT_TYPE_Q8_K] = quantize_q8_K_avx2;
     set->vec_dot[LOWBIT_TYPE_Q2_K] = vec_dot_q2_K_avx2;
     set->vec_dot[LOWBIT_TYPE_Q3_K] = vec_dot_q3_K_avx2;
-    set->vec_dot[LOWBIT_TYPE_Q4_K] = vec_dot_q4_K_avx2;
+    set_dot(set, LOWBIT_TYPE_Q4_K, dot_q4_K_avx2, dot_q4_K_avx2_tokens);
     set->vec_dot[LOWBIT_TYPE_Q5_K] = vec_dot_q5_K_avx2;
-    set->vec_dot[LOWBIT_TYPE_Q6_K] = vec_dot_q6_K_avx2;
+    set_dot(set, LOWBIT_TYPE_Q6_K, dot_q6_K_avx2, dot_q6_K_avx2_tokens);
     set->vec_dot[LOWBIT_TYPE_IQ4_XS] = vec_dot_iq4_xs_avx2;
     set->vec_dot[LOWBIT_TYPE_TQ1_0] = vec_dot_tq1_0_avx2;
     set->vec_dot[LOWBIT_TYPE_TQ2_0] = vec_dot_tq2_0_avx2;

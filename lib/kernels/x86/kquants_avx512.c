@@ -29,15 +29,6 @@
 #include <immintrin.h>
 #include <stddef.h>
 
-#define ALWAYS_INLINE __attribute__((always_inline))
-
-/* Block b of activation row t, the rows lying `stride` bytes apart. */
-static inline const block_q8_K *q8_K_block(const void *activations, size_t stride, int t,
-                                           int64_t b) {
-    return (const block_q8_K *)(const void *)((const uint8_t *)activations + (size_t)t * stride) +
-           b;
-}
-
 static inline __m256i dot4_u8_i8(__m256i u, const int8_t *a) {
     return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, load32(a));
 }
@@ -305,24 +296,6 @@ static inline ALWAYS_INLINE void k4_dot_tokens(int64_t n, const void *weights, i
     for (int t = 0; t < n_tokens; t++) out[t] = hsum_ps(_mm256_sub_ps(acc_f[t], mins_f[t]));
 }
 
-/* The entry points: the one-token kernels, and the multi-token ones with a constant token count
-   for each case, so that the loops over tokens unroll and keep their accumulators in registers. */
-#define DEFINE_DOT_ENTRY_POINTS(name, call)                                                        \
-    static float dot_##name(int64_t n, const void *weights, const void *activations) {           \
-        float out;                                                                                \
-        call(n, weights, activations, 0, 1, &out);                                                \
-        return out;                                                                               \
-    }                                                                                             \
-    static void dot_##name##_tokens(int64_t n, const void *weights, const void *activations,     \
-                                    size_t stride, int n_tokens, float *out) {                    \
-        switch (n_tokens) {                                                                       \
-        case 4: call(n, weights, activations, stride, 4, out); break;                             \
-        case 3: call(n, weights, activations, stride, 3, out); break;                             \
-        case 2: call(n, weights, activations, stride, 2, out); break;                             \
-        default: call(n, weights, activations, stride, 1, out); break;                            \
-        }                                                                                         \
-    }
-
 #define Q4_K_CALL(n, w, a, stride, count, out) k4_dot_tokens(n, w, 0, a, stride, count, out)
 #define Q5_K_CALL(n, w, a, stride, count, out) k4_dot_tokens(n, w, 1, a, stride, count, out)
 DEFINE_DOT_ENTRY_POINTS(q4_K, Q4_K_CALL)
@@ -445,13 +418,6 @@ DEFINE_DOT_ENTRY_POINTS(q3_K, q3_K_dot_tokens)
 DEFINE_DOT_ENTRY_POINTS(q6_K, q6_K_dot_tokens)
 DEFINE_DOT_ENTRY_POINTS(iq4_xs, iq4_xs_dot_tokens)
 DEFINE_DOT_ENTRY_POINTS(tq2_0, tq2_0_dot_tokens)
-
-/* Installs a type's one-token kernel and the multi-token kernel that reproduces it. */
-static void set_dot(lb_kernel_set *set, lowbit_type type, lowbit_vec_dot_fn dot,
-                    lb_vec_dot_tokens_fn dot_tokens) {
-    set->vec_dot[type] = set->tokens_pair[type] = dot;
-    set->vec_dot_tokens[type] = dot_tokens;
-}
 
 void lb_register_kquants_avx512(lb_kernel_set *set) {
     set_dot(set, LOWBIT_TYPE_Q2_K, dot_q2_K, dot_q2_K_tokens);
