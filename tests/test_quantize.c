@@ -295,7 +295,9 @@ int main(void) {
     for (struct dirent *e; d && (e = readdir(d));) {
         if (!is_model_file(e->d_name)) continue;
         char path[600];
-        snprintf(path, sizeof path, "%s/%s", models_dir, e->d_name);
+        if (snprintf(path, sizeof path, "%s/%s", models_dir, e->d_name) >= (int)sizeof path) {
+            continue;
+        }
         if (!first[0]) snprintf(first, sizeof first, "%s", path);
         /* under an emulator, the full preset matrix on the smallest model only */
         if (!lb_test_quick() || strcmp(e->d_name, "stories260K.bin") == 0) round_trip_model(path, e->d_name);

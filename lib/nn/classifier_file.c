@@ -56,8 +56,12 @@ static lowbit_status add_tensor(tensor_list *t, const char *name, lowbit_type ty
         return lb_diag_set(diag, LOWBIT_ERR_INVALID_ARGUMENT, -1, UINT64_MAX,
                            "tensor '%s': %s", name, data ? "too many tensors" : "no data");
     }
-    int i = t->n++;
-    snprintf(t->names[i], sizeof t->names[i], "%s", name);
+    const int i = t->n;
+    if (snprintf(t->names[i], sizeof t->names[i], "%s", name) >= (int)sizeof t->names[i]) {
+        return lb_diag_set(diag, LOWBIT_ERR_INVALID_ARGUMENT, -1, UINT64_MAX,
+                           "tensor name '%s' is too long", name);
+    }
+    t->n++;
     const lowbit_type_traits *traits = lowbit_type_info(type);
     lb_out_tensor *o = &t->infos[i];
     memset(o, 0, sizeof *o);

@@ -106,7 +106,8 @@ static inline ALWAYS_INLINE void q2_K_dot_tokens(int64_t n, const void *weights,
             const __m256i planes[4] = {
                 _mm256_and_si256(q, two_bits), _mm256_and_si256(q4, two_bits),
                 _mm256_and_si256(q, high_pair), _mm256_and_si256(q4, high_pair)};
-            const __m256i half_scales = _mm256_permute2x128_si256(sc, sc, h ? 0x11 : 0x00);
+            const __m256i half_scales = h ? _mm256_permute2x128_si256(sc, sc, 0x11)
+                                          : _mm256_permute2x128_si256(sc, sc, 0x00);
             const __m256i even_scales = spread_scales(half_scales, kEvenOddPlanePairs[0]);
             const __m256i odd_scales = spread_scales(half_scales, kEvenOddPlanePairs[1]);
             for (int t = 0; t < n_tokens; t++) {
