@@ -3,8 +3,9 @@
  * on AArch64 scalar, NEON and (when HWCAP reports it) NEON with the dot-product extension; on
  * x86-64 the AVX-512 levels (and AVX2 below them); elsewhere the scalar set alone.
  *
- * For every level and every format with a kernel of lib/kernels/arm or x86/hot_avx512.c (Q4_0,
- * Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL with Q8_0/Q8_1 activations; Q2_K..Q6_K, IQ4_XS with Q8_K):
+ * For every level and every format with a kernel of lib/kernels/arm or of the AVX-512 files of
+ * lib/kernels/x86 (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL with Q8_0/Q8_1 activations; Q2_K..Q6_K,
+ * IQ4_XS with Q8_K):
  * 1. Dot products on random blocks (random bytes, finite fp16 scales), extreme blocks (all quants
  *    at one byte pattern against activations at the ends of their range) and the golden files'
  *    rows (q and q_imx against y quantized by the reference) agree with the type table's scalar

@@ -92,7 +92,7 @@ void lb_kernels_for_level(lb_cpu_level level, lb_kernel_set *set) {
         lb_register_interleaved_avx2(set);
     }
     if (level >= LB_CPU_AVX512_VNNI) {
-        lb_register_avx512_vnni(set);
+        lb_register_legacy_avx512(set);
         lb_register_interleaved_avx512(set);
         lb_register_kquants_avx512(set);
     }

@@ -89,9 +89,7 @@ void lb_register_interleaved_reference(lb_kernel_set *set);
 void lb_register_legacy_avx2(lb_kernel_set *set);
 void lb_register_kquants_avx2(lb_kernel_set *set);
 void lb_register_iq1_avx2(lb_kernel_set *set);
-/* AVX-512 + VNNI kernels of the hottest formats; installs nothing on a CPU without VNNI. */
-void lb_register_avx512_vnni(lb_kernel_set *set);
-/* AVX-512 VNNI kernels of the 32-element block and float formats; called by the one above. */
+/* AVX-512 VNNI kernels of the 32-element block formats and F32 (called only with VNNI). */
 void lb_register_legacy_avx512(lb_kernel_set *set);
 void lb_register_interleaved_avx2(lb_kernel_set *set);
 /* installs nothing on a CPU without VNNI */

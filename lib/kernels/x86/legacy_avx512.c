@@ -1,0 +1,294 @@
+/*
+ * AVX-512 VL + BW + VNNI kernels of the 32-element block formats Q4_0, Q4_1, Q5_0, Q5_1, Q8_0
+ * and IQ4_NL (256-bit registers), and of F32 (512-bit registers). lb_register_legacy_avx512 is
+ * called only on a CPU with VNNI; the AVX2 kernels of
+ * legacy_avx2.c stay the fallback (MXFP4, NVFP4, F16 and BF16 keep them at every level), the
+ * type table's scalar references the ground truth.
+ *
+ * Block formats. A block's integer work is small (one VPDPBUSD for 32 products), so what it
+ * costs around that decides the speed. The AVX2 kernels pay per block two fp16 scale
+ * conversions, a multiply, a broadcast, an int->float conversion and an FMA into a float
+ * accumulator (plus an add for the min term of Q4_1/Q5_1). Here blocks go eight at a time:
+ * - each block's product is one VPDPBUSD (u8 x s8, four products per s32 lane), which replaces
+ *   VPMADDUBSW + VPMADDWD of AVX2;
+ * - the eight blocks' 8-lane sums are folded into one vector, lane i = block i's exact total,
+ *   by a tree of VPHADDD (reduce_8_blocks: 9 instructions for 8 blocks);
+ * - the eight scales are converted with one VCVTPH2PS per operand and multiplied at once, and
+ *   one int->float conversion and one FMA per 8 blocks meet them;
+ * - the min terms m_x * s_y of Q4_1/Q5_1 ride along in the same conversions (d and m are
+ *   adjacent in the weight block, d and s in Q8_1's) into a float vector of their own.
+ * The float lanes are added up once per row. The integer totals are exact (the references'
+ * own), so results differ from the references only by the order of the float operations.
+ * Signed weights (Q8_0, IQ4_NL) use the sign trick (|w| unsigned, the activation taking w's
+ * sign), exact since the activation quantizers never produce -128; Q4_0's and Q5_0's levels
+ * travel as their unsigned stored values q = w + 8 and w + 16, the offset coming off through a
+ * second VPDPBUSD of 8 or 16 against the same activations (exact for any activation byte).
+ *
+ * Measured (single-thread GEMV 4096 x 4096, AMD EPYC Zen 4, AVX2 kernel -> this file's, min of
+ * 20 alternating runs; `lowbit bench` medians agree): Q4_0 0.69 -> 0.56 ms (an earlier kernel
+ * with two blocks per 512-bit register: 0.71), Q4_1 0.99 -> 0.47, Q5_0 0.95 -> 0.65, Q5_1
+ * 1.21 -> 0.56, IQ4_NL 0.78 -> 0.61, Q8_0 0.60 -> 0.53 ms. 512-bit versions of the block kernels
+ * measured slower: Zen 4 runs them as two 256-bit halves, and pairing blocks costs shuffles.
+ *
+ * F32. The GEMV streams the weights from memory while re-reading the 16 KiB activation row,
+ * and row plus activations (32 KiB) just overflow L1: the activation lines are evicted by the
+ * weights and their refills compete with the weight misses, which held the kernel to ~17 GB/s
+ * against ~28 GB/s for a plain read of the same matrix (a 4 KiB activation row, or no
+ * activations, gave the full rate). Prefetching the weights 8 KiB ahead into L2 (T1 hint)
+ * shortens the weight misses and gives ~25 GB/s; 512-bit loads add a few percent over 256-bit
+ * ones with the same prefetch (2.5-2.6 vs 2.6-2.75 ms). Tried and slower: T0 prefetch of the
+ * weights (18 GB/s), NTA (12-20 GB/s), prefetching the activations (14-17 GB/s), 8
+ * accumulators instead of 4 (no change). F16 and BF16 rows take 8 KiB, row plus activations fit
+ * L1, and neither 512-bit loads nor the prefetch made them faster (measured equal or slower).
+ */
+#include "../../formats/blocks.h"
+#include "../kernels.h"
+
+#include <immintrin.h>
+#include <string.h>
+
+/* ------------------------------------------------------------------------------------------ */
+/* Helpers                                                                                     */
+/* ------------------------------------------------------------------------------------------ */
+
+static inline float hsum_f32x8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+static inline int32_t hsum_i32x8(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
+    return _mm_cvtsi128_si32(s);
+}
+
+static inline float half_to_float(lb_half h) { return _cvtsh_ss(h); }
+
+static inline uint32_t load_u32(const void *p) {
+    uint32_t v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static inline __m256i load_i8x32(const int8_t *p) { return _mm256_loadu_si256((const __m256i *)p); }
+
+/* 16 packed bytes -> 32 nibbles in element order: low nibbles (elements 0..15) in the low lane,
+   high nibbles (16..31) in the high lane. */
+static inline __m256i unpack_nibbles(const uint8_t *qs) {
+    const __m256i both = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)qs));
+    const __m256i shifted = _mm256_srlv_epi64(both, _mm256_setr_epi64x(0, 0, 4, 4));
+    return _mm256_and_si256(shifted, _mm256_set1_epi8(0x0F));
+}
+
+/* The 5-bit stored levels: the nibbles with 16 added where the block's qh bit is set. */
+static inline __m256i unpack_5bit(const uint8_t *qs, const uint8_t qh[4]) {
+    const __m256i low = unpack_nibbles(qs);
+    /* qh's 32 bits are a byte mask as they stand: bit j belongs to element j */
+    return _mm256_mask_add_epi8(low, (__mmask32)load_u32(qh), low, _mm256_set1_epi8(0x10));
+}
+
+/* 8 s32 sums of four products each, u unsigned, a signed: VPDPBUSD from zero. */
+static inline __m256i dot_u8(__m256i u, const int8_t *a) {
+    return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, load_i8x32(a));
+}
+
+/* The same for signed weights w, the sign moved onto the activations (never -128). */
+static inline __m256i dot_i8(__m256i w, const int8_t *a) {
+    return _mm256_dpbusd_epi32(_mm256_setzero_si256(), _mm256_abs_epi8(w),
+                               _mm256_sign_epi8(load_i8x32(a), w));
+}
+
+/* s[i] are eight blocks' 8-lane partial sums; the result's lane i is block i's total. VPHADDD
+   pairs neighbouring lanes within each 128-bit half: three rounds leave block i's low-half and
+   high-half totals in lane i % 4 of the two halves of vector i / 4, which a cross-half add
+   joins. */
+static inline __m256i reduce_8_blocks(const __m256i s[8]) {
+    const __m256i h01 = _mm256_hadd_epi32(s[0], s[1]), h23 = _mm256_hadd_epi32(s[2], s[3]);
+    const __m256i h45 = _mm256_hadd_epi32(s[4], s[5]), h67 = _mm256_hadd_epi32(s[6], s[7]);
+    const __m256i q0 = _mm256_hadd_epi32(h01, h23), q1 = _mm256_hadd_epi32(h45, h67);
+    /* low lanes: q0's two halves; high lanes: q1's */
+    const __m256i crossed = _mm256_permute2x128_si256(q0, q1, 0x21);
+    return _mm256_add_epi32(crossed, _mm256_blend_epi32(q0, q1, 0xF0));
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Scales of eight blocks                                                                      */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Eight fp16 scales at `stride` bytes apart (the first field of each block), as floats. */
+static inline __m256 eight_halves(const uint8_t *p, size_t stride) {
+    lb_half h[8];
+    for (int i = 0; i < 8; i++) memcpy(&h[i], p + i * stride, sizeof h[i]);
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)h));
+}
+
+/* d_x * d_y of eight blocks whose scale is the first field of both structs. */
+#define SCALES_8(x, y) \
+    _mm256_mul_ps(eight_halves((const uint8_t *)(x), sizeof *(x)), \
+                  eight_halves((const uint8_t *)(y), sizeof *(y)))
+
+/* Four blocks' leading fp16 pairs (d, m of a weight block; d, s of Q8_1) as floats in order
+   d0 m0 d1 m1 d2 m2 d3 m3. */
+static inline __m256 four_half_pairs(const uint8_t *p, size_t stride) {
+    const __m128i pairs = _mm_setr_epi32((int)load_u32(p), (int)load_u32(p + stride),
+                                         (int)load_u32(p + 2 * stride),
+                                         (int)load_u32(p + 3 * stride));
+    return _mm256_cvtph_ps(pairs);
+}
+
+/* For blocks with a min (Q4_1, Q5_1 against Q8_1): returns d_x * d_y of eight blocks and adds
+   their m_x * s_y to *mins, lane by lane. */
+static inline __m256 scales_and_mins_8(const uint8_t *x, size_t x_stride, const uint8_t *y,
+                                       size_t y_stride, __m256 *mins) {
+    const __m256 p0 = _mm256_mul_ps(four_half_pairs(x, x_stride), four_half_pairs(y, y_stride));
+    const __m256 p1 = _mm256_mul_ps(four_half_pairs(x + 4 * x_stride, x_stride),
+                                    four_half_pairs(y + 4 * y_stride, y_stride));
+    *mins = _mm256_add_ps(*mins,
+                          _mm256_permutex2var_ps(p0, _mm256_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15),
+                                                 p1));
+    return _mm256_permutex2var_ps(p0, _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14), p1);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Per-block integer sums (8 s32 lanes, exact)                                                 */
+/* ------------------------------------------------------------------------------------------ */
+
+static inline __m256i sums_q4_1(const block_q4_1 *x, const block_q8_1 *y) {
+    return dot_u8(unpack_nibbles(x->qs), y->qs);
+}
+
+static inline __m256i sums_q5_1(const block_q5_1 *x, const block_q8_1 *y) {
+    return dot_u8(unpack_5bit(x->qs, x->qh), y->qs);
+}
+
+static inline __m256i sums_q4_0(const block_q4_0 *x, const block_q8_0 *y) {
+    /* (q - 8) * a as q * a - 8 * a: exact for any activation byte */
+    const __m256i a = load_i8x32(y->qs);
+    const __m256i zero = _mm256_setzero_si256();
+    return _mm256_sub_epi32(_mm256_dpbusd_epi32(zero, unpack_nibbles(x->qs), a),
+                            _mm256_dpbusd_epi32(zero, _mm256_set1_epi8(8), a));
+}
+
+static inline __m256i sums_q5_0(const block_q5_0 *x, const block_q8_0 *y) {
+    /* (q - 16) * a as q * a - 16 * a: exact for any activation byte */
+    const __m256i a = load_i8x32(y->qs);
+    const __m256i zero = _mm256_setzero_si256();
+    return _mm256_sub_epi32(_mm256_dpbusd_epi32(zero, unpack_5bit(x->qs, x->qh), a),
+                            _mm256_dpbusd_epi32(zero, _mm256_set1_epi8(16), a));
+}
+
+static inline __m256i sums_q8_0(const block_q8_0 *x, const block_q8_0 *y) {
+    return dot_i8(_mm256_loadu_si256((const __m256i *)x->qs), y->qs);
+}
+
+static inline __m256i sums_iq4_nl(const block_iq4_nl *x, const block_q8_0 *y) {
+    const __m256i table =
+        _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)lb_kvalues_iq4nl));
+    return dot_i8(_mm256_shuffle_epi8(table, unpack_nibbles(x->qs)), y->qs);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Row loops                                                                                   */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Formats whose block scale is d_x * d_y alone (Q5_0, Q8_0, IQ4_NL against Q8_0). The blocks
+   left over after the groups of eight are summed one by one. */
+#define DEFINE_SCALED_DOT(NAME, WBLOCK, ABLOCK, ELEMS, SUMS)                                      \
+    static float NAME(int64_t n, const void *weights, const void *activations) {                 \
+        const WBLOCK *x = weights;                                                               \
+        const ABLOCK *y = activations;                                                           \
+        const int64_t nb = n / (ELEMS);                                                          \
+        __m256 acc = _mm256_setzero_ps();                                                        \
+        int64_t b = 0;                                                                           \
+        for (; b + 8 <= nb; b += 8) {                                                            \
+            __m256i s[8];                                                                        \
+            for (int k = 0; k < 8; k++) s[k] = SUMS(&x[b + k], &y[b + k]);                       \
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(reduce_8_blocks(s)),                        \
+                                  SCALES_8(&x[b], &y[b]), acc);                                  \
+        }                                                                                        \
+        float sum = hsum_f32x8(acc);                                                             \
+        for (; b < nb; b++) {                                                                    \
+            sum += (float)hsum_i32x8(SUMS(&x[b], &y[b])) *                                       \
+                   (half_to_float(x[b].d) * half_to_float(y[b].d));                              \
+        }                                                                                        \
+        return sum;                                                                              \
+    }
+
+/* Formats with a min against Q8_1 (Q4_1, Q5_1): d_x d_y sum(l a) + m_x s_y per block. */
+#define DEFINE_MIN_DOT(NAME, WBLOCK, ELEMS, SUMS)                                                 \
+    static float NAME(int64_t n, const void *weights, const void *activations) {                 \
+        const WBLOCK *x = weights;                                                               \
+        const block_q8_1 *y = activations;                                                       \
+        const int64_t nb = n / (ELEMS);                                                          \
+        __m256 acc = _mm256_setzero_ps(), mins = _mm256_setzero_ps();                            \
+        int64_t b = 0;                                                                           \
+        for (; b + 8 <= nb; b += 8) {                                                            \
+            __m256i s[8];                                                                        \
+            for (int k = 0; k < 8; k++) s[k] = SUMS(&x[b + k], &y[b + k]);                       \
+            const __m256 d = scales_and_mins_8((const uint8_t *)&x[b], sizeof *x,               \
+                                               (const uint8_t *)&y[b], sizeof *y, &mins);        \
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(reduce_8_blocks(s)), d, acc);               \
+        }                                                                                        \
+        float sum = hsum_f32x8(_mm256_add_ps(acc, mins));                                        \
+        for (; b < nb; b++) {                                                                    \
+            sum += (float)hsum_i32x8(SUMS(&x[b], &y[b])) *                                       \
+                       (half_to_float(x[b].d) * half_to_float(y[b].d)) +                         \
+                   half_to_float(x[b].m) * half_to_float(y[b].s);                                \
+        }                                                                                        \
+        return sum;                                                                              \
+    }
+
+DEFINE_MIN_DOT(dot_q4_1, block_q4_1, QK4_1, sums_q4_1)
+DEFINE_MIN_DOT(dot_q5_1, block_q5_1, QK5_1, sums_q5_1)
+DEFINE_SCALED_DOT(dot_q4_0, block_q4_0, block_q8_0, QK4_0, sums_q4_0)
+DEFINE_SCALED_DOT(dot_q5_0, block_q5_0, block_q8_0, QK5_0, sums_q5_0)
+DEFINE_SCALED_DOT(dot_q8_0, block_q8_0, block_q8_0, QK8_0, sums_q8_0)
+DEFINE_SCALED_DOT(dot_iq4_nl, block_iq4_nl, block_q8_0, QK4_NL, sums_iq4_nl)
+
+/* ------------------------------------------------------------------------------------------ */
+/* F32                                                                                         */
+/* ------------------------------------------------------------------------------------------ */
+
+/* How far ahead of the loads the weights are prefetched into L2 (see the header comment). */
+#define WEIGHT_PREFETCH_BYTES 8192
+
+/* 64 elements per iteration in four accumulators, the rest 16 at a time, then one by one. */
+static float dot_f32(int64_t n, const void *weights, const void *activations) {
+    const float *w = weights, *a = activations;
+    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
+                     _mm512_setzero_ps()};
+    int64_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        /* the four cache lines 8 KiB ahead; prefetches never fault, so running past the row's
+           end is harmless */
+        for (int k = 0; k < 256; k += 64) {
+            _mm_prefetch((const char *)(w + i) + WEIGHT_PREFETCH_BYTES + k, _MM_HINT_T1);
+        }
+        for (int k = 0; k < 4; k++) {
+            acc[k] = _mm512_fmadd_ps(_mm512_loadu_ps(w + i + 16 * k),
+                                     _mm512_loadu_ps(a + i + 16 * k), acc[k]);
+        }
+    }
+    for (; i + 16 <= n; i += 16) {
+        acc[0] = _mm512_fmadd_ps(_mm512_loadu_ps(w + i), _mm512_loadu_ps(a + i), acc[0]);
+    }
+    float sum = _mm512_reduce_add_ps(
+        _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3])));
+    for (; i < n; i++) sum += w[i] * a[i];
+    return sum;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+
+void lb_register_legacy_avx512(lb_kernel_set *set) {
+    set->vec_dot[LOWBIT_TYPE_Q4_0] = dot_q4_0;
+    set->vec_dot[LOWBIT_TYPE_Q4_1] = dot_q4_1;
+    set->vec_dot[LOWBIT_TYPE_Q5_0] = dot_q5_0;
+    set->vec_dot[LOWBIT_TYPE_Q5_1] = dot_q5_1;
+    set->vec_dot[LOWBIT_TYPE_Q8_0] = dot_q8_0;
+    set->vec_dot[LOWBIT_TYPE_IQ4_NL] = dot_iq4_nl;
+    set->vec_dot[LOWBIT_TYPE_F32] = dot_f32;
+}
