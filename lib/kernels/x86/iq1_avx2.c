@@ -18,6 +18,7 @@
 #include "../../formats/blocks.h"
 #include "../../formats/iq_grids.h"
 #include "../kernels.h"
+#include "x86_common.h"
 #include "kquants_x86.h"
 
 #include <immintrin.h>

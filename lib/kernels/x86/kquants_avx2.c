@@ -18,6 +18,7 @@
 #include "../../formats/blocks.h"
 #include "../../formats/iq_grids.h"
 #include "../kernels.h"
+#include "x86_common.h"
 #include "kquants_x86.h"
 
 #include <immintrin.h>
@@ -26,13 +27,6 @@
 /* ------------------------------------------------------------------------------------------ */
 /* Shared helpers                                                                              */
 /* ------------------------------------------------------------------------------------------ */
-
-static inline int32_t hsum_i32(__m256i v) {
-    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
-    return _mm_cvtsi128_si32(s);
-}
 
 /* Sum of u * a over 32 bytes, with each 16-element half weighted by its own 16-bit scale
    (`scales` holds the first half's scale in its low 128 bits, the second's in the high ones):
@@ -450,12 +444,6 @@ static inline __m256i grid4x8(const uint32_t *grid, const int idx[8]) {
     return _mm256_set_epi32((int)grid[idx[7]], (int)grid[idx[6]], (int)grid[idx[5]],
                             (int)grid[idx[4]], (int)grid[idx[3]], (int)grid[idx[2]],
                             (int)grid[idx[1]], (int)grid[idx[0]]);
-}
-
-static inline uint32_t load_u32(const void *p) {
-    uint32_t v;
-    memcpy(&v, p, 4);
-    return v;
 }
 
 /* Four 7-bit sign fields (bits 0-27 of `packed`) expanded to even-parity sign bytes. */

@@ -131,76 +131,53 @@ static inline ALWAYS_INLINE void q2_K_dot_tokens(int64_t n, const void *weights,
     for (int t = 0; t < n_tokens; t++) out[t] = hsum_ps(_mm256_sub_ps(acc_f[t], mins_f[t]));
 }
 
-static inline ALWAYS_INLINE void q3_K_dot_tokens(int64_t n, const void *weights,
-                                                 const void *activations, size_t stride,
-                                                 int n_tokens, float *out) {
-    const block_q3_K *x = weights;
+/* The planes of 128-element half h of a Q3_K block: u = low2 + 4 * high bit, in 0..7 (the level
+   is u - 4). One VPTERNLOGD makes A | (B & C) (truth table 0xF0 | (0xCC & 0xAA) = 0xF8) from
+   A = the high bit at bit 2, B = the shifted low bits, C = 3 in every byte. */
+static inline void q3_K_planes(const block_q3_K *x, int h, __m256i planes[4]) {
     const __m256i two_bits = _mm256_set1_epi8(3), four = _mm256_set1_epi8(4);
-    __m256 acc_f[LB_DOT_TOKENS];
-    for (int t = 0; t < n_tokens; t++) acc_f[t] = _mm256_setzero_ps();
-    for (int64_t b = 0; b < n / QK_K; b++) {
-        const __m128i scales = q3_K_scales(x[b].scales);
-        __m256i halves[2];
-        widen_scales16(scales, halves);
-        const __m256i hmask = load32(x[b].hmask);
-        __m256i half[LB_DOT_TOKENS][2];
-        for (int h = 0; h < 2; h++) {
-            const __m256i q = load32(x[b].qs + 32 * h);
-            __m256i planes[4];
-            for (int k = 0; k < 4; k++) {
-                /* u = low2 + 4 * high bit, in 0..7; the level is u - 4. One VPTERNLOGD makes
-                   A | (B & C) (truth table 0xF0 | (0xCC & 0xAA) = 0xF8) from A = the high bit at
-                   bit 2, B = the shifted low bits, C = 3 in every byte. */
-                const __m256i high = _mm256_and_si256(move_bit(hmask, 4 * h + k, 2), four);
-                planes[k] = _mm256_ternarylogic_epi32(high, _mm256_srli_epi16(q, 2 * k), two_bits,
-                                                      0xF8);
-            }
-            const __m256i pair_scales[2] = {spread_scales(halves[h], kQuarterPairs[0]),
-                                            spread_scales(halves[h], kQuarterPairs[1])};
-            for (int t = 0; t < n_tokens; t++) {
-                const int8_t *a = q8_K_block(activations, stride, t, b)->qs + 128 * h;
-                half[t][h] = half_sum_16(planes, a, pair_scales);
-            }
-        }
-        const __m256i scales16 = _mm256_cvtepi8_epi16(scales);
-        for (int t = 0; t < n_tokens; t++) {
-            const block_q8_K *y = q8_K_block(activations, stride, t, b);
-            /* the offset's share, 4 * sum of scale * bsum, per lane */
-            const __m256i offset =
-                _mm256_slli_epi32(_mm256_madd_epi16(scales16, load32(y->bsums)), 2);
-            const __m256i acc = _mm256_add_epi32(half[t][0], half[t][1]);
-            acc_f[t] = accumulate_scaled(acc_f[t], _mm256_sub_epi32(acc, offset),
-                                         half_to_float(x[b].d) * y->d);
-        }
+    const __m256i q = load32(x->qs + 32 * h), hmask = load32(x->hmask);
+    for (int k = 0; k < 4; k++) {
+        const __m256i high = _mm256_and_si256(move_bit(hmask, 4 * h + k, 2), four);
+        planes[k] =
+            _mm256_ternarylogic_epi32(high, _mm256_srli_epi16(q, 2 * k), two_bits, 0xF8);
     }
-    for (int t = 0; t < n_tokens; t++) out[t] = hsum_ps(acc_f[t]);
 }
 
-/* Q6_K: levels u = low nibble | 2 high bits << 4 (0..63, the level is u - 32), signed 8-bit
-   scales per 16 elements; the same planes and pairs as Q3_K. */
-static inline ALWAYS_INLINE void q6_K_dot_tokens(int64_t n, const void *weights,
-                                                 const void *activations, size_t stride,
-                                                 int n_tokens, float *out) {
-    const block_q6_K *x = weights;
+/* The planes of half h of a Q6_K block: u = low nibble | 2 high bits << 4, in 0..63 (the level
+   is u - 32); plane k is nibble k / 2 of ql[k % 2] with bits 2k, 2k + 1 of qh moved to 4, 5,
+   joined by one VPTERNLOGD as in Q3_K. */
+static inline void q6_K_planes(const block_q6_K *x, int h, __m256i planes[4]) {
     const __m256i nibble = _mm256_set1_epi8(0x0F), high_bits = _mm256_set1_epi8(0x30);
+    const __m256i ql[2] = {load32(x->ql + 64 * h), load32(x->ql + 64 * h + 32)};
+    const __m256i qh = load32(x->qh + 32 * h);
+    for (int k = 0; k < 4; k++) {
+        const __m256i low = k < 2 ? ql[k] : _mm256_srli_epi16(ql[k - 2], 4);
+        const __m256i high = _mm256_and_si256(move_bit(qh, 2 * k, 4), high_bits);
+        planes[k] = _mm256_ternarylogic_epi32(high, low, nibble, 0xF8);
+    }
+}
+
+/* Q3_K (q6 = 0) or Q6_K rows against n_tokens activation rows: unsigned levels u with an offset
+   (4 or 32) and signed scales per 16 elements, the offset's share taken off through the bsums. */
+static inline ALWAYS_INLINE void offset16_dot_tokens(int64_t n, const void *weights, int q6,
+                                                     const void *activations, size_t stride,
+                                                     int n_tokens, float *out) {
     __m256 acc_f[LB_DOT_TOKENS];
     for (int t = 0; t < n_tokens; t++) acc_f[t] = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / QK_K; b++) {
-        const __m128i scales = _mm_loadu_si128((const __m128i *)x[b].scales);
+        const block_q3_K *x3 = (const block_q3_K *)weights + b;
+        const block_q6_K *x6 = (const block_q6_K *)weights + b;
+        const __m128i scales =
+            q6 ? _mm_loadu_si128((const __m128i *)x6->scales) : q3_K_scales(x3->scales);
+        const float d = half_to_float(q6 ? x6->d : x3->d);
         __m256i halves[2];
         widen_scales16(scales, halves);
         __m256i half[LB_DOT_TOKENS][2];
         for (int h = 0; h < 2; h++) {
-            const __m256i ql[2] = {load32(x[b].ql + 64 * h), load32(x[b].ql + 64 * h + 32)};
-            const __m256i qh = load32(x[b].qh + 32 * h);
             __m256i planes[4];
-            for (int k = 0; k < 4; k++) {
-                /* plane k: nibble k / 2 of ql[k % 2], bits 2k, 2k + 1 of qh moved to 4, 5; one
-                   VPTERNLOGD makes A | (B & C) as in Q3_K */
-                const __m256i low = k < 2 ? ql[k] : _mm256_srli_epi16(ql[k - 2], 4);
-                const __m256i high = _mm256_and_si256(move_bit(qh, 2 * k, 4), high_bits);
-                planes[k] = _mm256_ternarylogic_epi32(high, low, nibble, 0xF8);
-            }
+            if (q6) q6_K_planes(x6, h, planes);
+            else q3_K_planes(x3, h, planes);
             const __m256i pair_scales[2] = {spread_scales(halves[h], kQuarterPairs[0]),
                                             spread_scales(halves[h], kQuarterPairs[1])};
             for (int t = 0; t < n_tokens; t++) {
@@ -211,12 +188,11 @@ static inline ALWAYS_INLINE void q6_K_dot_tokens(int64_t n, const void *weights,
         const __m256i scales16 = _mm256_cvtepi8_epi16(scales);
         for (int t = 0; t < n_tokens; t++) {
             const block_q8_K *y = q8_K_block(activations, stride, t, b);
-            /* the offset's share, 32 * sum of scale * bsum, per lane */
+            /* the offset's share, offset * sum of scale * bsum, per lane (offset 4 or 32) */
             const __m256i offset =
-                _mm256_slli_epi32(_mm256_madd_epi16(scales16, load32(y->bsums)), 5);
+                _mm256_slli_epi32(_mm256_madd_epi16(scales16, load32(y->bsums)), q6 ? 5 : 2);
             const __m256i acc = _mm256_add_epi32(half[t][0], half[t][1]);
-            acc_f[t] = accumulate_scaled(acc_f[t], _mm256_sub_epi32(acc, offset),
-                                         half_to_float(x[b].d) * y->d);
+            acc_f[t] = accumulate_scaled(acc_f[t], _mm256_sub_epi32(acc, offset), d * y->d);
         }
     }
     for (int t = 0; t < n_tokens; t++) out[t] = hsum_ps(acc_f[t]);
@@ -415,8 +391,10 @@ static float dot_tq1_0(int64_t n, const void *weights, const void *activations) 
 }
 
 DEFINE_DOT_ENTRY_POINTS(q2_K, q2_K_dot_tokens)
-DEFINE_DOT_ENTRY_POINTS(q3_K, q3_K_dot_tokens)
-DEFINE_DOT_ENTRY_POINTS(q6_K, q6_K_dot_tokens)
+#define Q3_K_CALL(n, w, a, stride, count, out) offset16_dot_tokens(n, w, 0, a, stride, count, out)
+#define Q6_K_CALL(n, w, a, stride, count, out) offset16_dot_tokens(n, w, 1, a, stride, count, out)
+DEFINE_DOT_ENTRY_POINTS(q3_K, Q3_K_CALL)
+DEFINE_DOT_ENTRY_POINTS(q6_K, Q6_K_CALL)
 DEFINE_DOT_ENTRY_POINTS(iq4_xs, iq4_xs_dot_tokens)
 DEFINE_DOT_ENTRY_POINTS(tq2_0, tq2_0_dot_tokens)
 

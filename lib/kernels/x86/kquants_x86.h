@@ -8,18 +8,10 @@
 
 #include "../../formats/blocks.h"
 #include "../kernels.h"
+#include "x86_common.h"
 
 #include <immintrin.h>
 #include <string.h>
-
-static inline float half_to_float(lb_half h) { return _cvtsh_ss(h); }
-
-static inline float hsum_ps(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
 
 /* acc + scale * (float)sums, lane by lane: the super-block's exact integer sums meet its float
    scale in vector registers, and the lanes are added up once per row (hsum_ps), not per block.
@@ -29,8 +21,6 @@ static inline float hsum_ps(__m256 v) {
 static inline __m256 accumulate_scaled(__m256 acc, __m256i sums, float scale) {
     return _mm256_fmadd_ps(_mm256_set1_ps(scale), _mm256_cvtepi32_ps(sums), acc);
 }
-
-static inline __m256i load32(const void *p) { return _mm256_loadu_si256((const __m256i *)p); }
 
 /* The same for the formats with a scale and a min per block (Q2_K, Q4_K, Q5_K), whose fp16 d and
    dmin lie side by side: both are converted at once, and acc_f gains d * sums while mins_f gains

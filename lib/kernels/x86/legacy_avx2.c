@@ -25,6 +25,7 @@
  */
 #include "../../formats/blocks.h"
 #include "../kernels.h"
+#include "x86_common.h"
 #include "../q8_rows.h"
 
 #include <immintrin.h>
@@ -32,23 +33,6 @@
 /* ------------------------------------------------------------------------------------------ */
 /* Helpers                                                                                     */
 /* ------------------------------------------------------------------------------------------ */
-
-static inline float hsum_f32x8(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-
-static inline int32_t hsum_i32x8(__m256i v) {
-    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
-    return _mm_cvtsi128_si32(s);
-}
-
-/* fp16 -> fp32 is exact, so F16C gives the scalar converter's value. */
-static inline float half_to_float(lb_half h) { return _cvtsh_ss(h); }
 
 /* 8 int32 sums of 4 products each: unsigned bytes u times signed bytes s. */
 static inline __m256i dot_u8_i8(__m256i u, __m256i s) {
@@ -115,7 +99,7 @@ static inline __m256 add_lane0(__m256 acc, float v) {
             acc1 = BLOCK_FN(&x[b + 1], &y[b + 1], acc1);                                         \
         }                                                                                        \
         if (b < nb) acc0 = BLOCK_FN(&x[b], &y[b], acc0);                                         \
-        return hsum_f32x8(_mm256_add_ps(acc0, acc1));                                            \
+        return hsum_ps(_mm256_add_ps(acc0, acc1));                                               \
     }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -247,7 +231,7 @@ static float dot_nvfp4(int64_t n, const void *weights, const void *activations) 
     const block_q8_0 *y = activations;
     __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
     for (int64_t b = 0; b < n / QK_NVFP4; b++) block_nvfp4_q8_0(&x[b], &y[2 * b], acc);
-    return hsum_f32x8(_mm256_add_ps(acc[0], acc[1]));
+    return hsum_ps(_mm256_add_ps(acc[0], acc[1]));
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -284,7 +268,7 @@ static inline __m256 load_bf16x8(const uint16_t *p) {
             }                                                                                    \
         }                                                                                        \
         for (; i + 8 <= n; i += 8) acc[0] = _mm256_fmadd_ps(LOAD(w + i), LOAD(a + i), acc[0]);   \
-        float sum = hsum_f32x8(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]),                      \
+        float sum = hsum_ps(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]),                         \
                                              _mm256_add_ps(acc[2], acc[3])));                    \
         for (; i < n; i++) sum += TO_F32(w[i]) * TO_F32(a[i]);                                   \
         return sum;                                                                              \
@@ -349,8 +333,9 @@ static int q8_block_levels(const float *x, float *d_out, int8_t qs[32]) {
     const __m256i bytes = pack_i32_to_i8(q[0], q[1], q[2], q[3]);
     _mm256_storeu_si256((__m256i *)qs, bytes);
     *d_out = d;
-    const __m256i sums = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
-    return hsum_i32x8(sums);
+    const __m256i sums =
+        _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+    return hsum_i32(sums);
 }
 
 LB_Q8_ROW_QUANTIZERS(q8_block_levels)

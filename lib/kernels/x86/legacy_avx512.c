@@ -43,6 +43,7 @@
  */
 #include "../../formats/blocks.h"
 #include "../kernels.h"
+#include "x86_common.h"
 
 #include <immintrin.h>
 #include <string.h>
@@ -50,28 +51,6 @@
 /* ------------------------------------------------------------------------------------------ */
 /* Helpers                                                                                     */
 /* ------------------------------------------------------------------------------------------ */
-
-static inline float hsum_f32x8(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-
-static inline int32_t hsum_i32x8(__m256i v) {
-    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(1, 0, 3, 2)));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
-    return _mm_cvtsi128_si32(s);
-}
-
-static inline float half_to_float(lb_half h) { return _cvtsh_ss(h); }
-
-static inline uint32_t load_u32(const void *p) {
-    uint32_t v;
-    memcpy(&v, p, sizeof v);
-    return v;
-}
 
 static inline __m256i load_i8x32(const int8_t *p) { return _mm256_loadu_si256((const __m256i *)p); }
 
@@ -209,9 +188,9 @@ static inline __m256i sums_iq4_nl(const block_iq4_nl *x, const block_q8_0 *y) {
             acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(reduce_8_blocks(s)),                        \
                                   SCALES_8(&x[b], &y[b]), acc);                                  \
         }                                                                                        \
-        float sum = hsum_f32x8(acc);                                                             \
+        float sum = hsum_ps(acc);                                                                \
         for (; b < nb; b++) {                                                                    \
-            sum += (float)hsum_i32x8(SUMS(&x[b], &y[b])) *                                       \
+            sum += (float)hsum_i32(SUMS(&x[b], &y[b])) *                                         \
                    (half_to_float(x[b].d) * half_to_float(y[b].d));                              \
         }                                                                                        \
         return sum;                                                                              \
@@ -232,9 +211,9 @@ static inline __m256i sums_iq4_nl(const block_iq4_nl *x, const block_q8_0 *y) {
                                                (const uint8_t *)&y[b], sizeof *y, &mins);        \
             acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(reduce_8_blocks(s)), d, acc);               \
         }                                                                                        \
-        float sum = hsum_f32x8(_mm256_add_ps(acc, mins));                                        \
+        float sum = hsum_ps(_mm256_add_ps(acc, mins));                                           \
         for (; b < nb; b++) {                                                                    \
-            sum += (float)hsum_i32x8(SUMS(&x[b], &y[b])) *                                       \
+            sum += (float)hsum_i32(SUMS(&x[b], &y[b])) *                                         \
                        (half_to_float(x[b].d) * half_to_float(y[b].d)) +                         \
                    half_to_float(x[b].m) * half_to_float(y[b].s);                                \
         }                                                                                        \
