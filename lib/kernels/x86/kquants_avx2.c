@@ -338,21 +338,13 @@ DEFINE_DOT_ENTRY_POINTS(q6_K_avx2, q6_K_dot_tokens)
 static float vec_dot_iq4_xs_avx2(int64_t n, const void *weights, const void *activations) {
     const block_iq4_xs *x = weights;
     const block_q8_K *y = activations;
-    const __m256i grid =
-        _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)lb_kvalues_iq4nl));
-    const __m256i nibble = _mm256_set1_epi8(0x0F);
     __m256 acc_f = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / QK_K; b++) {
         const __m256i scales = iq4_xs_scales(&x[b]);
         __m256i acc = _mm256_setzero_si256();
         for (int p = 0; p < 4; p++) {
-            /* sub-blocks 2p and 2p + 1: bytes 0-15 and 16-31, low nibbles first in each */
-            const __m256i q = load32(x[b].qs + 32 * p);
-            const __m256i lo = _mm256_shuffle_epi8(grid, _mm256_and_si256(q, nibble));
-            const __m256i hi =
-                _mm256_shuffle_epi8(grid, _mm256_and_si256(_mm256_srli_epi16(q, 4), nibble));
-            const __m256i w[2] = {_mm256_permute2x128_si256(lo, hi, 0x20),
-                                  _mm256_permute2x128_si256(lo, hi, 0x31)};
+            __m256i w[2];
+            iq4_xs_pair_weights(&x[b], p, w);
             for (int s = 0; s < 2; s++) {
                 /* both operands signed: |a| (exact as u8, even for -128) times w with a's sign */
                 const __m256i a = load32(y[b].qs + 64 * p + 32 * s);

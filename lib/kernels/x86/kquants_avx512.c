@@ -286,9 +286,6 @@ static inline ALWAYS_INLINE void iq4_xs_dot_tokens(int64_t n, const void *weight
                                                    const void *activations, size_t stride,
                                                    int n_tokens, float *out) {
     const block_iq4_xs *x = weights;
-    const __m256i grid =
-        _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)lb_kvalues_iq4nl));
-    const __m256i nibble = _mm256_set1_epi8(0x0F);
     __m256 acc_f[LB_DOT_TOKENS];
     for (int t = 0; t < n_tokens; t++) acc_f[t] = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / QK_K; b++) {
@@ -297,13 +294,8 @@ static inline ALWAYS_INLINE void iq4_xs_dot_tokens(int64_t n, const void *weight
         __m256i acc2[LB_DOT_TOKENS][2];
         for (int t = 0; t < n_tokens; t++) acc2[t][0] = acc2[t][1] = _mm256_setzero_si256();
         for (int p = 0; p < 4; p++) {
-            /* sub-blocks 2p and 2p + 1: bytes 0-15 and 16-31, low nibbles first in each */
-            const __m256i q = load32(x[b].qs + 32 * p);
-            const __m256i lo = _mm256_shuffle_epi8(grid, _mm256_and_si256(q, nibble));
-            const __m256i hi =
-                _mm256_shuffle_epi8(grid, _mm256_and_si256(_mm256_srli_epi16(q, 4), nibble));
-            const __m256i w[2] = {_mm256_permute2x128_si256(lo, hi, 0x20),
-                                  _mm256_permute2x128_si256(lo, hi, 0x31)};
+            __m256i w[2];
+            iq4_xs_pair_weights(&x[b], p, w);
             /* the pair pattern's words 0-3 carry scale 2p, 4-7 scale 2p + 1: one half each */
             const __m256i pair_scales = spread_scales(scales, kSubPairs[p]);
             const __m256i scale[2] = {_mm256_unpacklo_epi64(pair_scales, pair_scales),

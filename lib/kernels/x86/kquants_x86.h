@@ -7,6 +7,7 @@
 #define LOWBIT_KQUANTS_X86_H
 
 #include "../../formats/blocks.h"
+#include "../../formats/iq_grids.h"
 #include "../kernels.h"
 #include "x86_common.h"
 
@@ -103,6 +104,19 @@ static inline __m256i iq4_xs_scales(const block_iq4_xs *x) {
     const __m128i s8 = _mm_sub_epi8(_mm_or_si128(nib, _mm_cvtsi64_si128((long long)top)),
                                     _mm_set1_epi8(32));
     return _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(s8));
+}
+
+/* The signed weights of sub-blocks 2p and 2p + 1 of an IQ4_XS block, from the IQ4 grid: bytes
+   32p..32p + 15 hold sub-block 2p (low nibbles first, then high), the next 16 bytes 2p + 1. */
+static inline void iq4_xs_pair_weights(const block_iq4_xs *x, int p, __m256i w[2]) {
+    const __m256i grid =
+        _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)lb_kvalues_iq4nl));
+    const __m256i nibble = _mm256_set1_epi8(0x0F);
+    const __m256i q = load32(x->qs + 32 * p);
+    const __m256i lo = _mm256_shuffle_epi8(grid, _mm256_and_si256(q, nibble));
+    const __m256i hi = _mm256_shuffle_epi8(grid, _mm256_and_si256(_mm256_srli_epi16(q, 4), nibble));
+    w[0] = _mm256_permute2x128_si256(lo, hi, 0x20);
+    w[1] = _mm256_permute2x128_si256(lo, hi, 0x31);
 }
 
 /* Sum of the 256 activations of a block, from its bsums. */
