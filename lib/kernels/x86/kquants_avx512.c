@@ -42,9 +42,11 @@ static inline __m256i add_scaled_pair(__m256i acc, __m256i p, __m256i q, __m256i
 
 /* Shuffles that spread 16-bit scales (eight per 128-bit lane) over the words of a packed pair.
    kSubPairs[c]: scale 2c to words 0-3 and 2c + 1 to words 4-7 of both lanes (32-element
-   sub-blocks: Q4_K, Q5_K, the pair being a 32-byte load's low and high nibbles).
-   kQuarterPairs[k / 2]: for planes k and k + 1 of 16-element sub-blocks (Q2_K, Q3_K), whose low
-   128-bit lane holds sub-block 2k (then 2k + 2) and high lane 2k + 1 (then 2k + 3). */
+   sub-blocks, the pair being a 32-byte load's low and high nibbles: IQ4_XS).
+   kQuarterPairs[k / 2]: for planes k and k + 1 of 16-element sub-blocks (Q3_K, Q6_K), whose low
+   128-bit lane holds sub-block 2k (then 2k + 2) and high lane 2k + 1 (then 2k + 3).
+   Signed scales need these 16-bit sources; unsigned ones (Q2_K, Q4_K, Q5_K) are spread straight
+   from their bytes by the patterns further down, which saves widening them first. */
 #define WORD4(s) (2 * (s)), (2 * (s) + 1), (2 * (s)), (2 * (s) + 1), (2 * (s)), (2 * (s) + 1), \
                  (2 * (s)), (2 * (s) + 1)
 static const uint8_t kSubPairs[4][32] = {
@@ -57,11 +59,28 @@ static const uint8_t kQuarterPairs[2][32] = {
     {WORD4(0), WORD4(2), WORD4(1), WORD4(3)},
     {WORD4(4), WORD4(6), WORD4(5), WORD4(7)},
 };
-/* The same for Q2_K's pairing of planes 0 with 2 and 1 with 3 (see dot_q2_K). */
-static const uint8_t kEvenOddPlanePairs[2][32] = {
-    {WORD4(0), WORD4(4), WORD4(1), WORD4(5)},
-    {WORD4(2), WORD4(6), WORD4(3), WORD4(7)},
+/* The same patterns from bytes rather than 16-bit values (0x80 zeroes a word's high byte): the
+   Q4_K/Q5_K scales of k4_scale_min_bytes (bytes 0-7, mins in 8-15), spread over a packed pair's
+   words (kSubPairBytes) and the mins repeated for the two bsums of each sub-block, sub-blocks
+   0-3 in the low lane and 4-7 in the high one (kMinsForBsums). */
+#define BYTE4(s) (s), 0x80, (s), 0x80, (s), 0x80, (s), 0x80
+#define BYTE2(s) (s), 0x80, (s), 0x80
+static const uint8_t kSubPairBytes[4][32] = {
+    {BYTE4(0), BYTE4(1), BYTE4(0), BYTE4(1)},
+    {BYTE4(2), BYTE4(3), BYTE4(2), BYTE4(3)},
+    {BYTE4(4), BYTE4(5), BYTE4(4), BYTE4(5)},
+    {BYTE4(6), BYTE4(7), BYTE4(6), BYTE4(7)},
 };
+static const uint8_t kMinsForBsums[32] = {BYTE2(8),  BYTE2(9),  BYTE2(10), BYTE2(11),
+                                          BYTE2(12), BYTE2(13), BYTE2(14), BYTE2(15)};
+/* Q2_K pairs planes 0 with 2 and 1 with 3 (q2_K_dot_tokens); [h][pair] for half h, whose
+   sub-blocks are 8h..8h + 7, from all 16 scale bytes. */
+static const uint8_t kQ2PlanePairBytes[2][2][32] = {
+    {{BYTE4(0), BYTE4(4), BYTE4(1), BYTE4(5)}, {BYTE4(2), BYTE4(6), BYTE4(3), BYTE4(7)}},
+    {{BYTE4(8), BYTE4(12), BYTE4(9), BYTE4(13)}, {BYTE4(10), BYTE4(14), BYTE4(11), BYTE4(15)}},
+};
+#undef BYTE4
+#undef BYTE2
 #undef WORD4
 
 static inline __m256i spread_scales(__m256i scales, const uint8_t pattern[32]) {
@@ -94,7 +113,9 @@ static inline ALWAYS_INLINE void q2_K_dot_tokens(int64_t n, const void *weights,
     for (int t = 0; t < n_tokens; t++) acc_f[t] = mins_f[t] = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / QK_K; b++) {
         const __m128i packed = _mm_loadu_si128((const __m128i *)x[b].scales);
-        const __m256i sc = _mm256_cvtepu8_epi16(_mm_and_si128(packed, _mm_set1_epi8(0x0F)));
+        /* the 16 scale bytes in both lanes, widened to 16 bits by the pattern shuffles below */
+        const __m256i scale_bytes =
+            _mm256_broadcastsi128_si256(_mm_and_si128(packed, _mm_set1_epi8(0x0F)));
         const __m256i mn = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(packed, 4),
                                                               _mm_set1_epi8(0x0F)));
         __m256i half[LB_DOT_TOKENS][2];
@@ -106,10 +127,8 @@ static inline ALWAYS_INLINE void q2_K_dot_tokens(int64_t n, const void *weights,
             const __m256i planes[4] = {
                 _mm256_and_si256(q, two_bits), _mm256_and_si256(q4, two_bits),
                 _mm256_and_si256(q, high_pair), _mm256_and_si256(q4, high_pair)};
-            const __m256i half_scales = h ? _mm256_permute2x128_si256(sc, sc, 0x11)
-                                          : _mm256_permute2x128_si256(sc, sc, 0x00);
-            const __m256i even_scales = spread_scales(half_scales, kEvenOddPlanePairs[0]);
-            const __m256i odd_scales = spread_scales(half_scales, kEvenOddPlanePairs[1]);
+            const __m256i even_scales = spread_scales(scale_bytes, kQ2PlanePairBytes[h][0]);
+            const __m256i odd_scales = spread_scales(scale_bytes, kQ2PlanePairBytes[h][1]);
             for (int t = 0; t < n_tokens; t++) {
                 const int8_t *a = q8_K_block(activations, stride, t, b)->qs + 128 * h;
                 const __m256i even =
@@ -252,13 +271,14 @@ static inline ALWAYS_INLINE void k4_dot_tokens(int64_t n, const void *weights, i
         const block_q4_K *x = (const void *)((const uint8_t *)weights + b * block_bytes);
         const uint8_t *qs = q5 ? ((const block_q5_K *)(const void *)x)->qs : x->qs;
         const uint8_t *qh = q5 ? ((const block_q5_K *)(const void *)x)->qh : NULL;
-        __m256i scales, mins;
-        k4_scales_mins(x->scales, &scales, &mins);
+        /* the scale and min bytes in both lanes; the shuffles below widen them to 16 bits */
+        const __m256i scale_min_bytes = _mm256_broadcastsi128_si256(k4_scale_min_bytes(x->scales));
+        const __m256i mins = spread_scales(scale_min_bytes, kMinsForBsums);
         __m256i chunk[LB_DOT_TOKENS][4];
         for (int c = 0; c < 4; c++) {
             __m256i lo, hi;
             k4_chunk_levels(qs, qh, c, &lo, &hi);
-            const __m256i pair_scales = spread_scales(scales, kSubPairs[c]);
+            const __m256i pair_scales = spread_scales(scale_min_bytes, kSubPairBytes[c]);
             for (int t = 0; t < n_tokens; t++) {
                 const block_q8_K *y = q8_K_block(activations, stride, t, b);
                 chunk[t][c] = chunk_sum_32(lo, hi, y->qs + 64 * c, pair_scales);

@@ -67,8 +67,10 @@ static inline __m128i q3_K_scales(const uint8_t packed[12]) {
    scales 0-3 are a & 63 and mins 0-3 b & 63 (per byte); scales 4-7 are c's low nibbles with a's
    top two bits above them, mins 4-7 c's high nibbles with b's top bits. Reads 16 bytes: the 12
    scale bytes and the first 4 bytes that follow them in the block (levels or high bits), which is
-   one vector load instead of three scalar loads and a dozen scalar operations. */
-static inline void k4_scales_mins(const uint8_t *scales_then_more, __m256i *scales, __m256i *mins) {
+   one vector load instead of three scalar loads and a dozen scalar operations.
+   k4_scale_min_bytes gives the 16 values as bytes (scales 0-7, then mins 0-7); k4_scales_mins as
+   16-bit scales in both lanes and mins repeated for the bsums. */
+static inline __m128i k4_scale_min_bytes(const uint8_t *scales_then_more) {
     const __m128i v = _mm_loadu_si128((const __m128i *)scales_then_more); /* a, b, c, - */
     const __m128i low = _mm_and_si128(v, _mm_set1_epi8(0x3F));             /* a & 63, b & 63 */
     const __m128i c = _mm_shuffle_epi32(v, _MM_SHUFFLE(2, 2, 2, 2));
@@ -76,7 +78,11 @@ static inline void k4_scales_mins(const uint8_t *scales_then_more, __m256i *scal
                                           _mm_set1_epi8(0x0F));       /* c low, c high nibbles */
     const __m128i top = _mm_and_si128(_mm_srli_epi32(v, 2), _mm_set1_epi8(0x30)); /* bits 6-7 */
     const __m128i high = _mm_or_si128(nibbles, top);                   /* scales 4-7, mins 4-7 */
-    const __m128i packed = _mm_unpacklo_epi32(low, high); /* scales 0-3, 4-7, mins 0-3, 4-7 */
+    return _mm_unpacklo_epi32(low, high); /* scales 0-3, 4-7, mins 0-3, 4-7 */
+}
+
+static inline void k4_scales_mins(const uint8_t *scales_then_more, __m256i *scales, __m256i *mins) {
+    const __m128i packed = k4_scale_min_bytes(scales_then_more);
     *scales = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(packed));
     const __m128i mn = _mm_unpackhi_epi64(packed, packed);
     *mins = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mn, mn));
