@@ -3,9 +3,11 @@
  * Q5_K, Q6_K, IQ4_XS, TQ1_0 and TQ2_0 with Q8_K activations, and the Q8_K activation quantizer.
  *
  * Every dot product computes each super-block's integer sums exactly (the same integers as the
- * scalar references of the type table), then combines them with the block scales in float in the
- * reference's own order, so the results equal the references' bit for bit except IQ4_XS, which
- * folds its eight sub-block scales into the integer sum before the one float multiplication.
+ * scalar references of the type table), keeps them in vector lanes, and scales them into float
+ * vector accumulators (accumulate_scaled, kquants_x86.h) with one horizontal sum per row: the
+ * results differ from the references only by the order of the float additions. Q4_K and Q6_K
+ * also have multi-token versions (one weight row against up to 4 activation rows), which run
+ * each token through the one-token kernel's exact operations.
  *
  * The unpacking follows one pattern: a 32-byte vector of unsigned levels u (0..63) meets 32
  * activations in maddubs (u8 x s8 -> pairs summed to s16, which cannot saturate for these
