@@ -15,6 +15,7 @@
 #define _POSIX_C_SOURCE 200809L
 
 #include "bench_common.h"
+#include "memory_probe.h"
 
 #include <errno.h>
 #include <math.h>
@@ -25,7 +26,6 @@
 #define BENCH_SEED 0x6C6F77626974ull   /* "lowbit" */
 #define MIN_SAMPLE_NS 20e6              /* one timing sample lasts at least 20 ms */
 #define OP_BUDGET_NS 2e9                /* a slow operation gets fewer samples beyond this */
-#define CHUNK_BYTES (1 << 20)           /* unit of work of the bandwidth sum */
 
 /* ------------------------------------------------------------------------------------------ */
 /* Options                                                                                      */
@@ -49,7 +49,8 @@ static void print_usage(FILE *out) {
             "  --cols N           columns of the test matrices (default 4096)\n"
             "  --types LIST       only these formats, e.g. q4_K,q6_K\n"
             "  --threads N        threads of the parallel runs (default: all cores)\n"
-            "  --bandwidth-mib N  buffer of the memory bandwidth test (default 1024, 0 skips)\n"
+            "  --bandwidth-mib N  buffer of the memory bandwidth test (default: 4x the last-level\n"
+            "                     cache, at least 1024; 0 skips)\n"
             "  --large-rows N     rows of the large Q8_0/Q4_0 tensor (default 4096, 0 skips)\n"
             "  --large-cols N     its columns (default 16384)\n"
             "  --json             machine-readable output\n");
@@ -68,7 +69,8 @@ static int parse_count(const char *text, int64_t min, int64_t max, int64_t *valu
 /* Parses argv into opt; returns 0 to go on, 1 for --help (exit 0), 2 for a bad option. */
 static int parse_options(int argc, char **argv, options *opt) {
     *opt = (options){.reps = 5, .rows = 256, .cols = 4096, .threads = lowbit_cpu_count(),
-                     .bandwidth_mib = 1024, .large_rows = 4096, .large_cols = 16384};
+                     .bandwidth_mib = memory_beyond_cache_mib(1024), .large_rows = 4096,
+                     .large_cols = 16384};
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
         const char *next = i + 1 < argc ? argv[i + 1] : NULL;
@@ -198,53 +200,6 @@ static lowbit_status run_dequantize(void *p) {
 /* Memory bandwidth                                                                             */
 /* ------------------------------------------------------------------------------------------ */
 
-typedef struct sum_op {
-    uint64_t *words;
-    int64_t words_per_chunk;
-    int64_t chunks;
-    uint64_t *partials;      /* one per chunk: each thread writes only its own */
-    lowbit_pool *pool;
-    uint64_t total;          /* kept so the compiler cannot drop the reads */
-} sum_op;
-
-/* Eight independent accumulators: the sum runs at load speed, not at add-latency speed. */
-static uint64_t sum_words(const uint64_t *w, int64_t n) {
-    uint64_t acc[8] = {0};
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        for (int k = 0; k < 8; k++) acc[k] += w[i + k];
-    }
-    for (; i < n; i++) acc[0] += w[i];
-    uint64_t total = 0;
-    for (int k = 0; k < 8; k++) total += acc[k];
-    return total;
-}
-
-static void sum_chunks(void *p, int64_t begin, int64_t end) {
-    sum_op *op = p;
-    for (int64_t c = begin; c < end; c++) {
-        op->partials[c] = sum_words(op->words + c * op->words_per_chunk, op->words_per_chunk);
-    }
-}
-
-/* Writes every page from the threads that will read it (first touch) so no page fault is timed. */
-static void fill_chunks(void *p, int64_t begin, int64_t end) {
-    sum_op *op = p;
-    for (int64_t c = begin; c < end; c++) {
-        uint64_t *w = op->words + c * op->words_per_chunk;
-        for (int64_t i = 0; i < op->words_per_chunk; i++) w[i] = (uint64_t)(c * 31 + i);
-    }
-}
-
-static lowbit_status run_sum(void *p) {
-    sum_op *op = p;
-    lowbit_pool_run(op->pool, op->chunks, sum_chunks, op);
-    uint64_t total = 0;
-    for (int64_t c = 0; c < op->chunks; c++) total += op->partials[c];
-    op->total += total;
-    return LOWBIT_OK;
-}
-
 typedef struct bandwidth_result {
     double gbps[2];          /* one thread, all threads; NaN when not measured */
     int64_t buffer_mib;
@@ -253,24 +208,11 @@ typedef struct bandwidth_result {
 static bandwidth_result measure_bandwidth(const options *opt, lowbit_pool *pool) {
     bandwidth_result r = {{NAN, NAN}, opt->bandwidth_mib};
     if (opt->bandwidth_mib <= 0) return r;
-    const int64_t bytes = opt->bandwidth_mib * (INT64_C(1) << 20);
-    sum_op op = {.words_per_chunk = CHUNK_BYTES / 8, .chunks = bytes / CHUNK_BYTES, .pool = pool};
-    op.words = malloc((size_t)bytes);
-    op.partials = calloc((size_t)op.chunks, sizeof *op.partials);
-    if (!op.words || !op.partials) {
+    if (!memory_read_bandwidth(opt->bandwidth_mib, pool, opt->reps, r.gbps)) {
         fprintf(stderr, "bench_formats: cannot allocate %lld MiB for the bandwidth test\n",
                 (long long)opt->bandwidth_mib);
-    } else {
-        lowbit_pool_run(pool, op.chunks, fill_chunks, &op);
-        for (int i = 0; i < 2; i++) {
-            op.pool = i == 0 ? NULL : pool;
-            /* a single pass is already far above MIN_SAMPLE_NS; the budget allows all reps */
-            const bench_timing t = bench_time_op(run_sum, &op, opt->reps, 0.0, 1e12);
-            r.gbps[i] = (double)bytes / t.ns_per_call;
-        }
+        r.gbps[0] = r.gbps[1] = NAN;
     }
-    free(op.words);
-    free(op.partials);
     return r;
 }
 

@@ -15,7 +15,8 @@
  *     rows (the rate does not depend on how many rows there are once they outnumber the threads).
  *     The scalar loop, 10-50x slower, runs fewer rows and samples.
  * Beside the table: the memory read bandwidth (a streaming sum over a buffer far larger than the
- * last-level cache, one core and all cores), the ceiling of a cold GEMV.
+ * last-level cache, one core and all cores, the faster of a plain and a prefetching read:
+ * programs/memory_probe.h), the ceiling of a cold GEMV.
  *
  * Formats with an interleaved in-memory layout that this CPU's kernels prefer (Q4_0 and Q8_0:
  * lib/kernels/interleaved.h, made when a model is prepared) get a second row, e.g. "q4_0x8",
@@ -28,6 +29,7 @@
 #define _POSIX_C_SOURCE 200809L /* clock_gettime */
 
 #include "cli.h"
+#include "memory_probe.h"
 #include "lowbit.h"
 #include "../lib/kernels/interleaved.h"
 
@@ -61,8 +63,9 @@ static void print_usage(FILE *out) {
             "  --quick           a few formats, fewer samples, smaller cold set\n"
             "  --threads N       threads of the all-core runs (default: all cores)\n"
             "  --rows N --cols N matrix shape (default 4096 x 4096)\n"
-            "  --cold-mib N      total size of the matrix copies of the cold runs (default 512)\n"
-            "  --bandwidth-mib N buffer of the bandwidth test, at most 1024 (default 512, 0 skips)\n"
+            "  --cold-mib N      total size of the matrix copies of the cold runs (default: 4x the\n"
+            "                    last-level cache, at least 512)\n"
+            "  --bandwidth-mib N buffer of the bandwidth test (default as --cold-mib, 0 skips)\n"
             "  --gemm-rows N     weight rows of the GEMM runs (default 512)\n"
             "  --json            machine-readable output\n");
 }
@@ -79,8 +82,9 @@ static int parse_int(const char *text, int64_t min, int64_t max, int64_t *value)
 
 /* Returns CLI_OK, CLI_USAGE, or -1 after --help. */
 static int parse_options(int argc, char **argv, bench_options *o) {
-    *o = (bench_options){NULL, 15, 0, 0, 0, 4096, 4096, 512, 512, 512};
-    int64_t reps = -1, cold = -1;
+    const int64_t beyond_cache = memory_beyond_cache_mib(512);
+    *o = (bench_options){NULL, 15, 0, 0, 0, 4096, 4096, beyond_cache, beyond_cache, 512};
+    int64_t reps = -1, cold = -1, bw_mib = -1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         int64_t n = 0;
@@ -103,7 +107,7 @@ static int parse_options(int argc, char **argv, bench_options *o) {
             i++;
         } else if (!strcmp(a, "--cold-mib") && parse_int(v, 0, 1 << 20, &cold)) {
             i++;
-        } else if (!strcmp(a, "--bandwidth-mib") && parse_int(v, 0, 1024, &o->bandwidth_mib)) {
+        } else if (!strcmp(a, "--bandwidth-mib") && parse_int(v, 0, 1 << 16, &bw_mib)) {
             i++;
         } else if (!strcmp(a, "--gemm-rows") && parse_int(v, 1, 1 << 20, &o->gemm_rows)) {
             i++;
@@ -120,6 +124,7 @@ static int parse_options(int argc, char **argv, bench_options *o) {
     }
     if (reps > 0) o->reps = (int)reps;
     if (cold >= 0) o->cold_mib = cold;
+    if (bw_mib >= 0) o->bandwidth_mib = bw_mib;
     if (o->gemm_rows > o->rows) o->gemm_rows = o->rows;
     return CLI_OK;
 }
@@ -399,57 +404,6 @@ static int bench_format(const lowbit_type_traits *t, const bench_options *o, low
 /* Memory bandwidth                                                                            */
 /* ------------------------------------------------------------------------------------------ */
 
-#define CHUNK_WORDS (1 << 17) /* 1 MiB of uint64 per unit of parallel work */
-
-typedef struct sum_job {
-    const uint64_t *data;
-    int64_t words;
-    uint64_t partial[1024]; /* one per chunk, so the threads never share a counter */
-} sum_job;
-
-static void sum_chunks(void *p, int64_t begin, int64_t end) {
-    sum_job *job = p;
-    for (int64_t c = begin; c < end; c++) {
-        const uint64_t *w = job->data + c * CHUNK_WORDS;
-        uint64_t a = 0, b = 0, d = 0, e = 0; /* four chains, so the loads overlap */
-        for (int64_t i = 0; i < CHUNK_WORDS; i += 4) {
-            a += w[i];
-            b += w[i + 1];
-            d += w[i + 2];
-            e += w[i + 3];
-        }
-        job->partial[c % 1024] += a + b + d + e;
-    }
-}
-
-/* GB/s of a streaming read over `mib` MiB; 0 when it cannot allocate. */
-static double read_bandwidth(int64_t mib, lowbit_pool *pool, int reps) {
-    const int64_t chunks = mib;
-    sum_job *job = calloc(1, sizeof *job);
-    uint64_t *data = malloc((size_t)chunks * CHUNK_WORDS * sizeof *data);
-    if (!job || !data) {
-        free(job);
-        free(data);
-        return 0.0;
-    }
-    memset(data, 1, (size_t)chunks * CHUNK_WORDS * sizeof *data); /* fault every page in */
-    job->data = data;
-    double *samples = malloc((size_t)reps * sizeof *samples);
-    for (int r = 0; r < reps; r++) {
-        const double start = now_seconds();
-        lowbit_pool_run(pool, chunks, sum_chunks, job);
-        samples[r] = now_seconds() - start;
-    }
-    uint64_t check = 0;
-    for (int i = 0; i < 1024; i++) check += job->partial[i];
-    const double seconds = cli_median(samples, reps);
-    free(samples);
-    free(data);
-    free(job);
-    /* the checksum is used so that the sums are not optimised away */
-    return check == 42 ? 0.0 : (double)chunks * MIB / seconds * 1e-9;
-}
-
 /* ------------------------------------------------------------------------------------------ */
 /* Output                                                                                      */
 /* ------------------------------------------------------------------------------------------ */
@@ -574,16 +528,19 @@ int cmd_bench(int argc, char **argv) {
     }
     for (int64_t i = 0; i < 512 * o.cols; i++) x[i] = (float)((i * 7919) % 2001 - 1000) * 1e-3f;
 
-    const double bw1 = o.bandwidth_mib > 0 ? read_bandwidth(o.bandwidth_mib, NULL, 5) : 0.0;
-    const double bwn = o.bandwidth_mib > 0 ? read_bandwidth(o.bandwidth_mib, pool, 5) : 0.0;
+    double bw[2] = {0.0, 0.0};
+    if (o.bandwidth_mib > 0) memory_read_bandwidth(o.bandwidth_mib, pool, 5, bw);
+    const double bw1 = bw[0], bwn = bw[1];
     if (o.json) {
         printf("{\n  \"rows\": %lld, \"cols\": %lld, \"threads\": %d, \"reps\": %d,\n"
                "  \"read_bandwidth_gbs_1t\": %.3f, \"read_bandwidth_gbs_nt\": %.3f,\n"
                "  \"formats\": [",
                (long long)o.rows, (long long)o.cols, threads, o.reps, bw1, bwn);
     } else {
-        printf("lowbit bench: %lld x %lld weights, %d reps (median), cold set %lld MiB\n",
-               (long long)o.rows, (long long)o.cols, o.reps, (long long)o.cold_mib);
+        printf("lowbit bench: %lld x %lld weights, %d reps (median), cold set %lld MiB "
+               "(last-level cache %lld MiB)\n",
+               (long long)o.rows, (long long)o.cols, o.reps, (long long)o.cold_mib,
+               (long long)(memory_last_level_cache_bytes() >> 20));
         if (o.bandwidth_mib > 0) {
             printf("memory read bandwidth: %.1f GB/s one thread, %.1f GB/s %d threads\n", bw1,
                    bwn, threads);

@@ -20,6 +20,7 @@
  */
 #include "../../formats/blocks.h"
 #include "../kernels.h"
+#include "x86_common.h"
 
 #include <immintrin.h>
 
@@ -61,6 +62,7 @@ static ALWAYS_INLINE void q4_0_x8_tile(int64_t nb, const uint8_t *group, const b
     for (int t = 0; t < nt; t++) acc[t] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *bg = group + (size_t)b * Q4_0_X8_BYTES;
+        prefetch_weights(bg, Q4_0_X8_BYTES);
         __m256i pairs[4];
         for (int t = 0; t < nt; t++) pairs[t] = _mm256_setzero_si256();
         for (int c = 0; c < 4; c++) {
@@ -97,6 +99,7 @@ static ALWAYS_INLINE void q8_0_x8_tile(int64_t nb, const uint8_t *group, const b
     for (int t = 0; t < nt; t++) acc[t] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *bg = group + (size_t)b * Q8_0_X8_BYTES;
+        prefetch_weights(bg, Q8_0_X8_BYTES);
         __m256i sumi[4];
         for (int t = 0; t < nt; t++) sumi[t] = _mm256_setzero_si256();
         for (int c = 0; c < 8; c++) {

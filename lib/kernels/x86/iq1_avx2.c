@@ -76,6 +76,7 @@ static float vec_dot_iq1_s_avx2(int64_t n, const void *weights, const void *acti
     const __m256i one = _mm256_set1_epi8(1);
     __m256 acc_f = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / QK_K; b++) {
+        prefetch_weights(&x[b], sizeof *x);
         uint16_t idx[32];
         iq1_s_indices(&x[b], idx);
         /* odd scales 2s + 1 and the delta's sign bit, per sub-block */
@@ -166,6 +167,7 @@ static float vec_dot_iq1_m_avx2(int64_t n, const void *weights, const void *acti
                                                   2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3);
     __m256 acc_f = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / QK_K; b++) {
+        prefetch_weights(&x[b], sizeof *x);
         uint64_t words;
         memcpy(&words, x[b].scales, sizeof words);
         const __m256i odd = iq1_m_odd_scales(words); /* lane ib: the scales of its two halves */

@@ -153,6 +153,7 @@ static float vec_dot_q2_K_avx2(int64_t n, const void *weights, const void *activ
     __m256 acc_f = _mm256_setzero_ps();
     __m256 mins_f = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / QK_K; b++) {
+        prefetch_weights(&x[b], sizeof *x);
         const __m128i packed = _mm_loadu_si128((const __m128i *)x[b].scales);
         const __m256i sc = _mm256_cvtepu8_epi16(_mm_and_si128(packed, _mm_set1_epi8(0x0F)));
         const __m256i mn = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(packed, 4),
@@ -184,6 +185,7 @@ static float vec_dot_q3_K_avx2(int64_t n, const void *weights, const void *activ
     const __m256i two_bits = _mm256_set1_epi8(3);
     __m256 acc_f = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / QK_K; b++) {
+        prefetch_weights(&x[b], sizeof *x);
         const __m128i scales = q3_K_scales(x[b].scales);
         __m256i halves[2];
         widen_scales16(scales, halves);
@@ -230,6 +232,7 @@ static inline ALWAYS_INLINE void q4_K_dot_tokens(int64_t n, const void *weights,
     __m256 acc_f[LB_DOT_TOKENS], mins_f[LB_DOT_TOKENS];
     for (int t = 0; t < n_tokens; t++) acc_f[t] = mins_f[t] = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / QK_K; b++) {
+        prefetch_weights(&x[b], sizeof *x);
         __m256i scales, mins;
         k4_scales_mins(x[b].scales, &scales, &mins);
         __m256i acc[LB_DOT_TOKENS];
@@ -263,6 +266,7 @@ static float vec_dot_q5_K_avx2(int64_t n, const void *weights, const void *activ
     __m256 acc_f = _mm256_setzero_ps();
     __m256 mins_f = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / QK_K; b++) {
+        prefetch_weights(&x[b], sizeof *x);
         __m256i scales, mins;
         k4_scales_mins(x[b].scales, &scales, &mins);
         const __m256i qh = load32(x[b].qh);
@@ -296,6 +300,7 @@ static inline ALWAYS_INLINE void q6_K_dot_tokens(int64_t n, const void *weights,
     __m256 acc_f[LB_DOT_TOKENS];
     for (int t = 0; t < n_tokens; t++) acc_f[t] = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / QK_K; b++) {
+        prefetch_weights(&x[b], sizeof *x);
         const __m128i scales = _mm_loadu_si128((const __m128i *)x[b].scales);
         __m256i halves[2];
         widen_scales16(scales, halves);
@@ -342,6 +347,7 @@ static float vec_dot_iq4_xs_avx2(int64_t n, const void *weights, const void *act
     const block_q8_K *y = activations;
     __m256 acc_f = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / QK_K; b++) {
+        prefetch_weights(&x[b], sizeof *x);
         const __m256i scales = iq4_xs_scales(&x[b]);
         __m256i acc = _mm256_setzero_si256();
         for (int p = 0; p < 4; p++) {
@@ -374,6 +380,7 @@ static float vec_dot_tq2_0_avx2(int64_t n, const void *weights, const void *acti
     const __m256i two_bits = _mm256_set1_epi8(3);
     __m256 acc_f = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / QK_K; b++) {
+        prefetch_weights(&x[b], sizeof *x);
         __m256i acc = _mm256_sub_epi32(_mm256_setzero_si256(), bsums_total8(&y[b]));
         for (int h = 0; h < 2; h++) {
             const __m256i q = load32(x[b].qs + 32 * h);
@@ -392,6 +399,7 @@ static float vec_dot_tq1_0_avx2(int64_t n, const void *weights, const void *acti
     const block_q8_K *y = activations;
     __m256 acc_f = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / QK_K; b++) {
+        prefetch_weights(&x[b], sizeof *x);
         __m256i digits[8];
         tq1_digits(&x[b], digits);
         __m256i acc = _mm256_sub_epi32(_mm256_setzero_si256(), bsums_total8(&y[b]));
@@ -462,6 +470,7 @@ static float vec_dot_iq2_xxs_avx2(int64_t n, const void *weights, const void *ac
     const block_q8_K *y = activations;
     __m256 acc_f = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / QK_K; b++) {
+        prefetch_weights(&x[b], sizeof *x);
         const uint8_t *bytes = (const uint8_t *)x[b].qs;
         __m256i acc = _mm256_setzero_si256();
         for (int ib = 0; ib < 8; ib++) {
@@ -483,6 +492,7 @@ static float vec_dot_iq2_xs_avx2(int64_t n, const void *weights, const void *act
     const block_q8_K *y = activations;
     __m256 acc_f = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / QK_K; b++) {
+        prefetch_weights(&x[b], sizeof *x);
         __m256i halves[2];
         odd_scales16(x[b].scales, halves);
         __m256i acc = _mm256_setzero_si256();
@@ -507,6 +517,7 @@ static float vec_dot_iq2_s_avx2(int64_t n, const void *weights, const void *acti
     const block_q8_K *y = activations;
     __m256 acc_f = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / QK_K; b++) {
+        prefetch_weights(&x[b], sizeof *x);
         __m256i halves[2];
         odd_scales16(x[b].scales, halves);
         const uint8_t *qs = x[b].qs, *signs = x[b].qs + QK_K / 8;
@@ -531,6 +542,7 @@ static float vec_dot_iq3_xxs_avx2(int64_t n, const void *weights, const void *ac
     const block_q8_K *y = activations;
     __m256 acc_f = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / QK_K; b++) {
+        prefetch_weights(&x[b], sizeof *x);
         const uint8_t *scales_and_signs = x[b].qs + QK_K / 4;
         __m256i acc = _mm256_setzero_si256();
         for (int ib = 0; ib < 8; ib++) {
@@ -552,6 +564,7 @@ static float vec_dot_iq3_s_avx2(int64_t n, const void *weights, const void *acti
     const block_q8_K *y = activations;
     __m256 acc_f = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / QK_K; b++) {
+        prefetch_weights(&x[b], sizeof *x);
         __m256i acc = _mm256_setzero_si256();
         for (int ib = 0; ib < 8; ib++) {
             const int nibble = (x[b].scales[ib / 2] >> (4 * (ib % 2))) & 0xF;

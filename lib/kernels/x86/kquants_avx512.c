@@ -113,6 +113,7 @@ static inline ALWAYS_INLINE void q2_K_dot_tokens(int64_t n, const void *weights,
     __m256 acc_f[LB_DOT_TOKENS], mins_f[LB_DOT_TOKENS];
     for (int t = 0; t < n_tokens; t++) acc_f[t] = mins_f[t] = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / QK_K; b++) {
+        prefetch_weights(&x[b], sizeof *x);
         const __m128i packed = _mm_loadu_si128((const __m128i *)x[b].scales);
         /* the 16 scale bytes in both lanes, widened to 16 bits by the pattern shuffles below */
         const __m256i scale_bytes =
@@ -188,6 +189,8 @@ static inline ALWAYS_INLINE void offset16_dot_tokens(int64_t n, const void *weig
     for (int64_t b = 0; b < n / QK_K; b++) {
         const block_q3_K *x3 = (const block_q3_K *)weights + b;
         const block_q6_K *x6 = (const block_q6_K *)weights + b;
+        if (q6) prefetch_weights(x6, sizeof *x6);
+        else prefetch_weights(x3, sizeof *x3);
         const __m128i scales =
             q6 ? _mm_loadu_si128((const __m128i *)x6->scales) : q3_K_scales(x3->scales);
         const float d = half_to_float(q6 ? x6->d : x3->d);
@@ -270,6 +273,7 @@ static inline ALWAYS_INLINE void k4_dot_tokens(int64_t n, const void *weights, i
     for (int64_t b = 0; b < n / QK_K; b++) {
         /* d, dmin and the scales lie at the same offsets in both block types */
         const block_q4_K *x = (const void *)((const uint8_t *)weights + b * block_bytes);
+        prefetch_weights(x, block_bytes);
         const uint8_t *qs = q5 ? ((const block_q5_K *)(const void *)x)->qs : x->qs;
         const uint8_t *qh = q5 ? ((const block_q5_K *)(const void *)x)->qh : NULL;
         /* the scale and min bytes in both lanes; the shuffles below widen them to 16 bits */
@@ -310,6 +314,7 @@ static inline ALWAYS_INLINE void iq4_xs_dot_tokens(int64_t n, const void *weight
     __m256 acc_f[LB_DOT_TOKENS];
     for (int t = 0; t < n_tokens; t++) acc_f[t] = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / QK_K; b++) {
+        prefetch_weights(&x[b], sizeof *x);
         const __m256i scales = iq4_xs_scales(&x[b]);
         /* one accumulator per sub-block of a pair: two chains of VPDPWSSD latencies, not one */
         __m256i acc2[LB_DOT_TOKENS][2];
@@ -350,6 +355,7 @@ static inline ALWAYS_INLINE void tq2_0_dot_tokens(int64_t n, const void *weights
     __m256 acc_f[LB_DOT_TOKENS];
     for (int t = 0; t < n_tokens; t++) acc_f[t] = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / QK_K; b++) {
+        prefetch_weights(&x[b], sizeof *x);
         /* Planes 0 and 2 (bits 0-1 of q and of q >> 4) are the levels u themselves; planes 1 and
            3 are masked in place (bits 2-3), which gives 4u: they go to their own sums, divided
            by 4 exactly at the end. One shift per 32 bytes instead of three, and four independent
@@ -389,6 +395,7 @@ static float dot_tq1_0(int64_t n, const void *weights, const void *activations) 
     const block_q8_K *y = activations;
     __m256 acc_f = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / QK_K; b++) {
+        prefetch_weights(&x[b], sizeof *x);
         __m256i digits[8];
         tq1_digits(&x[b], digits);
         /* two chains of VPDPBUSD; levels are u - 1: minus the sum of the activations */

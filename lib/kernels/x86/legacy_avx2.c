@@ -16,8 +16,10 @@
  * the 16 KiB activation row overflow L1 together, the evicted activation lines' refills compete
  * with the weight misses, and the GEMV ran at ~17 GB/s where a plain read of the matrix reaches
  * ~28; with the prefetch ~23-25 GB/s (4096 x 4096, one thread, AMD EPYC Zen 4; 6 KiB to 16 KiB
- * ahead measured alike, T0 or NTA hints slower). F16 and BF16 rows are half the size, fit L1
- * with their activations, and gained nothing from it (measured), so they do not prefetch.
+ * ahead measured alike, T0 or NTA hints slower). F16 and BF16 rows are half the size and fit L1
+ * with their activations; the prefetch gained them nothing there, but on an Intel Xeon, whose
+ * hardware prefetchers fall behind a streaming kernel (x86_common.h), it took the cold F16 GEMV
+ * from 2.97 to 2.3 ms, so they prefetch too. So do the block kernels, a line or so per block.
  *
  * Activation quantizers: bytes identical to the type table's quantize_ref (same float operations
  * in the same order, the same rounding: roundf's ties away from zero for Q8_0/Q8_1, the
@@ -95,6 +97,7 @@ static inline __m256 add_lane0(__m256 acc, float v) {
         __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();                           \
         int64_t b = 0;                                                                           \
         for (; b + 1 < nb; b += 2) {                                                             \
+            prefetch_weights(&x[b], 2 * sizeof *x);                                              \
             acc0 = BLOCK_FN(&x[b], &y[b], acc0);                                                 \
             acc1 = BLOCK_FN(&x[b + 1], &y[b + 1], acc1);                                         \
         }                                                                                        \
@@ -230,7 +233,10 @@ static float dot_nvfp4(int64_t n, const void *weights, const void *activations) 
     const block_nvfp4 *x = weights;
     const block_q8_0 *y = activations;
     __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
-    for (int64_t b = 0; b < n / QK_NVFP4; b++) block_nvfp4_q8_0(&x[b], &y[2 * b], acc);
+    for (int64_t b = 0; b < n / QK_NVFP4; b++) {
+        prefetch_weights(&x[b], sizeof *x);
+        block_nvfp4_q8_0(&x[b], &y[2 * b], acc);
+    }
     return hsum_ps(_mm256_add_ps(acc[0], acc[1]));
 }
 
@@ -277,8 +283,8 @@ static inline __m256 load_bf16x8(const uint16_t *p) {
 static inline float f32_identity(float v) { return v; }
 
 DEFINE_FLOAT_DOT(dot_f32, float, load_f32x8, f32_identity, 1)
-DEFINE_FLOAT_DOT(dot_f16, uint16_t, load_f16x8, lb_fp16_to_fp32, 0)
-DEFINE_FLOAT_DOT(dot_bf16, uint16_t, load_bf16x8, lb_bf16_to_fp32, 0)
+DEFINE_FLOAT_DOT(dot_f16, uint16_t, load_f16x8, lb_fp16_to_fp32, 1)
+DEFINE_FLOAT_DOT(dot_bf16, uint16_t, load_bf16x8, lb_bf16_to_fp32, 1)
 
 /* ------------------------------------------------------------------------------------------ */
 /* Activation quantizers                                                                       */

@@ -39,7 +39,8 @@
  * ones with the same prefetch (2.5-2.6 vs 2.6-2.75 ms). Tried and slower: T0 prefetch of the
  * weights (18 GB/s), NTA (12-20 GB/s), prefetching the activations (14-17 GB/s), 8
  * accumulators instead of 4 (no change). F16 and BF16 rows take 8 KiB, row plus activations fit
- * L1, and neither 512-bit loads nor the prefetch made them faster (measured equal or slower).
+ * L1, and 512-bit loads did not make them faster (they keep the AVX2 kernels). The block kernels
+ * prefetch a group's lines 8 KiB ahead as well (prefetch_weights, x86_common.h).
  */
 #include "../../formats/blocks.h"
 #include "../kernels.h"
@@ -183,6 +184,7 @@ static inline __m256i sums_iq4_nl(const block_iq4_nl *x, const block_q8_0 *y) {
         __m256 acc = _mm256_setzero_ps();                                                        \
         int64_t b = 0;                                                                           \
         for (; b + 8 <= nb; b += 8) {                                                            \
+            prefetch_weights(&x[b], 8 * sizeof *x);                                              \
             __m256i s[8];                                                                        \
             for (int k = 0; k < 8; k++) s[k] = SUMS(&x[b + k], &y[b + k]);                       \
             acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(reduce_8_blocks(s)),                        \
@@ -205,6 +207,7 @@ static inline __m256i sums_iq4_nl(const block_iq4_nl *x, const block_q8_0 *y) {
         __m256 acc = _mm256_setzero_ps(), mins = _mm256_setzero_ps();                            \
         int64_t b = 0;                                                                           \
         for (; b + 8 <= nb; b += 8) {                                                            \
+            prefetch_weights(&x[b], 8 * sizeof *x);                                              \
             __m256i s[8];                                                                        \
             for (int k = 0; k < 8; k++) s[k] = SUMS(&x[b + k], &y[b + k]);                       \
             const __m256 d = scales_and_mins_8((const uint8_t *)&x[b], sizeof *x,               \
@@ -231,9 +234,6 @@ DEFINE_SCALED_DOT(dot_iq4_nl, block_iq4_nl, block_q8_0, QK4_NL, sums_iq4_nl)
 /* F32                                                                                         */
 /* ------------------------------------------------------------------------------------------ */
 
-/* How far ahead of the loads the weights are prefetched into L2 (see the header comment). */
-#define WEIGHT_PREFETCH_BYTES 8192
-
 /* 64 elements per iteration in four accumulators, the rest 16 at a time, then one by one. */
 static float dot_f32(int64_t n, const void *weights, const void *activations) {
     const float *w = weights, *a = activations;
@@ -241,11 +241,7 @@ static float dot_f32(int64_t n, const void *weights, const void *activations) {
                      _mm512_setzero_ps()};
     int64_t i = 0;
     for (; i + 64 <= n; i += 64) {
-        /* the four cache lines 8 KiB ahead; prefetches never fault, so running past the row's
-           end is harmless */
-        for (int k = 0; k < 256; k += 64) {
-            _mm_prefetch((const char *)(w + i) + WEIGHT_PREFETCH_BYTES + k, _MM_HINT_T1);
-        }
+        prefetch_weights(w + i, 256);
         for (int k = 0; k < 4; k++) {
             acc[k] = _mm512_fmadd_ps(_mm512_loadu_ps(w + i + 16 * k),
                                      _mm512_loadu_ps(a + i + 16 * k), acc[k]);

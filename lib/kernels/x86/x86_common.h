@@ -35,4 +35,25 @@ static inline uint32_t load_u32(const void *p) {
     return v;
 }
 
+/* Weight rows are read once, front to back, and a GEMV over a matrix larger than the last-level
+   cache waits on memory. The hardware prefetchers alone do not keep ahead of it on every CPU: on
+   an Intel Xeon VM (4096 x 4096, one thread) the Q2_K GEMV read a cold matrix at 3.5 GB/s, a
+   plain streaming read reaching 13. So every kernel asks for the weights WEIGHT_PREFETCH_BYTES
+   ahead of the block it is working on, into L2 (T1), a line or so per block, spread through the
+   row: Q2_K cold went 1.59 -> 0.52 ms, Q4_0 1.97 -> 0.95, Q6_K 2.23 -> 1.2, and the warm GEMVs
+   gained 0-10%. One burst of a whole row's lines per row, tried first, stalled the kernel's own
+   loads and cost 10-30% warm. 4, 8 and 16 KiB ahead measured alike; T0 and T2 no better, NTA
+   three times slower.
+   Prefetches never fault, so running past a row's (or the matrix's) end is harmless.
+   always_inline: GCC deems a function that only prefetches free of side effects and, once it is
+   left out of line (as in the always-inline K-quant kernels), drops the calls to it. */
+#ifndef WEIGHT_PREFETCH_BYTES
+#define WEIGHT_PREFETCH_BYTES 8192
+#endif
+
+static inline __attribute__((always_inline)) void prefetch_weights(const void *block, size_t bytes) {
+    const char *ahead = (const char *)block + WEIGHT_PREFETCH_BYTES;
+    for (size_t k = 0; k < bytes; k += 64) _mm_prefetch(ahead + k, _MM_HINT_T1);
+}
+
 #endif

@@ -1,0 +1,130 @@
+/*
+ * Memory read bandwidth and last-level cache size (see memory_probe.h).
+ */
+#define _POSIX_C_SOURCE 200809L /* clock_gettime */
+
+#include "memory_probe.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define CHUNK_WORDS (1 << 17)   /* 1 MiB of uint64: one unit of parallel work */
+#define PREFETCH_BYTES 8192     /* the GEMV kernels' distance (lib/kernels/x86/x86_common.h) */
+
+typedef struct sum_job {
+    const uint64_t *data;
+    uint64_t *partials; /* one per chunk, so the threads never share a counter */
+    int prefetch;
+} sum_job;
+
+/* Eight independent chains, so the sum runs at load speed, not at add latency. */
+static uint64_t sum_chunk(const uint64_t *w, int prefetch) {
+    uint64_t acc[8] = {0};
+    for (int64_t i = 0; i < CHUNK_WORDS; i += 8) {
+        /* one cache line per iteration; prefetches never fault, so the last chunk's run past the
+           buffer's end is harmless */
+        if (prefetch) __builtin_prefetch((const char *)(w + i) + PREFETCH_BYTES, 0, 2);
+        for (int k = 0; k < 8; k++) acc[k] += w[i + k];
+    }
+    uint64_t total = 0;
+    for (int k = 0; k < 8; k++) total += acc[k];
+    return total;
+}
+
+static void sum_chunks(void *p, int64_t begin, int64_t end) {
+    sum_job *job = p;
+    for (int64_t c = begin; c < end; c++) {
+        job->partials[c] = sum_chunk(job->data + c * CHUNK_WORDS, job->prefetch);
+    }
+}
+
+static double seconds_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int compare_doubles(const void *a, const void *b) {
+    const double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Median seconds of `reps` passes over all chunks; *check collects the sums so that the reads
+   cannot be optimised away. */
+static double median_pass_seconds(sum_job *job, int64_t chunks, lowbit_pool *pool, int reps,
+                                  uint64_t *check) {
+    double samples[64];
+    if (reps > 64) reps = 64;
+    if (reps < 1) reps = 1;
+    for (int r = 0; r < reps; r++) {
+        const double start = seconds_now();
+        lowbit_pool_run(pool, chunks, sum_chunks, job);
+        samples[r] = seconds_now() - start;
+        for (int64_t c = 0; c < chunks; c++) *check += job->partials[c];
+    }
+    qsort(samples, (size_t)reps, sizeof *samples, compare_doubles);
+    return reps % 2 ? samples[reps / 2] : 0.5 * (samples[reps / 2 - 1] + samples[reps / 2]);
+}
+
+int memory_read_bandwidth(int64_t mib, lowbit_pool *pool, int reps, double gbs[2]) {
+    gbs[0] = gbs[1] = 0.0;
+    const int64_t chunks = mib;
+    uint64_t *data = malloc((size_t)chunks * CHUNK_WORDS * sizeof *data);
+    uint64_t *partials = calloc((size_t)(chunks > 0 ? chunks : 1), sizeof *partials);
+    if (chunks <= 0 || !data || !partials) {
+        free(data);
+        free(partials);
+        return 0;
+    }
+    memset(data, 1, (size_t)chunks * CHUNK_WORDS * sizeof *data); /* fault every page in */
+    uint64_t check = 0;
+    for (int threads = 0; threads < 2; threads++) {
+        lowbit_pool *p = threads ? pool : NULL;
+        double best = 0.0;
+        for (int prefetch = 0; prefetch < 2; prefetch++) {
+            sum_job job = {data, partials, prefetch};
+            const double rate = (double)chunks * CHUNK_WORDS * sizeof *data /
+                                median_pass_seconds(&job, chunks, p, reps, &check) * 1e-9;
+            if (rate > best) best = rate;
+        }
+        gbs[threads] = best;
+    }
+    free(data);
+    free(partials);
+    /* the checksum is used, so the sums are not optimised away (every word is 0x0101...01) */
+    return check != 0;
+}
+
+/* "480M", "2048K" or "32768" (bytes) -> bytes; 0 when unreadable. */
+static int64_t parse_cache_size(const char *s) {
+    char *end = NULL;
+    const long long v = strtoll(s, &end, 10);
+    if (end == s || v <= 0) return 0;
+    if (*end == 'K') return (int64_t)v << 10;
+    if (*end == 'M') return (int64_t)v << 20;
+    if (*end == 'G') return (int64_t)v << 30;
+    return (int64_t)v;
+}
+
+int64_t memory_last_level_cache_bytes(void) {
+    int64_t largest = 0;
+    for (int i = 0; i < 16; i++) {
+        char path[96], text[64] = {0};
+        snprintf(path, sizeof path, "/sys/devices/system/cpu/cpu0/cache/index%d/size", i);
+        FILE *f = fopen(path, "r");
+        if (!f) continue;
+        const int read = fgets(text, sizeof text, f) != NULL;
+        fclose(f);
+        if (!read) continue;
+        const int64_t bytes = parse_cache_size(text);
+        if (bytes > largest) largest = bytes;
+    }
+    return largest;
+}
+
+int64_t memory_beyond_cache_mib(int64_t min_mib) {
+    const int64_t four_caches = 4 * memory_last_level_cache_bytes() >> 20;
+    return four_caches > min_mib ? four_caches : min_mib;
+}
