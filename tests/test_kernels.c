@@ -230,6 +230,28 @@ static void check_random_rows(const lowbit_type_traits *t, const lb_kernel_set *
     }
 }
 
+/* MXFP4 blocks with the smallest E8M0 exponents (0 and 1 are float subnormals, 2 and 3 the
+   smallest normals) against activations large enough that every block's product is a normal
+   float, so that a wrong subnormal scale shows in the relative comparison. */
+static void check_mxfp4_tiny_scales(const lowbit_type_traits *t, const lb_kernel_set *set,
+                                    const char *level) {
+    if (t->type != LOWBIT_TYPE_MXFP4) return;
+    const int64_t n = 1024; /* 32 blocks: four groups of eight and none left over */
+    float *y = new_floats(n);
+    uint8_t *w = malloc(lowbit_row_bytes(t->type, n));
+    fill(y, n, DATA_NORMAL);
+    for (int64_t i = 0; i < n; i++) y[i] *= 1e4f; /* Q8_0 scales near 1e2, fp16-representable */
+    char what[64];
+    snprintf(what, sizeof what, "[%s, tiny E8M0 scales]", level);
+    void *a = quantize_activation(t, set->quantize_activation[t->vec_dot_type], y, n, what);
+    for (size_t i = 0; i < lowbit_row_bytes(t->type, n); i++) w[i] = (uint8_t)rng_next();
+    for (int64_t b = 0; b < n / QK_MXFP4_ELEMS; b++) w[b * (int64_t)t->block_bytes] = (uint8_t)(b % 4);
+    if (a) check_dot(t, set->vec_dot[t->type], w, a, n, what);
+    free(a);
+    free(w);
+    free(y);
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* Golden rows                                                                                 */
 /* ------------------------------------------------------------------------------------------ */
@@ -347,6 +369,7 @@ int main(void) {
             const lowbit_type_traits *t = lowbit_type_at(i);
             if (!t->vec_dot) continue;
             check_random_rows(t, &sets[level], name);
+            check_mxfp4_tiny_scales(t, &sets[level], name);
             check_golden_rows(t, &sets[level], name);
         }
     }

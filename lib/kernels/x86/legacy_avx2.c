@@ -161,17 +161,11 @@ DEFINE_BLOCK_DOT(dot_q8_0, block_q8_0, block_q8_0, QK8_0, block_q8_0_q8_0)
 /* ------------------------------------------------------------------------------------------ */
 
 /* The doubled E2M1 values by 4-bit code (see fp4.c: scales are decoded halved to match). */
-static const int8_t fp4_doubled[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
 
 static inline __m256 block_iq4_nl_q8_0(const block_iq4_nl *x, const block_q8_0 *y, __m256 acc) {
     const __m256i w = _mm256_shuffle_epi8(table16(lb_kvalues_iq4nl), unpack_nibbles_32(x->qs));
     const __m256i a = _mm256_loadu_si256((const __m256i *)y->qs);
     return fma_scaled(dot_i8_i8(w, a), half_to_float(y->d) * half_to_float(x->d), acc);
-}
-
-/* E8M0 byte e -> 2^(e - 128), the MXFP4 scale halved (e = 0, 1 give float subnormals). */
-static inline float e8m0_half(uint8_t e) {
-    return lb_bits_to_float(e < 2 ? 0x00200000u << e : (uint32_t)(e - 1) << 23);
 }
 
 static inline __m256 block_mxfp4_q8_0(const block_mxfp4 *x, const block_q8_0 *y, __m256 acc) {
@@ -255,20 +249,14 @@ static inline __m256 load_bf16x8(const uint16_t *p) {
     return _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16));
 }
 
-#ifndef WEIGHT_PREFETCH_BYTES
-#define WEIGHT_PREFETCH_BYTES 8192
-#endif
-
-#define DEFINE_FLOAT_DOT(NAME, ELEM, LOAD, TO_F32, PREFETCH_ON)                                   \
+#define DEFINE_FLOAT_DOT(NAME, ELEM, LOAD, TO_F32)                                                \
     static float NAME(int64_t n, const void *weights, const void *activations) {                 \
         const ELEM *w = weights, *a = activations;                                               \
         __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),         \
                          _mm256_setzero_ps()};                                                   \
         int64_t i = 0;                                                                           \
         for (; i + 32 <= n; i += 32) {                                                           \
-            for (int k = 0; k < 32 * (int)sizeof(ELEM) * PREFETCH_ON; k += 64) {                 \
-                _mm_prefetch((const char *)(w + i) + WEIGHT_PREFETCH_BYTES + k, _MM_HINT_T1);   \
-            }                                                                                    \
+            prefetch_weights(w + i, 32 * sizeof(ELEM));                                          \
             for (int k = 0; k < 4; k++) {                                                        \
                 acc[k] = _mm256_fmadd_ps(LOAD(w + i + 8 * k), LOAD(a + i + 8 * k), acc[k]);      \
             }                                                                                    \
@@ -282,9 +270,9 @@ static inline __m256 load_bf16x8(const uint16_t *p) {
 
 static inline float f32_identity(float v) { return v; }
 
-DEFINE_FLOAT_DOT(dot_f32, float, load_f32x8, f32_identity, 1)
-DEFINE_FLOAT_DOT(dot_f16, uint16_t, load_f16x8, lb_fp16_to_fp32, 1)
-DEFINE_FLOAT_DOT(dot_bf16, uint16_t, load_bf16x8, lb_bf16_to_fp32, 1)
+DEFINE_FLOAT_DOT(dot_f32, float, load_f32x8, f32_identity)
+DEFINE_FLOAT_DOT(dot_f16, uint16_t, load_f16x8, lb_fp16_to_fp32)
+DEFINE_FLOAT_DOT(dot_bf16, uint16_t, load_bf16x8, lb_bf16_to_fp32)
 
 /* ------------------------------------------------------------------------------------------ */
 /* Activation quantizers                                                                       */

@@ -1,9 +1,8 @@
 /*
- * AVX-512 VL + BW + VNNI kernels of the 32-element block formats Q4_0, Q4_1, Q5_0, Q5_1, Q8_0
- * and IQ4_NL (256-bit registers), and of F32 (512-bit registers). lb_register_legacy_avx512 is
- * called only on a CPU with VNNI; the AVX2 kernels of
- * legacy_avx2.c stay the fallback (MXFP4, NVFP4, F16 and BF16 keep them at every level), the
- * type table's scalar references the ground truth.
+ * AVX-512 VL + BW + VNNI kernels of the 32-element block formats Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
+ * IQ4_NL and MXFP4 (256-bit registers), and of F32 (512-bit registers). lb_register_legacy_avx512
+ * is called only on a CPU with VNNI; the AVX2 kernels of legacy_avx2.c stay the fallback (NVFP4,
+ * F16 and BF16 keep them at every level), the type table's scalar references the ground truth.
  *
  * Block formats. A block's integer work is small (one VPDPBUSD for 32 products), so what it
  * costs around that decides the speed. The AVX2 kernels pay per block two fp16 scale
@@ -27,7 +26,9 @@
  * Measured (single-thread GEMV 4096 x 4096, AMD EPYC Zen 4, AVX2 kernel -> this file's, min of
  * 20 alternating runs; `lowbit bench` medians agree): Q4_0 0.69 -> 0.56 ms (an earlier kernel
  * with two blocks per 512-bit register: 0.71), Q4_1 0.99 -> 0.47, Q5_0 0.95 -> 0.65, Q5_1
- * 1.21 -> 0.56, IQ4_NL 0.78 -> 0.61, Q8_0 0.60 -> 0.53 ms. 512-bit versions of the block kernels
+ * 1.21 -> 0.56, IQ4_NL 0.78 -> 0.61, Q8_0 0.60 -> 0.53 ms. MXFP4 (Intel Xeon, `lowbit bench`
+ * medians of three alternating runs): 0.96 -> 0.67 ms; its E8M0 scales of eight blocks become
+ * floats by shifts (eight_e8m0_halves), the subnormal exponents 0 and 1 included. 512-bit versions of the block kernels
  * measured slower: Zen 4 runs them as two 256-bit halves, and pairing blocks costs shuffles.
  *
  * F32. The GEMV streams the weights from memory while re-reading the 16 KiB activation row,
@@ -105,10 +106,23 @@ static inline __m256 eight_halves(const uint8_t *p, size_t stride) {
     return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)h));
 }
 
-/* d_x * d_y of eight blocks whose scale is the first field of both structs. */
-#define SCALES_8(x, y) \
-    _mm256_mul_ps(eight_halves((const uint8_t *)(x), sizeof *(x)), \
-                  eight_halves((const uint8_t *)(y), sizeof *(y)))
+/* Eight E8M0 bytes at `stride` bytes apart (MXFP4's first field), each as e8m0_half gives it:
+   2^(e - 128), with e = 0 and 1 as the float subnormals 2^-128 and 2^-127. */
+static inline __m256 eight_e8m0_halves(const uint8_t *p, size_t stride) {
+    uint8_t e[8];
+    for (int i = 0; i < 8; i++) e[i] = p[i * stride];
+    const __m256i wide = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)e));
+    const __m256i normal = _mm256_slli_epi32(_mm256_sub_epi32(wide, _mm256_set1_epi32(1)), 23);
+    const __m256i subnormal = _mm256_sllv_epi32(_mm256_set1_epi32(0x00200000), wide);
+    const __mmask8 tiny = _mm256_cmplt_epu32_mask(wide, _mm256_set1_epi32(2));
+    return _mm256_castsi256_ps(_mm256_mask_blend_epi32(tiny, normal, subnormal));
+}
+
+/* A weight block's scale, one block (the leftovers) or eight (the first field of each block). */
+#define FP16_SCALE(block) half_to_float((block).d)
+#define FP16_SCALES_8(p, stride) eight_halves(p, stride)
+#define E8M0_SCALE(block) e8m0_half((block).e)
+#define E8M0_SCALES_8(p, stride) eight_e8m0_halves(p, stride)
 
 /* Four blocks' leading fp16 pairs (d, m of a weight block; d, s of Q8_1) as floats in order
    d0 m0 d1 m1 d2 m2 d3 m3. */
@@ -170,13 +184,20 @@ static inline __m256i sums_iq4_nl(const block_iq4_nl *x, const block_q8_0 *y) {
     return dot_i8(_mm256_shuffle_epi8(table, unpack_nibbles(x->qs)), y->qs);
 }
 
+/* FP4 codes through the doubled-value table (the half is in the scale), signed like IQ4_NL's. */
+static inline __m256i sums_mxfp4(const block_mxfp4 *x, const block_q8_0 *y) {
+    const __m256i table = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)fp4_doubled));
+    return dot_i8(_mm256_shuffle_epi8(table, unpack_nibbles(x->qs)), y->qs);
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* Row loops                                                                                   */
 /* ------------------------------------------------------------------------------------------ */
 
-/* Formats whose block scale is d_x * d_y alone (Q5_0, Q8_0, IQ4_NL against Q8_0). The blocks
-   left over after the groups of eight are summed one by one. */
-#define DEFINE_SCALED_DOT(NAME, WBLOCK, ABLOCK, ELEMS, SUMS)                                      \
+/* Formats whose block scale is d_x * d_y alone (Q4_0, Q5_0, Q8_0, IQ4_NL, MXFP4 against Q8_0),
+   d_x read by SCALE (one block) and SCALES_8 (eight). The blocks left over after the groups of
+   eight are summed one by one. */
+#define DEFINE_SCALED_DOT(NAME, WBLOCK, ABLOCK, ELEMS, SUMS, SCALE, SCALES_8)                     \
     static float NAME(int64_t n, const void *weights, const void *activations) {                 \
         const WBLOCK *x = weights;                                                               \
         const ABLOCK *y = activations;                                                           \
@@ -187,13 +208,13 @@ static inline __m256i sums_iq4_nl(const block_iq4_nl *x, const block_q8_0 *y) {
             prefetch_weights(&x[b], 8 * sizeof *x);                                              \
             __m256i s[8];                                                                        \
             for (int k = 0; k < 8; k++) s[k] = SUMS(&x[b + k], &y[b + k]);                       \
-            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(reduce_8_blocks(s)),                        \
-                                  SCALES_8(&x[b], &y[b]), acc);                                  \
+            const __m256 d = _mm256_mul_ps(SCALES_8((const uint8_t *)&x[b], sizeof *x),          \
+                                           eight_halves((const uint8_t *)&y[b], sizeof *y));     \
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(reduce_8_blocks(s)), d, acc);               \
         }                                                                                        \
         float sum = hsum_ps(acc);                                                                \
         for (; b < nb; b++) {                                                                    \
-            sum += (float)hsum_i32(SUMS(&x[b], &y[b])) *                                         \
-                   (half_to_float(x[b].d) * half_to_float(y[b].d));                              \
+            sum += (float)hsum_i32(SUMS(&x[b], &y[b])) * (SCALE(x[b]) * half_to_float(y[b].d));  \
         }                                                                                        \
         return sum;                                                                              \
     }
@@ -225,10 +246,13 @@ static inline __m256i sums_iq4_nl(const block_iq4_nl *x, const block_q8_0 *y) {
 
 DEFINE_MIN_DOT(dot_q4_1, block_q4_1, QK4_1, sums_q4_1)
 DEFINE_MIN_DOT(dot_q5_1, block_q5_1, QK5_1, sums_q5_1)
-DEFINE_SCALED_DOT(dot_q4_0, block_q4_0, block_q8_0, QK4_0, sums_q4_0)
-DEFINE_SCALED_DOT(dot_q5_0, block_q5_0, block_q8_0, QK5_0, sums_q5_0)
-DEFINE_SCALED_DOT(dot_q8_0, block_q8_0, block_q8_0, QK8_0, sums_q8_0)
-DEFINE_SCALED_DOT(dot_iq4_nl, block_iq4_nl, block_q8_0, QK4_NL, sums_iq4_nl)
+DEFINE_SCALED_DOT(dot_q4_0, block_q4_0, block_q8_0, QK4_0, sums_q4_0, FP16_SCALE, FP16_SCALES_8)
+DEFINE_SCALED_DOT(dot_q5_0, block_q5_0, block_q8_0, QK5_0, sums_q5_0, FP16_SCALE, FP16_SCALES_8)
+DEFINE_SCALED_DOT(dot_q8_0, block_q8_0, block_q8_0, QK8_0, sums_q8_0, FP16_SCALE, FP16_SCALES_8)
+DEFINE_SCALED_DOT(dot_iq4_nl, block_iq4_nl, block_q8_0, QK4_NL, sums_iq4_nl, FP16_SCALE,
+                  FP16_SCALES_8)
+DEFINE_SCALED_DOT(dot_mxfp4, block_mxfp4, block_q8_0, QK_MXFP4, sums_mxfp4, E8M0_SCALE,
+                  E8M0_SCALES_8)
 
 /* ------------------------------------------------------------------------------------------ */
 /* F32                                                                                         */
@@ -265,5 +289,6 @@ void lb_register_legacy_avx512(lb_kernel_set *set) {
     set->vec_dot[LOWBIT_TYPE_Q5_1] = dot_q5_1;
     set->vec_dot[LOWBIT_TYPE_Q8_0] = dot_q8_0;
     set->vec_dot[LOWBIT_TYPE_IQ4_NL] = dot_iq4_nl;
+    set->vec_dot[LOWBIT_TYPE_MXFP4] = dot_mxfp4;
     set->vec_dot[LOWBIT_TYPE_F32] = dot_f32;
 }

@@ -27,6 +27,15 @@ static inline int32_t hsum_i32(__m256i v) {
     return _mm_cvtsi128_si32(s);
 }
 
+/* The FP4 (E2M1) values doubled, so that they are integers: 0, 0.5, 1, 1.5, 2, 3, 4, 6 and their
+   negatives. The kernels multiply these and take the half back in the block scale. */
+static const int8_t fp4_doubled[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
+
+/* E8M0 byte e -> 2^(e - 128), the MXFP4 scale halved (e = 0, 1 give float subnormals). */
+static inline float e8m0_half(uint8_t e) {
+    return lb_bits_to_float(e < 2 ? 0x00200000u << e : (uint32_t)(e - 1) << 23);
+}
+
 static inline __m256i load32(const void *p) { return _mm256_loadu_si256((const __m256i *)p); }
 
 static inline uint32_t load_u32(const void *p) {
