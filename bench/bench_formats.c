@@ -15,7 +15,7 @@
 #define _POSIX_C_SOURCE 200809L
 
 #include "bench_common.h"
-#include "memory_probe.h"
+#include "measure.h"
 
 #include <errno.h>
 #include <math.h>
@@ -69,7 +69,7 @@ static int parse_count(const char *text, int64_t min, int64_t max, int64_t *valu
 /* Parses argv into opt; returns 0 to go on, 1 for --help (exit 0), 2 for a bad option. */
 static int parse_options(int argc, char **argv, options *opt) {
     *opt = (options){.reps = 5, .rows = 256, .cols = 4096, .threads = lowbit_cpu_count(),
-                     .bandwidth_mib = memory_beyond_cache_mib(1024), .large_rows = 4096,
+                     .bandwidth_mib = measure_beyond_cache_mib(1024), .large_rows = 4096,
                      .large_cols = 16384};
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
@@ -208,7 +208,7 @@ typedef struct bandwidth_result {
 static bandwidth_result measure_bandwidth(const options *opt, lowbit_pool *pool) {
     bandwidth_result r = {{NAN, NAN}, opt->bandwidth_mib};
     if (opt->bandwidth_mib <= 0) return r;
-    if (!memory_read_bandwidth(opt->bandwidth_mib, pool, opt->reps, r.gbps)) {
+    if (!measure_read_bandwidth(opt->bandwidth_mib, pool, opt->reps, r.gbps)) {
         fprintf(stderr, "bench_formats: cannot allocate %lld MiB for the bandwidth test\n",
                 (long long)opt->bandwidth_mib);
         r.gbps[0] = r.gbps[1] = NAN;

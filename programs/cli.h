@@ -57,8 +57,6 @@ void cli_model_architecture(const lowbit_model *model, char *buf, size_t size);
 int cli_read_file(const char *command, const char *path, char **data, size_t *length);
 /* A decimal integer in [0, max]; 0 on a malformed one. */
 int cli_parse_count(const char *text, int64_t max, int64_t *value);
-/* The median of n > 0 values (sorts them in place; the mean of the middle two for even n). */
-double cli_median(double *values, int n);
 /* A JSON string literal on stdout. */
 void cli_print_json_string(const char *s);
 /* The same for n bytes (NUL bytes included, escaped as \\u0000). */

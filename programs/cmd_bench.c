@@ -16,7 +16,7 @@
  *     The scalar loop, 10-50x slower, runs fewer rows and samples.
  * Beside the table: the memory read bandwidth (a streaming sum over a buffer far larger than the
  * last-level cache, one core and all cores, the faster of a plain and a prefetching read:
- * programs/memory_probe.h), the ceiling of a cold GEMV.
+ * programs/measure.h), the ceiling of a cold GEMV.
  *
  * Formats with an interleaved in-memory layout that this CPU's kernels prefer (Q4_0 and Q8_0:
  * lib/kernels/interleaved.h, made when a model is prepared) get a second row, e.g. "q4_0x8",
@@ -26,10 +26,9 @@
  * Only the public API is used, and the interleaved layouts' header (they are internal to the
  * library: the forward pass repacks its own weights).
  */
-#define _POSIX_C_SOURCE 200809L /* clock_gettime */
 
 #include "cli.h"
-#include "memory_probe.h"
+#include "measure.h"
 #include "lowbit.h"
 #include "../lib/kernels/interleaved.h"
 
@@ -37,7 +36,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #define MIB (1024.0 * 1024.0)
 
@@ -82,7 +80,7 @@ static int parse_int(const char *text, int64_t min, int64_t max, int64_t *value)
 
 /* Returns CLI_OK, CLI_USAGE, or -1 after --help. */
 static int parse_options(int argc, char **argv, bench_options *o) {
-    const int64_t beyond_cache = memory_beyond_cache_mib(512);
+    const int64_t beyond_cache = measure_beyond_cache_mib(512);
     *o = (bench_options){NULL, 15, 0, 0, 0, 4096, 4096, beyond_cache, beyond_cache, 512};
     int64_t reps = -1, cold = -1, bw_mib = -1;
     for (int i = 1; i < argc; i++) {
@@ -133,22 +131,6 @@ static int parse_options(int argc, char **argv, bench_options *o) {
 /* Timing                                                                                      */
 /* ------------------------------------------------------------------------------------------ */
 
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-static int compare_doubles(const void *a, const void *b) {
-    const double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-double cli_median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, compare_doubles);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
 /* One GEMV/GEMM call on matrix copy `copy`; returns 0 on failure. */
 typedef int (*gemv_call_fn)(void *ctx, int copy);
 
@@ -161,14 +143,14 @@ static double time_calls(gemv_call_fn call, void *ctx, int reps, int copies) {
         return -1.0;
     }
     for (int r = 0; r < reps; r++) {
-        const double start = now_seconds();
+        const double start = measure_now_seconds();
         if (!call(ctx, (r + 1) % copies)) {
             free(samples);
             return -1.0;
         }
-        samples[r] = now_seconds() - start;
+        samples[r] = measure_now_seconds() - start;
     }
-    const double m = cli_median(samples, reps);
+    const double m = measure_median(samples, reps);
     free(samples);
     return m;
 }
@@ -529,7 +511,7 @@ int cmd_bench(int argc, char **argv) {
     for (int64_t i = 0; i < 512 * o.cols; i++) x[i] = (float)((i * 7919) % 2001 - 1000) * 1e-3f;
 
     double bw[2] = {0.0, 0.0};
-    if (o.bandwidth_mib > 0) memory_read_bandwidth(o.bandwidth_mib, pool, 5, bw);
+    if (o.bandwidth_mib > 0) measure_read_bandwidth(o.bandwidth_mib, pool, 5, bw);
     const double bw1 = bw[0], bwn = bw[1];
     if (o.json) {
         printf("{\n  \"rows\": %lld, \"cols\": %lld, \"threads\": %d, \"reps\": %d,\n"
@@ -540,7 +522,7 @@ int cmd_bench(int argc, char **argv) {
         printf("lowbit bench: %lld x %lld weights, %d reps (median), cold set %lld MiB "
                "(last-level cache %lld MiB)\n",
                (long long)o.rows, (long long)o.cols, o.reps, (long long)o.cold_mib,
-               (long long)(memory_last_level_cache_bytes() >> 20));
+               (long long)(measure_last_level_cache_bytes() >> 20));
         if (o.bandwidth_mib > 0) {
             printf("memory read bandwidth: %.1f GB/s one thread, %.1f GB/s %d threads\n", bw1,
                    bwn, threads);

@@ -13,12 +13,12 @@
 
 #include "cli.h"
 #include "lowbit.h"
+#include "measure.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #define DEFAULT_DATA_DIR "/usr/share/datasets/fashion-mnist"
@@ -34,12 +34,6 @@ static int fail(const char *command, const char *what, lowbit_status st, const l
     fprintf(stderr, "lowbit %s: %s: %s\n", command, what,
             diag->message[0] ? diag->message : lowbit_status_name(st));
     return CLI_FAILED;
-}
-
-static double seconds_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 /* Parses a common option at argv[*i] (advancing past its value). Returns 1 if it was one, 0 if
@@ -228,7 +222,7 @@ static void draw_train_progress(void *ctx, const lowbit_train_progress *p) {
     train_progress *t = ctx;
     const int epoch_done = p->batch == p->batches;
     if (t->terminal) {
-        const double now = seconds_now();
+        const double now = measure_now_seconds();
         if (!epoch_done && now - t->last_draw < 0.1) return;
         t->last_draw = now;
         const int width = 30, filled = p->batches ? (int)(width * p->batch / p->batches) : width;
@@ -298,9 +292,9 @@ int cmd_train(int argc, char **argv) {
                                   .activation_bits = (int)a.abits, .learn_ranges = a.learn_ranges,
                                   .progress = draw_train_progress, .progress_ctx = &progress};
         lowbit_diag diag = {0};
-        const double t0 = seconds_now();
+        const double t0 = measure_now_seconds();
         const lowbit_status st = lowbit_classifier_train(c, train, &o, pool, &diag);
-        seconds = seconds_now() - t0;
+        seconds = measure_now_seconds() - t0;
         if (st != LOWBIT_OK) status = fail("train", "training", st, &diag);
     }
     if (status == CLI_OK) status = save_classifier("train", c, a.out);
@@ -567,12 +561,12 @@ static int median_latency(const lowbit_classifier *c, const uint8_t *images, int
     lowbit_diag diag = {0};
     ok = ok && lowbit_classifier_predict(c, images, n, logits, pool, &diag) == LOWBIT_OK;
     for (int64_t r = 0; ok && r < repeats; r++) {
-        const double t0 = seconds_now();
+        const double t0 = measure_now_seconds();
         ok = lowbit_classifier_predict(c, images, n, logits, pool, &diag) == LOWBIT_OK;
-        times[r] = seconds_now() - t0;
+        times[r] = measure_now_seconds() - t0;
     }
     if (ok) {
-        *median = cli_median(times, (int)repeats);
+        *median = measure_median(times, (int)repeats);
     }
     free(logits);
     free(times);

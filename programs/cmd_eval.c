@@ -14,11 +14,11 @@
 
 #include "cli.h"
 #include "lowbit.h"
+#include "measure.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 /* ---- shared helpers ---- */
@@ -132,16 +132,10 @@ typedef struct eval_progress {
     int64_t last_tenth;
 } eval_progress;
 
-static double monotonic_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 void cli_eval_progress(void *ctx, int64_t done, int64_t total) {
     eval_progress *p = ctx;
     if (p->terminal) {
-        const double now = monotonic_seconds();
+        const double now = measure_now_seconds();
         if (done < total && now - p->last_draw < 0.1) return;
         p->last_draw = now;
         fprintf(stderr, "\r%s: %lld/%lld paragraphs ", p->label, (long long)done, (long long)total);

@@ -13,12 +13,12 @@
 
 #include "cli.h"
 #include "lowbit.h"
+#include "measure.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 typedef struct generate_args {
     const char *model, *prompt;
@@ -151,12 +151,6 @@ static int32_t sample(sampler *s, const float *logits) {
 
 /* ---- generation ---- */
 
-static double seconds_now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static void emit(const lowbit_tokenizer *tokenizer, int32_t previous, int32_t token) {
     char buf[8];
     size_t length = 0;
@@ -185,15 +179,15 @@ static int run_generation(const generate_args *a, cli_llm *llm, sampler *s, int3
         return CLI_FAILED;
     }
     for (int64_t i = 1; i < n_prompt; i++) emit(llm->tokenizer, tokens[i - 1], tokens[i]);
-    double t0 = seconds_now();
+    double t0 = measure_now_seconds();
     if ((st = lowbit_llama_forward(llm->llama, tokens, (int)n_prompt, 0, logits, &diag)) != LOWBIT_OK) {
         return fail("forward pass", st, &diag);
     }
-    const double prompt_seconds = seconds_now() - t0;
+    const double prompt_seconds = measure_now_seconds() - t0;
     const float *last = logits + (size_t)(n_prompt - 1) * (size_t)config->vocab_size;
     const int32_t bos = lowbit_tokenizer_bos(llm->tokenizer), eos = lowbit_tokenizer_eos(llm->tokenizer);
     int64_t pos = n_prompt, generated = 0;
-    t0 = seconds_now();
+    t0 = measure_now_seconds();
     while (generated < a->n_tokens && pos < config->context_length) {
         const int32_t next = sample(s, last);
         if (next == eos || next == bos) break;
@@ -207,7 +201,7 @@ static int run_generation(const generate_args *a, cli_llm *llm, sampler *s, int3
         last = logits;
         pos++;
     }
-    const double generate_seconds = seconds_now() - t0;
+    const double generate_seconds = measure_now_seconds() - t0;
     printf("\n");
     fflush(stdout);
     fprintf(stderr, "prompt: %lld tokens, %.1f tokens/s; generation: %lld tokens, %.1f tokens/s\n",

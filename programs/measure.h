@@ -1,14 +1,21 @@
 /*
- * What the benchmarks compare memory-bound kernels with: the machine's read bandwidth, and the
- * size of its last-level cache (a "cold" matrix must be far larger). Shared by `lowbit bench` and
- * bench/bench_formats so that both quote the same ceiling.
+ * Measurement helpers of the commands that time things (`lowbit bench`, `lowbit classifier`) and
+ * of bench/bench_formats: a monotonic clock, medians, and what memory-bound kernels are compared
+ * with: the machine's read bandwidth and the size of its last-level cache (a "cold" matrix must
+ * be far larger). One implementation, so that every benchmark quotes the same ceiling.
  */
-#ifndef LOWBIT_MEMORY_PROBE_H
-#define LOWBIT_MEMORY_PROBE_H
+#ifndef LOWBIT_MEASURE_H
+#define LOWBIT_MEASURE_H
 
 #include "lowbit.h"
 
 #include <stdint.h>
+
+/* Seconds on the monotonic clock. */
+double measure_now_seconds(void);
+
+/* The median of n > 0 values (sorts them in place; the mean of the middle two for even n). */
+double measure_median(double *values, int n);
 
 /*
  * Read bandwidth in GB/s (1e9 bytes per second) of a streaming sum over `mib` MiB, on one thread
@@ -20,12 +27,12 @@
  * so; either way the figure is the best rate a plain read reaches, so a kernel's
  * share of it means what it says. Returns 0 (and gbs[] = 0) when the buffer cannot be allocated.
  */
-int memory_read_bandwidth(int64_t mib, lowbit_pool *pool, int reps, double gbs[2]);
+int measure_read_bandwidth(int64_t mib, lowbit_pool *pool, int reps, double gbs[2]);
 
 /* The largest data cache this machine reports (sysfs), in bytes; 0 when unknown. */
-int64_t memory_last_level_cache_bytes(void);
+int64_t measure_last_level_cache_bytes(void);
 
 /* A buffer size in MiB far beyond the last-level cache: 4x its size, and at least min_mib. */
-int64_t memory_beyond_cache_mib(int64_t min_mib);
+int64_t measure_beyond_cache_mib(int64_t min_mib);
 
 #endif

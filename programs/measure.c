@@ -1,9 +1,9 @@
 /*
- * Memory read bandwidth and last-level cache size (see memory_probe.h).
+ * Clock, medians, memory read bandwidth and last-level cache size (see measure.h).
  */
 #define _POSIX_C_SOURCE 200809L /* clock_gettime */
 
-#include "memory_probe.h"
+#include "measure.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,7 +40,7 @@ static void sum_chunks(void *p, int64_t begin, int64_t end) {
     }
 }
 
-static double seconds_now(void) {
+double measure_now_seconds(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
@@ -51,6 +51,11 @@ static int compare_doubles(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
+double measure_median(double *values, int n) {
+    qsort(values, (size_t)n, sizeof *values, compare_doubles);
+    return n % 2 ? values[n / 2] : 0.5 * (values[n / 2 - 1] + values[n / 2]);
+}
+
 /* Median seconds of `reps` passes over all chunks; *check collects the sums so that the reads
    cannot be optimised away. */
 static double median_pass_seconds(sum_job *job, int64_t chunks, lowbit_pool *pool, int reps,
@@ -59,16 +64,15 @@ static double median_pass_seconds(sum_job *job, int64_t chunks, lowbit_pool *poo
     if (reps > 64) reps = 64;
     if (reps < 1) reps = 1;
     for (int r = 0; r < reps; r++) {
-        const double start = seconds_now();
+        const double start = measure_now_seconds();
         lowbit_pool_run(pool, chunks, sum_chunks, job);
-        samples[r] = seconds_now() - start;
+        samples[r] = measure_now_seconds() - start;
         for (int64_t c = 0; c < chunks; c++) *check += job->partials[c];
     }
-    qsort(samples, (size_t)reps, sizeof *samples, compare_doubles);
-    return reps % 2 ? samples[reps / 2] : 0.5 * (samples[reps / 2 - 1] + samples[reps / 2]);
+    return measure_median(samples, reps);
 }
 
-int memory_read_bandwidth(int64_t mib, lowbit_pool *pool, int reps, double gbs[2]) {
+int measure_read_bandwidth(int64_t mib, lowbit_pool *pool, int reps, double gbs[2]) {
     gbs[0] = gbs[1] = 0.0;
     const int64_t chunks = mib;
     uint64_t *data = malloc((size_t)chunks * CHUNK_WORDS * sizeof *data);
@@ -108,7 +112,7 @@ static int64_t parse_cache_size(const char *s) {
     return (int64_t)v;
 }
 
-int64_t memory_last_level_cache_bytes(void) {
+int64_t measure_last_level_cache_bytes(void) {
     int64_t largest = 0;
     for (int i = 0; i < 16; i++) {
         char path[96], text[64] = {0};
@@ -124,7 +128,7 @@ int64_t memory_last_level_cache_bytes(void) {
     return largest;
 }
 
-int64_t memory_beyond_cache_mib(int64_t min_mib) {
-    const int64_t four_caches = 4 * memory_last_level_cache_bytes() >> 20;
+int64_t measure_beyond_cache_mib(int64_t min_mib) {
+    const int64_t four_caches = 4 * measure_last_level_cache_bytes() >> 20;
     return four_caches > min_mib ? four_caches : min_mib;
 }
