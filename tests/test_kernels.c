@@ -307,6 +307,31 @@ static void check_golden_rows(const lowbit_type_traits *t, const lb_kernel_set *
 /* 6 tokens: one full group of the multi-token kernels (LB_DOT_TOKENS) and a partial one */
 enum { MM_ROWS = 7, MM_COLS = 512, MM_TOKENS = 6 };
 
+/* Every level's multi-token kernel (not only the active level's, which matmul runs) against
+   its one-token kernel, bit for bit, for each token count it takes. */
+static void check_tokens_kernels(const lowbit_type_traits *t, const lb_kernel_set *sets,
+                                 int n_levels, const uint8_t *w, size_t w_row, const uint8_t *qa,
+                                 size_t a_row) {
+    for (int l = 0; l < n_levels; l++) {
+        const lb_vec_dot_tokens_fn tokens = sets[l].vec_dot_tokens[t->type];
+        const lowbit_vec_dot_fn one = sets[l].vec_dot[t->type];
+        if (!tokens || sets[l].tokens_pair[t->type] != one) continue;
+        int differ = 0;
+        for (int r = 0; r < MM_ROWS; r++) {
+            for (int count = 1; count <= LB_DOT_TOKENS && count <= MM_TOKENS; count++) {
+                float got[LB_DOT_TOKENS];
+                tokens(MM_COLS, w + r * w_row, qa, a_row, count, got);
+                for (int i = 0; i < count; i++) {
+                    const float want = one(MM_COLS, w + r * w_row, qa + i * a_row);
+                    differ += memcmp(&got[i], &want, sizeof want) != 0;
+                }
+            }
+        }
+        CHECK(differ == 0, "%s: level %s multi-token kernel differs from its one-token kernel "
+              "(%d values)", t->name, lb_cpu_level_name((lb_cpu_level)l), differ);
+    }
+}
+
 static void check_matmul(const lowbit_type_traits *t, lowbit_pool *pools[3],
                          const lb_kernel_set *sets, int n_levels) {
     if (!t->quantize_ref || !t->vec_dot) return;
@@ -350,6 +375,7 @@ static void check_matmul(const lowbit_type_traits *t, lowbit_pool *pools[3],
         }
     }
     CHECK(exact, "%s: matmul differs from the active kernel's dot products", t->name);
+    check_tokens_kernels(t, sets, n_levels, w, w_row, qa, a_row);
     free(qa);
     lowbit_matmul_scratch_free(&scratch);
 done:

@@ -5,9 +5,10 @@
  * Every dot product computes each super-block's integer sums exactly (the same integers as the
  * scalar references of the type table), keeps them in vector lanes, and scales them into float
  * vector accumulators (accumulate_scaled, kquants_x86.h) with one horizontal sum per row: the
- * results differ from the references only by the order of the float additions. Q4_K and Q6_K
- * also have multi-token versions (one weight row against up to 4 activation rows), which run
- * each token through the one-token kernel's exact operations.
+ * results differ from the references only by the order of the float additions. All but TQ1_0
+ * and the lattice formats (IQ2_*, IQ3_*) also have multi-token versions (one weight row against
+ * up to 4 activation rows, the weights unpacked once for all), which run each token through the
+ * one-token kernel's exact operations: the one-token kernel is their one-token instance.
  *
  * The unpacking follows one pattern: a 32-byte vector of unsigned levels u (0..63) meets 32
  * activations in maddubs (u8 x s8 -> pairs summed to s16, which cannot saturate for these
@@ -146,12 +147,15 @@ static lowbit_status quantize_q8_K_avx2(const float *src, void *dst, int64_t n,
 /* Q2_K: 2-bit levels, 4-bit scale and min per 16 elements                                     */
 /* ------------------------------------------------------------------------------------------ */
 
-static float vec_dot_q2_K_avx2(int64_t n, const void *weights, const void *activations) {
+/* A Q2_K row against n_tokens activation rows (as q4_K_dot_tokens below: the levels and scales
+   unpacked once per block, each token running the one-token kernel's operations). */
+static inline ALWAYS_INLINE void q2_K_dot_tokens(int64_t n, const void *weights,
+                                                 const void *activations, size_t stride,
+                                                 int n_tokens, float *out) {
     const block_q2_K *x = weights;
-    const block_q8_K *y = activations;
     const __m256i two_bits = _mm256_set1_epi8(3);
-    __m256 acc_f = _mm256_setzero_ps();
-    __m256 mins_f = _mm256_setzero_ps();
+    __m256 acc_f[LB_DOT_TOKENS], mins_f[LB_DOT_TOKENS];
+    for (int t = 0; t < n_tokens; t++) acc_f[t] = mins_f[t] = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / QK_K; b++) {
         prefetch_weights(&x[b], sizeof *x);
         const __m128i packed = _mm_loadu_si128((const __m128i *)x[b].scales);
@@ -160,57 +164,102 @@ static float vec_dot_q2_K_avx2(int64_t n, const void *weights, const void *activ
                                                               _mm_set1_epi8(0x0F)));
         const __m256i halves[2] = {_mm256_permute2x128_si256(sc, sc, 0x00),
                                    _mm256_permute2x128_si256(sc, sc, 0x11)};
-        __m256i acc = _mm256_setzero_si256();
+        __m256i acc[LB_DOT_TOKENS];
+        for (int t = 0; t < n_tokens; t++) acc[t] = _mm256_setzero_si256();
         for (int h = 0; h < 2; h++) {
             const __m256i q = load32(x[b].qs + 32 * h);
             for (int k = 0; k < 4; k++) {
                 const __m256i u = _mm256_and_si256(_mm256_srli_epi16(q, 2 * k), two_bits);
-                const __m256i a = load32(y[b].qs + 128 * h + 32 * k);
-                acc = _mm256_add_epi32(acc, scaled_dot32(u, a, pick_pair(halves[h], k)));
+                const __m256i scale_pair = pick_pair(halves[h], k);
+                for (int t = 0; t < n_tokens; t++) {
+                    const __m256i a =
+                        load32(q8_K_block(activations, stride, t, b)->qs + 128 * h + 32 * k);
+                    acc[t] = _mm256_add_epi32(acc[t], scaled_dot32(u, a, scale_pair));
+                }
             }
         }
-        const __m256i sum_mins = _mm256_madd_epi16(mn, load32(y[b].bsums));
-        accumulate_scaled_mins(&acc_f, &mins_f, &x[b].d, y[b].d, acc, sum_mins);
+        for (int t = 0; t < n_tokens; t++) {
+            const block_q8_K *y = q8_K_block(activations, stride, t, b);
+            const __m256i sum_mins = _mm256_madd_epi16(mn, load32(y->bsums));
+            accumulate_scaled_mins(&acc_f[t], &mins_f[t], &x[b].d, y->d, acc[t], sum_mins);
+        }
     }
-    return hsum_ps(_mm256_sub_ps(acc_f, mins_f));
+    for (int t = 0; t < n_tokens; t++) out[t] = hsum_ps(_mm256_sub_ps(acc_f[t], mins_f[t]));
+}
+DEFINE_DOT_ENTRY_POINTS(q2_K_avx2, q2_K_dot_tokens)
+
+/* ------------------------------------------------------------------------------------------ */
+/* Q3_K and Q6_K: unsigned levels with an offset, signed scales per 16 elements                 */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Q3_K plane k of half h (elements 128h + 32k..): u = two low bits + 4 * the hmask bit, in 0..7;
+   the level is u - 4. q: the half's 32 bytes of low bits. */
+static inline __m256i q3_K_plane(__m256i q, __m256i hmask, int h, int k) {
+    const __m256i high = _mm256_and_si256(move_bit(hmask, 4 * h + k, 2), _mm256_set1_epi8(4));
+    return _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 2 * k), _mm256_set1_epi8(3)),
+                           high);
 }
 
-/* ------------------------------------------------------------------------------------------ */
-/* Q3_K: 3-bit levels (two low bits plus a high-bit plane), 6-bit signed scales                */
-/* ------------------------------------------------------------------------------------------ */
+/* Q6_K plane k of half h: u = level + 32 in 0..63, nibble k / 2 of ql[k % 2] and bits 2k, 2k + 1
+   of the half's qh moved to bits 4, 5. */
+static inline __m256i q6_K_plane(const __m256i ql[2], __m256i qh, int k) {
+    const __m256i low = _mm256_and_si256(_mm256_srli_epi16(ql[k % 2], 4 * (k / 2)),
+                                         _mm256_set1_epi8(0x0F));
+    return _mm256_or_si256(low, _mm256_and_si256(move_bit(qh, 2 * k, 4), _mm256_set1_epi8(0x30)));
+}
 
-static float vec_dot_q3_K_avx2(int64_t n, const void *weights, const void *activations) {
-    const block_q3_K *x = weights;
-    const block_q8_K *y = activations;
-    const __m256i two_bits = _mm256_set1_epi8(3);
-    __m256 acc_f = _mm256_setzero_ps();
+/* A Q3_K (q6 = 0) or Q6_K row against n_tokens activation rows `stride` bytes apart: the planes'
+   unsigned levels meet the activations, and the offset's share (4 or 32 times the sum of scale *
+   bsum) comes off per block. Inlined with constant q6 and n_tokens. */
+static inline ALWAYS_INLINE void offset16_dot_tokens(int64_t n, const void *weights, int q6,
+                                                     const void *activations, size_t stride,
+                                                     int n_tokens, float *out) {
+    __m256 acc_f[LB_DOT_TOKENS];
+    for (int t = 0; t < n_tokens; t++) acc_f[t] = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / QK_K; b++) {
-        prefetch_weights(&x[b], sizeof *x);
-        const __m128i scales = q3_K_scales(x[b].scales);
+        const block_q3_K *x3 = (const block_q3_K *)weights + b;
+        const block_q6_K *x6 = (const block_q6_K *)weights + b;
+        if (q6) prefetch_weights(x6, sizeof *x6);
+        else prefetch_weights(x3, sizeof *x3);
+        const __m128i scales =
+            q6 ? _mm_loadu_si128((const __m128i *)x6->scales) : q3_K_scales(x3->scales);
         __m256i halves[2];
         widen_scales16(scales, halves);
-        const __m256i hmask = load32(x[b].hmask);
-        __m256i acc = _mm256_setzero_si256();
+        const __m256i hmask = q6 ? _mm256_setzero_si256() : load32(x3->hmask);
+        __m256i acc[LB_DOT_TOKENS];
+        for (int t = 0; t < n_tokens; t++) acc[t] = _mm256_setzero_si256();
         for (int h = 0; h < 2; h++) {
-            const __m256i q = load32(x[b].qs + 32 * h);
+            const __m256i q = q6 ? _mm256_setzero_si256() : load32(x3->qs + 32 * h);
+            const __m256i ql[2] = {q6 ? load32(x6->ql + 64 * h) : q,
+                                   q6 ? load32(x6->ql + 64 * h + 32) : q};
+            const __m256i qh = q6 ? load32(x6->qh + 32 * h) : hmask;
             for (int k = 0; k < 4; k++) {
-                /* u = low2 + 4 * high bit, in 0..7; the level is u - 4 */
-                const __m256i high =
-                    _mm256_and_si256(move_bit(hmask, 4 * h + k, 2), _mm256_set1_epi8(4));
-                const __m256i u = _mm256_or_si256(
-                    _mm256_and_si256(_mm256_srli_epi16(q, 2 * k), two_bits), high);
-                const __m256i a = load32(y[b].qs + 128 * h + 32 * k);
-                acc = _mm256_add_epi32(acc, scaled_dot32(u, a, pick_pair(halves[h], k)));
+                const __m256i u = q6 ? q6_K_plane(ql, qh, k) : q3_K_plane(q, hmask, h, k);
+                const __m256i scale_pair = pick_pair(halves[h], k);
+                for (int t = 0; t < n_tokens; t++) {
+                    const __m256i a =
+                        load32(q8_K_block(activations, stride, t, b)->qs + 128 * h + 32 * k);
+                    acc[t] = _mm256_add_epi32(acc[t], scaled_dot32(u, a, scale_pair));
+                }
             }
         }
-        /* the offset's share, 4 * sum of scale * bsum, per lane */
-        const __m256i offset = _mm256_slli_epi32(
-            _mm256_madd_epi16(_mm256_cvtepi8_epi16(scales), load32(y[b].bsums)), 2);
-        acc_f = accumulate_scaled(acc_f, _mm256_sub_epi32(acc, offset),
-                                  half_to_float(x[b].d) * y[b].d);
+        const __m256i scales16 = _mm256_cvtepi8_epi16(scales);
+        const float d = half_to_float(q6 ? x6->d : x3->d);
+        for (int t = 0; t < n_tokens; t++) {
+            const block_q8_K *y = q8_K_block(activations, stride, t, b);
+            /* the offset's share, offset * sum of scale * bsum, per lane (offset 4 or 32) */
+            const __m256i offset =
+                _mm256_slli_epi32(_mm256_madd_epi16(scales16, load32(y->bsums)), q6 ? 5 : 2);
+            acc_f[t] = accumulate_scaled(acc_f[t], _mm256_sub_epi32(acc[t], offset), d * y->d);
+        }
     }
-    return hsum_ps(acc_f);
+    for (int t = 0; t < n_tokens; t++) out[t] = hsum_ps(acc_f[t]);
 }
+
+#define Q3_K_CALL(n, w, a, stride, count, out) offset16_dot_tokens(n, w, 0, a, stride, count, out)
+#define Q6_K_CALL(n, w, a, stride, count, out) offset16_dot_tokens(n, w, 1, a, stride, count, out)
+DEFINE_DOT_ENTRY_POINTS(q3_K_avx2, Q3_K_CALL)
+DEFINE_DOT_ENTRY_POINTS(q6_K_avx2, Q6_K_CALL)
 
 /* ------------------------------------------------------------------------------------------ */
 /* Q4_K and Q5_K: 4-bit (+ a high-bit plane) levels, 6-bit scale and min per 32 elements       */
@@ -259,18 +308,20 @@ static inline ALWAYS_INLINE void q4_K_dot_tokens(int64_t n, const void *weights,
 }
 DEFINE_DOT_ENTRY_POINTS(q4_K_avx2, q4_K_dot_tokens)
 
-static float vec_dot_q5_K_avx2(int64_t n, const void *weights, const void *activations) {
+static inline ALWAYS_INLINE void q5_K_dot_tokens(int64_t n, const void *weights,
+                                                 const void *activations, size_t stride,
+                                                 int n_tokens, float *out) {
     const block_q5_K *x = weights;
-    const block_q8_K *y = activations;
     const __m256i nibble = _mm256_set1_epi8(0x0F), sixteen = _mm256_set1_epi8(16);
-    __m256 acc_f = _mm256_setzero_ps();
-    __m256 mins_f = _mm256_setzero_ps();
+    __m256 acc_f[LB_DOT_TOKENS], mins_f[LB_DOT_TOKENS];
+    for (int t = 0; t < n_tokens; t++) acc_f[t] = mins_f[t] = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / QK_K; b++) {
         prefetch_weights(&x[b], sizeof *x);
         __m256i scales, mins;
         k4_scales_mins(x[b].scales, &scales, &mins);
         const __m256i qh = load32(x[b].qh);
-        __m256i acc = _mm256_setzero_si256();
+        __m256i acc[LB_DOT_TOKENS];
+        for (int t = 0; t < n_tokens; t++) acc[t] = _mm256_setzero_si256();
         for (int c = 0; c < 4; c++) {
             const __m256i q = load32(x[b].qs + 32 * c);
             const __m256i high_lo = _mm256_and_si256(move_bit(qh, 2 * c, 4), sixteen);
@@ -278,93 +329,62 @@ static float vec_dot_q5_K_avx2(int64_t n, const void *weights, const void *activ
             const __m256i lo = _mm256_or_si256(_mm256_and_si256(q, nibble), high_lo);
             const __m256i hi =
                 _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), nibble), high_hi);
-            const int8_t *a = y[b].qs + 64 * c;
-            acc = _mm256_add_epi32(acc, sub32_dot(lo, a, pick_one(scales, 2 * c)));
-            acc = _mm256_add_epi32(acc, sub32_dot(hi, a + 32, pick_one(scales, 2 * c + 1)));
-        }
-        const __m256i sum_mins = _mm256_madd_epi16(mins, load32(y[b].bsums));
-        accumulate_scaled_mins(&acc_f, &mins_f, &x[b].d, y[b].d, acc, sum_mins);
-    }
-    return hsum_ps(_mm256_sub_ps(acc_f, mins_f));
-}
-
-/* ------------------------------------------------------------------------------------------ */
-/* Q6_K: 6-bit levels (low nibbles plus a 2-bit plane), 8-bit signed scales per 16 elements    */
-/* ------------------------------------------------------------------------------------------ */
-
-static inline ALWAYS_INLINE void q6_K_dot_tokens(int64_t n, const void *weights,
-                                                 const void *activations, size_t stride,
-                                                 int n_tokens, float *out) {
-    const block_q6_K *x = weights;
-    const __m256i nibble = _mm256_set1_epi8(0x0F), high_bits = _mm256_set1_epi8(0x30);
-    __m256 acc_f[LB_DOT_TOKENS];
-    for (int t = 0; t < n_tokens; t++) acc_f[t] = _mm256_setzero_ps();
-    for (int64_t b = 0; b < n / QK_K; b++) {
-        prefetch_weights(&x[b], sizeof *x);
-        const __m128i scales = _mm_loadu_si128((const __m128i *)x[b].scales);
-        __m256i halves[2];
-        widen_scales16(scales, halves);
-        __m256i acc[LB_DOT_TOKENS];
-        for (int t = 0; t < n_tokens; t++) acc[t] = _mm256_setzero_si256();
-        for (int h = 0; h < 2; h++) {
-            const __m256i ql[2] = {load32(x[b].ql + 64 * h), load32(x[b].ql + 64 * h + 32)};
-            const __m256i qh = load32(x[b].qh + 32 * h);
-            for (int k = 0; k < 4; k++) {
-                /* u = level + 32 in 0..63: nibble k / 2 of ql[k % 2], bits 2k, 2k + 1 of qh
-                   moved to bits 4, 5 */
-                const __m256i low =
-                    _mm256_and_si256(_mm256_srli_epi16(ql[k % 2], 4 * (k / 2)), nibble);
-                const __m256i high = _mm256_and_si256(move_bit(qh, 2 * k, 4), high_bits);
-                const __m256i u = _mm256_or_si256(low, high);
-                const __m256i scale_pair = pick_pair(halves[h], k);
-                for (int t = 0; t < n_tokens; t++) {
-                    const __m256i a =
-                        load32(q8_K_block(activations, stride, t, b)->qs + 128 * h + 32 * k);
-                    acc[t] = _mm256_add_epi32(acc[t], scaled_dot32(u, a, scale_pair));
-                }
+            for (int t = 0; t < n_tokens; t++) {
+                const int8_t *a = q8_K_block(activations, stride, t, b)->qs + 64 * c;
+                acc[t] = _mm256_add_epi32(acc[t], sub32_dot(lo, a, pick_one(scales, 2 * c)));
+                acc[t] =
+                    _mm256_add_epi32(acc[t], sub32_dot(hi, a + 32, pick_one(scales, 2 * c + 1)));
             }
         }
-        const __m256i scales16 = _mm256_cvtepi8_epi16(scales);
         for (int t = 0; t < n_tokens; t++) {
             const block_q8_K *y = q8_K_block(activations, stride, t, b);
-            /* the offset's share, 32 * sum of scale * bsum, per lane */
-            const __m256i offset =
-                _mm256_slli_epi32(_mm256_madd_epi16(scales16, load32(y->bsums)), 5);
-            acc_f[t] = accumulate_scaled(acc_f[t], _mm256_sub_epi32(acc[t], offset),
-                                         half_to_float(x[b].d) * y->d);
+            const __m256i sum_mins = _mm256_madd_epi16(mins, load32(y->bsums));
+            accumulate_scaled_mins(&acc_f[t], &mins_f[t], &x[b].d, y->d, acc[t], sum_mins);
         }
     }
-    for (int t = 0; t < n_tokens; t++) out[t] = hsum_ps(acc_f[t]);
+    for (int t = 0; t < n_tokens; t++) out[t] = hsum_ps(_mm256_sub_ps(acc_f[t], mins_f[t]));
 }
-DEFINE_DOT_ENTRY_POINTS(q6_K_avx2, q6_K_dot_tokens)
+DEFINE_DOT_ENTRY_POINTS(q5_K_avx2, q5_K_dot_tokens)
+
 
 /* ------------------------------------------------------------------------------------------ */
 /* IQ4_XS: 4-bit indices into the non-linear IQ4 grid, 6-bit signed scales per 32 elements     */
 /* ------------------------------------------------------------------------------------------ */
 
-static float vec_dot_iq4_xs_avx2(int64_t n, const void *weights, const void *activations) {
+static inline ALWAYS_INLINE void iq4_xs_dot_tokens(int64_t n, const void *weights,
+                                                   const void *activations, size_t stride,
+                                                   int n_tokens, float *out) {
     const block_iq4_xs *x = weights;
-    const block_q8_K *y = activations;
-    __m256 acc_f = _mm256_setzero_ps();
+    __m256 acc_f[LB_DOT_TOKENS];
+    for (int t = 0; t < n_tokens; t++) acc_f[t] = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / QK_K; b++) {
         prefetch_weights(&x[b], sizeof *x);
         const __m256i scales = iq4_xs_scales(&x[b]);
-        __m256i acc = _mm256_setzero_si256();
+        __m256i acc[LB_DOT_TOKENS];
+        for (int t = 0; t < n_tokens; t++) acc[t] = _mm256_setzero_si256();
         for (int p = 0; p < 4; p++) {
             __m256i w[2];
             iq4_xs_pair_weights(&x[b], p, w);
             for (int s = 0; s < 2; s++) {
                 /* both operands signed: |a| (exact as u8, even for -128) times w with a's sign */
-                const __m256i a = load32(y[b].qs + 64 * p + 32 * s);
-                const __m256i prod =
-                    _mm256_maddubs_epi16(_mm256_abs_epi8(a), _mm256_sign_epi8(w[s], a));
-                acc = _mm256_add_epi32(acc, _mm256_madd_epi16(prod, pick_one(scales, 2 * p + s)));
+                for (int t = 0; t < n_tokens; t++) {
+                    const __m256i a =
+                        load32(q8_K_block(activations, stride, t, b)->qs + 64 * p + 32 * s);
+                    const __m256i prod =
+                        _mm256_maddubs_epi16(_mm256_abs_epi8(a), _mm256_sign_epi8(w[s], a));
+                    acc[t] = _mm256_add_epi32(acc[t],
+                                              _mm256_madd_epi16(prod, pick_one(scales, 2 * p + s)));
+                }
             }
         }
-        acc_f = accumulate_scaled(acc_f, acc, half_to_float(x[b].d) * y[b].d);
+        for (int t = 0; t < n_tokens; t++) {
+            const float y_d = q8_K_block(activations, stride, t, b)->d;
+            acc_f[t] = accumulate_scaled(acc_f[t], acc[t], half_to_float(x[b].d) * y_d);
+        }
     }
-    return hsum_ps(acc_f);
+    for (int t = 0; t < n_tokens; t++) out[t] = hsum_ps(acc_f[t]);
 }
+DEFINE_DOT_ENTRY_POINTS(iq4_xs_avx2, iq4_xs_dot_tokens)
 
 /* ------------------------------------------------------------------------------------------ */
 /* TQ2_0 and TQ1_0: ternary levels t = u - 1                                                   */
@@ -374,25 +394,39 @@ static inline __m256i unsigned_dot32(__m256i u, const int8_t *a) {
     return _mm256_madd_epi16(_mm256_maddubs_epi16(u, load32(a)), _mm256_set1_epi16(1));
 }
 
-static float vec_dot_tq2_0_avx2(int64_t n, const void *weights, const void *activations) {
+static inline ALWAYS_INLINE void tq2_0_dot_tokens(int64_t n, const void *weights,
+                                                  const void *activations, size_t stride,
+                                                  int n_tokens, float *out) {
     const block_tq2_0 *x = weights;
-    const block_q8_K *y = activations;
     const __m256i two_bits = _mm256_set1_epi8(3);
-    __m256 acc_f = _mm256_setzero_ps();
+    __m256 acc_f[LB_DOT_TOKENS];
+    for (int t = 0; t < n_tokens; t++) acc_f[t] = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / QK_K; b++) {
         prefetch_weights(&x[b], sizeof *x);
-        __m256i acc = _mm256_sub_epi32(_mm256_setzero_si256(), bsums_total8(&y[b]));
+        __m256i acc[LB_DOT_TOKENS];
+        for (int t = 0; t < n_tokens; t++) {
+            const block_q8_K *y = q8_K_block(activations, stride, t, b);
+            acc[t] = _mm256_sub_epi32(_mm256_setzero_si256(), bsums_total8(y));
+        }
         for (int h = 0; h < 2; h++) {
             const __m256i q = load32(x[b].qs + 32 * h);
             for (int l = 0; l < 4; l++) {
                 const __m256i u = _mm256_and_si256(_mm256_srli_epi16(q, 2 * l), two_bits);
-                acc = _mm256_add_epi32(acc, unsigned_dot32(u, y[b].qs + 128 * h + 32 * l));
+                for (int t = 0; t < n_tokens; t++) {
+                    const int8_t *a =
+                        q8_K_block(activations, stride, t, b)->qs + 128 * h + 32 * l;
+                    acc[t] = _mm256_add_epi32(acc[t], unsigned_dot32(u, a));
+                }
             }
         }
-        acc_f = accumulate_scaled(acc_f, acc, half_to_float(x[b].d) * y[b].d);
+        for (int t = 0; t < n_tokens; t++) {
+            const float y_d = q8_K_block(activations, stride, t, b)->d;
+            acc_f[t] = accumulate_scaled(acc_f[t], acc[t], half_to_float(x[b].d) * y_d);
+        }
     }
-    return hsum_ps(acc_f);
+    for (int t = 0; t < n_tokens; t++) out[t] = hsum_ps(acc_f[t]);
 }
+DEFINE_DOT_ENTRY_POINTS(tq2_0_avx2, tq2_0_dot_tokens)
 
 static float vec_dot_tq1_0_avx2(int64_t n, const void *weights, const void *activations) {
     const block_tq1_0 *x = weights;
@@ -587,14 +621,14 @@ static float vec_dot_iq3_s_avx2(int64_t n, const void *weights, const void *acti
 
 void lb_register_kquants_avx2(lb_kernel_set *set) {
     set->quantize_activation[LOWBIT_TYPE_Q8_K] = quantize_q8_K_avx2;
-    set->vec_dot[LOWBIT_TYPE_Q2_K] = vec_dot_q2_K_avx2;
-    set->vec_dot[LOWBIT_TYPE_Q3_K] = vec_dot_q3_K_avx2;
+    set_dot(set, LOWBIT_TYPE_Q2_K, dot_q2_K_avx2, dot_q2_K_avx2_tokens);
+    set_dot(set, LOWBIT_TYPE_Q3_K, dot_q3_K_avx2, dot_q3_K_avx2_tokens);
     set_dot(set, LOWBIT_TYPE_Q4_K, dot_q4_K_avx2, dot_q4_K_avx2_tokens);
-    set->vec_dot[LOWBIT_TYPE_Q5_K] = vec_dot_q5_K_avx2;
+    set_dot(set, LOWBIT_TYPE_Q5_K, dot_q5_K_avx2, dot_q5_K_avx2_tokens);
     set_dot(set, LOWBIT_TYPE_Q6_K, dot_q6_K_avx2, dot_q6_K_avx2_tokens);
-    set->vec_dot[LOWBIT_TYPE_IQ4_XS] = vec_dot_iq4_xs_avx2;
+    set_dot(set, LOWBIT_TYPE_IQ4_XS, dot_iq4_xs_avx2, dot_iq4_xs_avx2_tokens);
     set->vec_dot[LOWBIT_TYPE_TQ1_0] = vec_dot_tq1_0_avx2;
-    set->vec_dot[LOWBIT_TYPE_TQ2_0] = vec_dot_tq2_0_avx2;
+    set_dot(set, LOWBIT_TYPE_TQ2_0, dot_tq2_0_avx2, dot_tq2_0_avx2_tokens);
     set->vec_dot[LOWBIT_TYPE_IQ2_XXS] = vec_dot_iq2_xxs_avx2;
     set->vec_dot[LOWBIT_TYPE_IQ2_XS] = vec_dot_iq2_xs_avx2;
     set->vec_dot[LOWBIT_TYPE_IQ2_S] = vec_dot_iq2_s_avx2;
