@@ -24,7 +24,9 @@
 #include "x86_common.h"
 #include "kquants_x86.h"
 
+#include <assert.h>
 #include <immintrin.h>
+#include <stddef.h>
 #include <string.h>
 
 /* ------------------------------------------------------------------------------------------ */
@@ -270,26 +272,46 @@ static inline __m256i sub32_dot(__m256i u, const int8_t *a, __m256i scale) {
     return _mm256_madd_epi16(_mm256_maddubs_epi16(u, load32(a)), scale);
 }
 
-/* A Q4_K row against n_tokens activation rows `stride` bytes apart, its levels and scales unpacked
-   once per block for all tokens (inlined with a constant n_tokens, so each token runs the
-   one-token kernel's operations). */
-static inline ALWAYS_INLINE void q4_K_dot_tokens(int64_t n, const void *weights,
-                                                 const void *activations, size_t stride,
-                                                 int n_tokens, float *out) {
-    const block_q4_K *x = weights;
+/* The levels of chunk c (sub-blocks 2c and 2c + 1) of a Q4_K block (qh NULL) or a Q5_K block,
+   whose fifth bits join the nibbles. */
+static inline ALWAYS_INLINE void k4_chunk_levels(const uint8_t *qs, const uint8_t *qh, int c,
+                                                 __m256i *lo, __m256i *hi) {
     const __m256i nibble = _mm256_set1_epi8(0x0F);
+    const __m256i q = load32(qs + 32 * c);
+    *lo = _mm256_and_si256(q, nibble);
+    *hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), nibble);
+    if (!qh) return;
+    const __m256i sixteen = _mm256_set1_epi8(16), high = load32(qh);
+    *lo = _mm256_or_si256(*lo, _mm256_and_si256(move_bit(high, 2 * c, 4), sixteen));
+    *hi = _mm256_or_si256(*hi, _mm256_and_si256(move_bit(high, 2 * c + 1, 4), sixteen));
+}
+
+static_assert(offsetof(block_q5_K, dmin) == offsetof(block_q4_K, dmin) &&
+                  offsetof(block_q5_K, scales) == offsetof(block_q4_K, scales),
+              "Q4_K and Q5_K share their block header");
+
+/* A Q4_K (q5 = 0) or Q5_K row against n_tokens activation rows `stride` bytes apart, its levels
+   and scales unpacked once per block for all tokens (inlined with constant q5 and n_tokens, so
+   each token runs the one-token kernel's operations). */
+static inline ALWAYS_INLINE void k4_dot_tokens(int64_t n, const void *weights, int q5,
+                                               const void *activations, size_t stride,
+                                               int n_tokens, float *out) {
     __m256 acc_f[LB_DOT_TOKENS], mins_f[LB_DOT_TOKENS];
     for (int t = 0; t < n_tokens; t++) acc_f[t] = mins_f[t] = _mm256_setzero_ps();
+    const size_t block_bytes = q5 ? sizeof(block_q5_K) : sizeof(block_q4_K);
     for (int64_t b = 0; b < n / QK_K; b++) {
-        prefetch_weights(&x[b], sizeof *x);
+        /* d, dmin and the scales lie at the same offsets in both block types */
+        const block_q4_K *x = (const void *)((const uint8_t *)weights + b * block_bytes);
+        prefetch_weights(x, block_bytes);
+        const uint8_t *qs = q5 ? ((const block_q5_K *)(const void *)x)->qs : x->qs;
+        const uint8_t *qh = q5 ? ((const block_q5_K *)(const void *)x)->qh : NULL;
         __m256i scales, mins;
-        k4_scales_mins(x[b].scales, &scales, &mins);
+        k4_scales_mins(x->scales, &scales, &mins);
         __m256i acc[LB_DOT_TOKENS];
         for (int t = 0; t < n_tokens; t++) acc[t] = _mm256_setzero_si256();
         for (int c = 0; c < 4; c++) {
-            const __m256i q = load32(x[b].qs + 32 * c);
-            const __m256i lo = _mm256_and_si256(q, nibble);
-            const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), nibble);
+            __m256i lo, hi;
+            k4_chunk_levels(qs, qh, c, &lo, &hi);
             const __m256i scale_lo = pick_one(scales, 2 * c);
             const __m256i scale_hi = pick_one(scales, 2 * c + 1);
             for (int t = 0; t < n_tokens; t++) {
@@ -301,50 +323,16 @@ static inline ALWAYS_INLINE void q4_K_dot_tokens(int64_t n, const void *weights,
         for (int t = 0; t < n_tokens; t++) {
             const block_q8_K *y = q8_K_block(activations, stride, t, b);
             const __m256i sum_mins = _mm256_madd_epi16(mins, load32(y->bsums));
-            accumulate_scaled_mins(&acc_f[t], &mins_f[t], &x[b].d, y->d, acc[t], sum_mins);
+            accumulate_scaled_mins(&acc_f[t], &mins_f[t], &x->d, y->d, acc[t], sum_mins);
         }
     }
     for (int t = 0; t < n_tokens; t++) out[t] = hsum_ps(_mm256_sub_ps(acc_f[t], mins_f[t]));
 }
-DEFINE_DOT_ENTRY_POINTS(q4_K_avx2, q4_K_dot_tokens)
 
-static inline ALWAYS_INLINE void q5_K_dot_tokens(int64_t n, const void *weights,
-                                                 const void *activations, size_t stride,
-                                                 int n_tokens, float *out) {
-    const block_q5_K *x = weights;
-    const __m256i nibble = _mm256_set1_epi8(0x0F), sixteen = _mm256_set1_epi8(16);
-    __m256 acc_f[LB_DOT_TOKENS], mins_f[LB_DOT_TOKENS];
-    for (int t = 0; t < n_tokens; t++) acc_f[t] = mins_f[t] = _mm256_setzero_ps();
-    for (int64_t b = 0; b < n / QK_K; b++) {
-        prefetch_weights(&x[b], sizeof *x);
-        __m256i scales, mins;
-        k4_scales_mins(x[b].scales, &scales, &mins);
-        const __m256i qh = load32(x[b].qh);
-        __m256i acc[LB_DOT_TOKENS];
-        for (int t = 0; t < n_tokens; t++) acc[t] = _mm256_setzero_si256();
-        for (int c = 0; c < 4; c++) {
-            const __m256i q = load32(x[b].qs + 32 * c);
-            const __m256i high_lo = _mm256_and_si256(move_bit(qh, 2 * c, 4), sixteen);
-            const __m256i high_hi = _mm256_and_si256(move_bit(qh, 2 * c + 1, 4), sixteen);
-            const __m256i lo = _mm256_or_si256(_mm256_and_si256(q, nibble), high_lo);
-            const __m256i hi =
-                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q, 4), nibble), high_hi);
-            for (int t = 0; t < n_tokens; t++) {
-                const int8_t *a = q8_K_block(activations, stride, t, b)->qs + 64 * c;
-                acc[t] = _mm256_add_epi32(acc[t], sub32_dot(lo, a, pick_one(scales, 2 * c)));
-                acc[t] =
-                    _mm256_add_epi32(acc[t], sub32_dot(hi, a + 32, pick_one(scales, 2 * c + 1)));
-            }
-        }
-        for (int t = 0; t < n_tokens; t++) {
-            const block_q8_K *y = q8_K_block(activations, stride, t, b);
-            const __m256i sum_mins = _mm256_madd_epi16(mins, load32(y->bsums));
-            accumulate_scaled_mins(&acc_f[t], &mins_f[t], &x[b].d, y->d, acc[t], sum_mins);
-        }
-    }
-    for (int t = 0; t < n_tokens; t++) out[t] = hsum_ps(_mm256_sub_ps(acc_f[t], mins_f[t]));
-}
-DEFINE_DOT_ENTRY_POINTS(q5_K_avx2, q5_K_dot_tokens)
+#define Q4_K_CALL(n, w, a, stride, count, out) k4_dot_tokens(n, w, 0, a, stride, count, out)
+#define Q5_K_CALL(n, w, a, stride, count, out) k4_dot_tokens(n, w, 1, a, stride, count, out)
+DEFINE_DOT_ENTRY_POINTS(q4_K_avx2, Q4_K_CALL)
+DEFINE_DOT_ENTRY_POINTS(q5_K_avx2, Q5_K_CALL)
 
 
 /* ------------------------------------------------------------------------------------------ */
