@@ -334,7 +334,6 @@ static inline ALWAYS_INLINE void k4_dot_tokens(int64_t n, const void *weights, i
 DEFINE_DOT_ENTRY_POINTS(q4_K_avx2, Q4_K_CALL)
 DEFINE_DOT_ENTRY_POINTS(q5_K_avx2, Q5_K_CALL)
 
-
 /* ------------------------------------------------------------------------------------------ */
 /* IQ4_XS: 4-bit indices into the non-linear IQ4 grid, 6-bit signed scales per 32 elements     */
 /* ------------------------------------------------------------------------------------------ */
