@@ -131,6 +131,15 @@ static inline void q5_bit_masks(uint8x16_t qh16, uint8x16_t set[2]) {
 /* integer sums in one vector and their four scales in another; single blocks for the rest     */
 /* ------------------------------------------------------------------------------------------ */
 
+/* Row loops of the 32-element formats: four blocks per iteration, their exact sums in one
+   vector (lane_sums4) meeting their four scale products in one multiply-add; the blocks left
+   over one by one. ROW_LOOP_HEAD declares what they share. */
+#define ROW_LOOP_HEAD(WBLOCK, ABLOCK, ELEMS)                                                       \
+    const WBLOCK *x = weights;                                                                   \
+    const ABLOCK *y = activations;                                                               \
+    const WBLOCK *const end = x + n / (ELEMS), *const end4 = x + ((n / (ELEMS)) & ~(int64_t)3);  \
+    float32x4_t acc = vdupq_n_f32(0.0f)
+
 /* 16 times Q4_0's levels q - 8: with each nibble's top bit flipped (q ^ 8) a nibble is its level
    in 4-bit two's complement, so moved to the top of a byte (low: << 4; high: & 0xF0) it is the
    level times 16 as an s8. */
@@ -140,10 +149,7 @@ static inline int32x4_t q4_0_block16(const block_q4_0 *x, const block_q8_0 *y) {
 }
 
 static float dot_q4_0(int64_t n, const void *weights, const void *activations) {
-    const block_q4_0 *x = weights;
-    const block_q8_0 *y = activations;
-    const block_q4_0 *const end = x + n / QK4_0, *const end4 = x + ((n / QK4_0) & ~(int64_t)3);
-    float32x4_t acc = vdupq_n_f32(0.0f);
+    ROW_LOOP_HEAD(block_q4_0, block_q8_0, QK4_0);
     for (; x < end4; x += 4, y += 4) {
         int32x4_t d[4];
         for (int i = 0; i < 4; i++) d[i] = q4_0_block16(x + i, y + i);
@@ -175,24 +181,6 @@ static inline float32x4_t add_affine4(float32x4_t acc, int32x4_t sums, const lb_
     return vfmaq_f32(acc, vcvtq_f32_s32(sums), vuzp1q_f32(p0, p1));
 }
 
-static float dot_q4_1(int64_t n, const void *weights, const void *activations) {
-    const block_q4_1 *x = weights;
-    const block_q8_1 *y = activations;
-    const block_q4_1 *const end = x + n / QK4_1, *const end4 = x + ((n / QK4_1) & ~(int64_t)3);
-    float32x4_t acc = vdupq_n_f32(0.0f);
-    for (; x < end4; x += 4, y += 4) {
-        int32x4_t d[4];
-        for (int i = 0; i < 4; i++) d[i] = q4_1_block(x + i, y + i);
-        acc = add_affine4(acc, lane_sums4(d), &x->d, sizeof *x, &y->d, sizeof *y);
-    }
-    float sum = vaddvq_f32(acc);
-    for (; x < end; x++, y++) {
-        sum += half_to_float(x->d) * half_to_float(y->d) * (float)vaddvq_s32(q4_1_block(x, y)) +
-               half_to_float(x->m) * half_to_float(y->s);
-    }
-    return sum;
-}
-
 /* Q5_0's levels (q | fifth bit << 4) - 16: where the fifth bit is clear the level is the nibble
    minus 16, i.e. the nibble under 0xF0 as an s8; where set, the nibble itself. The all-ones
    masks of the clear bits supply the 0xF0, one insert per 16 weights. */
@@ -203,24 +191,6 @@ static inline int32x4_t q5_0_block(const block_q5_0 *x, const block_q8_0 *y) {
     const uint8x16_t w0 = vbslq_u8(vdupq_n_u8(0x0F), q, clear[0]);
     const uint8x16_t w1 = vsriq_n_u8(clear[1], q, 4);
     return dot32(as_i8(w0), as_i8(w1), y->qs);
-}
-
-static float dot_q5_0(int64_t n, const void *weights, const void *activations) {
-    const block_q5_0 *x = weights;
-    const block_q8_0 *y = activations;
-    const block_q5_0 *const end = x + n / QK5_0, *const end4 = x + ((n / QK5_0) & ~(int64_t)3);
-    float32x4_t acc = vdupq_n_f32(0.0f);
-    for (; x < end4; x += 4, y += 4) {
-        int32x4_t d[4];
-        for (int i = 0; i < 4; i++) d[i] = q5_0_block(x + i, y + i);
-        const float32x4_t scale = block_scales4(&x->d, sizeof *x, &y->d, sizeof *y);
-        acc = vfmaq_f32(acc, vcvtq_f32_s32(lane_sums4(d)), scale);
-    }
-    float sum = vaddvq_f32(acc);
-    for (; x < end; x++, y++) {
-        sum += (float)vaddvq_s32(q5_0_block(x, y)) * half_to_float(x->d) * half_to_float(y->d);
-    }
-    return sum;
 }
 
 /* Q5_1's levels q | fifth bit << 4, 0..31: valid s8 as they are. The fifth bits (masked from
@@ -234,71 +204,56 @@ static inline int32x4_t q5_1_block(const block_q5_1 *x, const block_q8_1 *y) {
     return dot32(as_i8(w0), as_i8(w1), y->qs);
 }
 
-static float dot_q5_1(int64_t n, const void *weights, const void *activations) {
-    const block_q5_1 *x = weights;
-    const block_q8_1 *y = activations;
-    const block_q5_1 *const end = x + n / QK5_1, *const end4 = x + ((n / QK5_1) & ~(int64_t)3);
-    float32x4_t acc = vdupq_n_f32(0.0f);
-    for (; x < end4; x += 4, y += 4) {
-        int32x4_t d[4];
-        for (int i = 0; i < 4; i++) d[i] = q5_1_block(x + i, y + i);
-        acc = add_affine4(acc, lane_sums4(d), &x->d, sizeof *x, &y->d, sizeof *y);
-    }
-    float sum = vaddvq_f32(acc);
-    for (; x < end; x++, y++) {
-        sum += half_to_float(x->d) * half_to_float(y->d) * (float)vaddvq_s32(q5_1_block(x, y)) +
-               half_to_float(x->m) * half_to_float(y->s);
-    }
-    return sum;
-}
-
 static inline int32x4_t q8_0_block(const block_q8_0 *x, const block_q8_0 *y) {
     return dot32(load_i8(x->qs), load_i8(x->qs + 16), y->qs);
 }
 
-static float dot_q8_0(int64_t n, const void *weights, const void *activations) {
-    const block_q8_0 *x = weights, *y = activations;
-    const block_q8_0 *const end = x + n / QK8_0, *const end4 = x + ((n / QK8_0) & ~(int64_t)3);
-    float32x4_t acc = vdupq_n_f32(0.0f);
-    for (; x < end4; x += 4, y += 4) {
-        int32x4_t d[4];
-        for (int i = 0; i < 4; i++) d[i] = q8_0_block(x + i, y + i);
-        const float32x4_t scale = block_scales4(&x->d, sizeof *x, &y->d, sizeof *y);
-        acc = vfmaq_f32(acc, vcvtq_f32_s32(lane_sums4(d)), scale);
-    }
-    float sum = vaddvq_f32(acc);
-    for (; x < end; x++, y++) {
-        sum += (float)vaddvq_s32(q8_0_block(x, y)) * (half_to_float(x->d) * half_to_float(y->d));
-    }
-    return sum;
-}
-
-static inline int32x4_t iq4_nl_block(const block_iq4_nl *x, const block_q8_0 *y,
-                                      int8x16_t values) {
+static inline int32x4_t iq4_nl_block(const block_iq4_nl *x, const block_q8_0 *y) {
+    const int8x16_t values = vld1q_s8(lb_kvalues_iq4nl);
     const uint8x16_t q = load_u8(x->qs);
     return dot32(vqtbl1q_s8(values, low_nibbles(q)), vqtbl1q_s8(values, high_nibbles(q)), y->qs);
 }
 
-static float dot_iq4_nl(int64_t n, const void *weights, const void *activations) {
-    const block_iq4_nl *x = weights;
-    const block_q8_0 *y = activations;
-    const int8x16_t values = vld1q_s8(lb_kvalues_iq4nl);
-    const block_iq4_nl *const end = x + n / QK4_NL;
-    const block_iq4_nl *const end4 = x + ((n / QK4_NL) & ~(int64_t)3);
-    float32x4_t acc = vdupq_n_f32(0.0f);
-    for (; x < end4; x += 4, y += 4) {
-        int32x4_t d[4];
-        for (int i = 0; i < 4; i++) d[i] = iq4_nl_block(x + i, y + i, values);
-        const float32x4_t scale = block_scales4(&y->d, sizeof *y, &x->d, sizeof *x);
-        acc = vfmaq_f32(acc, vcvtq_f32_s32(lane_sums4(d)), scale);
+/* SCALED: d_x d_y sumi (Q5_0, Q8_0, IQ4_NL against Q8_0). AFFINE: d_x d_y sumi + m_x s_y (Q4_1,
+   Q5_1 against Q8_1). */
+#define DEFINE_SCALED_DOT(NAME, WBLOCK, ELEMS, BLOCK_FN)                                          \
+    static float NAME(int64_t n, const void *weights, const void *activations) {                 \
+        ROW_LOOP_HEAD(WBLOCK, block_q8_0, ELEMS);                                                \
+        for (; x < end4; x += 4, y += 4) {                                                       \
+            int32x4_t d[4];                                                                      \
+            for (int i = 0; i < 4; i++) d[i] = BLOCK_FN(x + i, y + i);                           \
+            const float32x4_t scale = block_scales4(&x->d, sizeof *x, &y->d, sizeof *y);         \
+            acc = vfmaq_f32(acc, vcvtq_f32_s32(lane_sums4(d)), scale);                           \
+        }                                                                                        \
+        float sum = vaddvq_f32(acc);                                                             \
+        for (; x < end; x++, y++) {                                                              \
+            const float d = half_to_float(x->d) * half_to_float(y->d);                           \
+            sum += (float)vaddvq_s32(BLOCK_FN(x, y)) * d;                                        \
+        }                                                                                        \
+        return sum;                                                                              \
     }
-    float sum = vaddvq_f32(acc);
-    for (; x < end; x++, y++) {
-        const float d = half_to_float(y->d) * half_to_float(x->d);
-        sum += d * (float)vaddvq_s32(iq4_nl_block(x, y, values));
+
+#define DEFINE_AFFINE_DOT(NAME, WBLOCK, ELEMS, BLOCK_FN)                                          \
+    static float NAME(int64_t n, const void *weights, const void *activations) {                 \
+        ROW_LOOP_HEAD(WBLOCK, block_q8_1, ELEMS);                                                \
+        for (; x < end4; x += 4, y += 4) {                                                       \
+            int32x4_t d[4];                                                                      \
+            for (int i = 0; i < 4; i++) d[i] = BLOCK_FN(x + i, y + i);                           \
+            acc = add_affine4(acc, lane_sums4(d), &x->d, sizeof *x, &y->d, sizeof *y);           \
+        }                                                                                        \
+        float sum = vaddvq_f32(acc);                                                             \
+        for (; x < end; x++, y++) {                                                              \
+            sum += half_to_float(x->d) * half_to_float(y->d) * (float)vaddvq_s32(BLOCK_FN(x, y)) + \
+                   half_to_float(x->m) * half_to_float(y->s);                                    \
+        }                                                                                        \
+        return sum;                                                                              \
     }
-    return sum;
-}
+
+DEFINE_AFFINE_DOT(dot_q4_1, block_q4_1, QK4_1, q4_1_block)
+DEFINE_SCALED_DOT(dot_q5_0, block_q5_0, QK5_0, q5_0_block)
+DEFINE_AFFINE_DOT(dot_q5_1, block_q5_1, QK5_1, q5_1_block)
+DEFINE_SCALED_DOT(dot_q8_0, block_q8_0, QK8_0, q8_0_block)
+DEFINE_SCALED_DOT(dot_iq4_nl, block_iq4_nl, QK4_NL, iq4_nl_block)
 
 /* ------------------------------------------------------------------------------------------ */
 /* 256-element formats with Q8_K activations: each sub-block's SDOT sum in its own accumulator, */
