@@ -1,8 +1,9 @@
 /*
  * AVX-512 VL + BW + VNNI kernels of the 32-element block formats Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
- * IQ4_NL and MXFP4 (256-bit registers), and of F32 (512-bit registers). lb_register_legacy_avx512
- * is called only on a CPU with VNNI; the AVX2 kernels of legacy_avx2.c stay the fallback (NVFP4,
- * F16 and BF16 keep them at every level), the type table's scalar references the ground truth.
+ * IQ4_NL, MXFP4 and NVFP4 (256-bit registers), and of F32 (512-bit registers).
+ * lb_register_legacy_avx512 is called only on a CPU with VNNI; the AVX2 kernels of legacy_avx2.c
+ * stay the fallback (F16 and BF16 keep them at every level), the type table's scalar references
+ * the ground truth.
  *
  * Block formats. A block's integer work is small (one VPDPBUSD for 32 products), so what it
  * costs around that decides the speed. The AVX2 kernels pay per block two fp16 scale
@@ -190,6 +191,40 @@ static inline __m256i sums_mxfp4(const block_mxfp4 *x, const block_q8_0 *y) {
     return dot_i8(_mm256_shuffle_epi8(table, unpack_nibbles(x->qs)), y->qs);
 }
 
+/* NVFP4: 32 bytes of FP4 codes per 64 elements; sub-block s (16 elements) sits in bytes 8s..8s + 7,
+   element j in byte j's low nibble and j + 8 in its high nibble. 16 bytes (two sub-blocks) as 32
+   codes in element order: each sub-block's low nibbles, then its high nibbles. */
+static inline __m256i nvfp4_codes32(const uint8_t *qs) {
+    const __m128i b = _mm_loadu_si128((const __m128i *)qs), low4 = _mm_set1_epi8(0x0F);
+    const __m128i lo = _mm_and_si128(b, low4), hi = _mm_and_si128(_mm_srli_epi16(b, 4), low4);
+    return _mm256_set_m128i(_mm_unpackhi_epi64(lo, hi), _mm_unpacklo_epi64(lo, hi));
+}
+
+/* One NVFP4 block against two Q8_0 blocks. VPDPBUSD's lanes 0-3 hold a half's first sub-block's
+   sums and lanes 4-7 its second's, so each half meets a vector of its two sub-block scales (times
+   its activation block's) in one FMA, into its own accumulator. */
+static float dot_nvfp4(int64_t n, const void *weights, const void *activations) {
+    const block_nvfp4 *x = weights;
+    const block_q8_0 *y = activations;
+    const __m256i table =
+        _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)fp4_doubled));
+    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (int64_t b = 0; b < n / QK_NVFP4; b++, y += 2) {
+        prefetch_weights(&x[b], sizeof x[b]);
+        const float dy0 = half_to_float(y[0].d), dy1 = half_to_float(y[1].d);
+        const __m128 s = _mm_mul_ps(ue4m3_half_x4(x[b].d), _mm_set_ps(dy1, dy1, dy0, dy0));
+        const __m256 scales[2] = {
+            _mm256_set_m128(_mm_shuffle_ps(s, s, 0x55), _mm_shuffle_ps(s, s, 0x00)),
+            _mm256_set_m128(_mm_shuffle_ps(s, s, 0xFF), _mm_shuffle_ps(s, s, 0xAA))};
+        for (int h = 0; h < 2; h++) {
+            const __m256i w = _mm256_shuffle_epi8(table, nvfp4_codes32(x[b].qs + 16 * h));
+            const __m256i sums = dot_i8(w, y[h].qs);
+            acc[h] = _mm256_fmadd_ps(scales[h], _mm256_cvtepi32_ps(sums), acc[h]);
+        }
+    }
+    return hsum_ps(_mm256_add_ps(acc[0], acc[1]));
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* Row loops                                                                                   */
 /* ------------------------------------------------------------------------------------------ */
@@ -290,5 +325,6 @@ void lb_register_legacy_avx512(lb_kernel_set *set) {
     set->vec_dot[LOWBIT_TYPE_Q8_0] = dot_q8_0;
     set->vec_dot[LOWBIT_TYPE_IQ4_NL] = dot_iq4_nl;
     set->vec_dot[LOWBIT_TYPE_MXFP4] = dot_mxfp4;
+    set->vec_dot[LOWBIT_TYPE_NVFP4] = dot_nvfp4;
     set->vec_dot[LOWBIT_TYPE_F32] = dot_f32;
 }

@@ -36,6 +36,24 @@ static inline float e8m0_half(uint8_t e) {
     return lb_bits_to_float(e < 2 ? 0x00200000u << e : (uint32_t)(e - 1) << 23);
 }
 
+/* Four UE4M3 bytes -> their values halved, as fp4.c decodes them: bit 7 ignored by the fields,
+   exponent 0 subnormal (m * 2^-9), exactly 0x7F (NaN) read as 0. Branch-free on four lanes,
+   since each NVFP4 block has four. */
+static inline __m128 ue4m3_half_x4(const uint8_t codes[4]) {
+    int32_t packed;
+    memcpy(&packed, codes, sizeof packed);
+    const __m128i c = _mm_cvtepu8_epi32(_mm_cvtsi32_si128(packed));
+    const __m128i e = _mm_and_si128(_mm_srli_epi32(c, 3), _mm_set1_epi32(15));
+    const __m128i m = _mm_and_si128(c, _mm_set1_epi32(7));
+    const __m128 normal = _mm_castsi128_ps(_mm_or_si128(
+        _mm_slli_epi32(_mm_add_epi32(e, _mm_set1_epi32(120)), 23), _mm_slli_epi32(m, 20)));
+    const __m128 subnormal = _mm_mul_ps(_mm_cvtepi32_ps(m), _mm_set1_ps(0x1p-9f));
+    const __m128 is_subnormal = _mm_castsi128_ps(_mm_cmpeq_epi32(e, _mm_setzero_si128()));
+    const __m128 is_nan = _mm_castsi128_ps(_mm_cmpeq_epi32(c, _mm_set1_epi32(0x7F)));
+    const __m128 value = _mm_andnot_ps(is_nan, _mm_blendv_ps(normal, subnormal, is_subnormal));
+    return _mm_mul_ps(value, _mm_set1_ps(0.5f));
+}
+
 static inline __m256i load32(const void *p) { return _mm256_loadu_si256((const __m256i *)p); }
 
 static inline uint32_t load_u32(const void *p) {
