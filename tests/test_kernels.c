@@ -384,6 +384,49 @@ done:
     free(act);
 }
 
+/* A batch larger than one tile of lowbit_matmul (16 weight rows, 64 tokens), with partial tiles
+   of both: every output equals the active kernel's dot product of its row and token, bit for
+   bit, on one thread and on three. */
+enum { BIG_ROWS = 21, BIG_COLS = 256, BIG_TOKENS = 70 };
+static void check_matmul_tiles(const lowbit_type_traits *t, lowbit_pool *pool) {
+    if (!t->quantize_ref || !t->vec_dot || BIG_COLS % t->block_size != 0) return;
+    const lowbit_type_traits *at = lowbit_type_info(t->vec_dot_type);
+    const size_t w_row = lowbit_row_bytes(t->type, BIG_COLS);
+    const size_t a_row = lowbit_row_bytes(at->type, BIG_COLS);
+    float *x = new_floats((int64_t)BIG_ROWS * BIG_COLS), *act = new_floats(BIG_TOKENS * BIG_COLS);
+    float *out = new_floats(BIG_TOKENS * BIG_ROWS), *out_pool = new_floats(BIG_TOKENS * BIG_ROWS);
+    uint8_t *w = malloc(w_row * BIG_ROWS), *qa = malloc(a_row * BIG_TOKENS);
+    fill(x, (int64_t)BIG_ROWS * BIG_COLS, DATA_NORMAL);
+    fill(act, BIG_TOKENS * BIG_COLS, DATA_HEAVY);
+    lowbit_matmul_scratch scratch = {0};
+    int differ = -1;
+    if (t->quantize_ref(x, w, (int64_t)BIG_ROWS * BIG_COLS, NULL) == LOWBIT_OK &&
+        lowbit_matmul(t->type, w, BIG_ROWS, BIG_COLS, act, BIG_TOKENS, out, NULL, &scratch) ==
+            LOWBIT_OK &&
+        lowbit_matmul(t->type, w, BIG_ROWS, BIG_COLS, act, BIG_TOKENS, out_pool, pool,
+                      &scratch) == LOWBIT_OK) {
+        differ = memcmp(out, out_pool, sizeof(float) * BIG_TOKENS * BIG_ROWS) != 0;
+        for (int tok = 0; tok < BIG_TOKENS; tok++) {
+            lb_quantize_activation_kernel(at->type)(act + tok * BIG_COLS, qa + tok * a_row,
+                                                    BIG_COLS, NULL);
+            for (int r = 0; r < BIG_ROWS; r++) {
+                const lowbit_vec_dot_fn dot = lb_vec_dot_kernel(t->type);
+                const float v = dot(BIG_COLS, w + r * w_row, qa + tok * a_row);
+                differ += memcmp(&v, &out[tok * BIG_ROWS + r], sizeof v) != 0;
+            }
+        }
+    }
+    CHECK(differ == 0, "%s: %d x %d x %d matmul differs from the dot products (%d values)",
+          t->name, BIG_ROWS, BIG_TOKENS, BIG_COLS, differ);
+    lowbit_matmul_scratch_free(&scratch);
+    free(x);
+    free(act);
+    free(out);
+    free(out_pool);
+    free(w);
+    free(qa);
+}
+
 int main(void) {
     const int top = (int)lb_cpu_level_detected();
     printf("levels: scalar up to %s\n", lb_cpu_level_name((lb_cpu_level)top));
@@ -407,6 +450,7 @@ int main(void) {
     if (pools[0] && pools[1] && pools[2]) {
         for (int i = 0; i < lowbit_type_count(); i++) {
             check_matmul(lowbit_type_at(i), pools, sets, top + 1);
+            check_matmul_tiles(lowbit_type_at(i), pools[2]);
         }
     }
     for (int p = 0; p < 3; p++) lowbit_pool_destroy(pools[p]);
