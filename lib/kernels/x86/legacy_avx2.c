@@ -238,7 +238,7 @@ static inline __m256 load_bf16x8(const uint16_t *p) {
                          _mm256_setzero_ps()};                                                   \
         int64_t i = 0;                                                                           \
         for (; i + 32 <= n; i += 32) {                                                           \
-            prefetch_weights(w + i, 32 * sizeof(ELEM));                                          \
+            prefetch_weights_to_l2(w + i, 32 * sizeof(ELEM));                                    \
             for (int k = 0; k < 4; k++) {                                                        \
                 acc[k] = _mm256_fmadd_ps(LOAD(w + i + 8 * k), LOAD(a + i + 8 * k), acc[k]);      \
             }                                                                                    \

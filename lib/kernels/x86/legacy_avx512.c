@@ -300,7 +300,7 @@ static float dot_f32(int64_t n, const void *weights, const void *activations) {
                      _mm512_setzero_ps()};
     int64_t i = 0;
     for (; i + 64 <= n; i += 64) {
-        prefetch_weights(w + i, 256);
+        prefetch_weights_to_l2(w + i, 256);
         for (int k = 0; k < 4; k++) {
             acc[k] = _mm512_fmadd_ps(_mm512_loadu_ps(w + i + 16 * k),
                                      _mm512_loadu_ps(a + i + 16 * k), acc[k]);
