@@ -1,11 +1,10 @@
 /* Helpers shared by the benchmarks (see bench_common.h). */
-#define _POSIX_C_SOURCE 200809L /* clock_gettime under -std=c11 */
 
 #include "bench_common.h"
+#include "measure.h"
 
 #include <math.h>
 #include <stdlib.h>
-#include <time.h>
 
 #define BENCH_TWO_PI 6.283185307179586476925286766559
 
@@ -95,22 +94,9 @@ void bench_fill_matrix(float *x, int64_t rows, int64_t cols, bench_distribution 
     lowbit_pool_run(pool, rows, fill_rows, &job);
 }
 
-double bench_now_ns(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec * 1e9 + (double)ts.tv_nsec;
-}
+double bench_now_ns(void) { return measure_now_seconds() * 1e9; }
 
-static int compare_doubles(const void *a, const void *b) {
-    const double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-double bench_median(double *values, int n) {
-    if (n <= 0) return NAN;
-    qsort(values, (size_t)n, sizeof *values, compare_doubles);
-    return n % 2 ? values[n / 2] : 0.5 * (values[n / 2 - 1] + values[n / 2]);
-}
+double bench_median(double *values, int n) { return n > 0 ? measure_median(values, n) : NAN; }
 
 double bench_relative_rmse(const float *a, const float *b, int64_t n) {
     if (n <= 0) return NAN;

@@ -13,13 +13,13 @@
 #include "io/gguf_write.h"
 #include "io/model.h"
 #include "lowbit.h"
+#include "measure.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 typedef struct options {
@@ -150,12 +150,6 @@ static int quantize_in_child(const char *in, const char *out, const options *o) 
     return st == LOWBIT_OK ? 0 : 1;
 }
 
-static double now_seconds(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
 static int parse(int argc, char **argv, options *o) {
     *o = (options){2.0, "/tmp", "Q4_K_M", 0, 0};
     for (int i = 1; i < argc; i++) {
@@ -182,13 +176,13 @@ int main(int argc, char **argv) {
     uint64_t largest = 0, total = 0;
     printf("writing a synthetic model: %d layers, dim %d, FFN %d, vocabulary %d\n", layers, DIM, FFN, VOCAB);
     if (!write_model(in, layers, &largest, &total)) return 1;
-    const double t0 = now_seconds();
+    const double t0 = measure_now_seconds();
     const pid_t child = fork();
     if (child == 0) _exit(quantize_in_child(in, out, &o));
     int status = 0;
     struct rusage usage;
     if (child < 0 || wait4(child, &status, 0, &usage) != child) return 1;
-    const double seconds = now_seconds() - t0;
+    const double seconds = measure_now_seconds() - t0;
     const double peak = (double)usage.ru_maxrss * 1024.0;
     printf("model: %.2f GB of F32 weights; largest tensor %.1f MB as floats\n", (double)total / 1e9,
            (double)largest / 1e6);

@@ -19,6 +19,7 @@
  */
 #include "../../formats/blocks.h"
 #include "../kernels.h"
+#include "neon_common.h"
 #include "../q8_rows.h"
 
 #include <arm_neon.h>
@@ -29,19 +30,12 @@
 /* Helpers                                                                                     */
 /* ------------------------------------------------------------------------------------------ */
 
-/* fp16 -> fp32 is exact, so the hardware conversion gives the scalar converter's value. */
-static inline float half_to_float(lb_half h) {
-    return vgetq_lane_f32(vcvt_f32_f16(vreinterpret_f16_u16(vdup_n_u16(h))), 0);
-}
-
 /* acc += the 16 products w * a, summed pairwise into 4 s32 lanes. */
 static inline int32x4_t dot16(int32x4_t acc, int8x16_t w, int8x16_t a) {
     acc = vpadalq_s16(acc, vmull_s8(vget_low_s8(w), vget_low_s8(a)));
     return vpadalq_s16(acc, vmull_high_s8(w, a));
 }
 
-static inline int8x16_t load_i8(const void *p) { return vld1q_s8((const int8_t *)p); }
-static inline uint8x16_t load_u8(const void *p) { return vld1q_u8((const uint8_t *)p); }
 
 static inline int8x16_t low_nibbles(uint8x16_t q) {
     return vreinterpretq_s8_u8(vandq_u8(q, vdupq_n_u8(0x0F)));
@@ -160,17 +154,6 @@ static float dot_iq4_nl(int64_t n, const void *weights, const void *activations)
 /* 256-element formats with Q8_K activations                                                    */
 /* ------------------------------------------------------------------------------------------ */
 
-/* sum_j scales[j] * bsums[j] over the 16 sub-blocks of 16 (scales as s16). */
-static inline int32_t scaled_bsums16(int16x8_t scales_lo, int16x8_t scales_hi,
-                                     const int16_t bsums[16]) {
-    const int16x8_t b0 = vld1q_s16(bsums), b1 = vld1q_s16(bsums + 8);
-    int32x4_t acc = vmull_s16(vget_low_s16(scales_lo), vget_low_s16(b0));
-    acc = vmlal_high_s16(acc, scales_lo, b0);
-    acc = vmlal_s16(acc, vget_low_s16(scales_hi), vget_low_s16(b1));
-    acc = vmlal_high_s16(acc, scales_hi, b1);
-    return vaddvq_s32(acc);
-}
-
 static float dot_q2_K(int64_t n, const void *weights, const void *activations) {
     const block_q2_K *x = weights;
     const block_q8_K *y = activations;
@@ -181,7 +164,7 @@ static float dot_q2_K(int64_t n, const void *weights, const void *activations) {
         const int16x8_t mins_lo =
             vreinterpretq_s16_u16(vmovl_u8(vshr_n_u8(vget_low_u8(packed), 4)));
         const int16x8_t mins_hi = vreinterpretq_s16_u16(vmovl_high_u8(vshrq_n_u8(packed, 4)));
-        const int32_t sum_mins = scaled_bsums16(mins_lo, mins_hi, y[b].bsums);
+        const int32_t sum_mins = vaddvq_s32(scaled_bsums16(mins_lo, mins_hi, y[b].bsums));
         int32x4_t acc = vdupq_n_s32(0);
         const int8_t *a = y[b].qs;
         for (int h = 0; h < 2; h++) {

@@ -24,6 +24,7 @@
  */
 #include "../../formats/blocks.h"
 #include "../kernels.h"
+#include "neon_common.h"
 
 #include <arm_neon.h>
 #include <string.h>
@@ -31,13 +32,6 @@
 /* ------------------------------------------------------------------------------------------ */
 /* Helpers                                                                                     */
 /* ------------------------------------------------------------------------------------------ */
-
-/* fp16 -> fp32 is exact; one FCVT. */
-static inline float half_to_float(lb_half h) {
-    __fp16 f;
-    memcpy(&f, &h, sizeof f);
-    return (float)f;
-}
 
 static inline __fp16 load_half(const void *p) {
     __fp16 f;
@@ -79,8 +73,6 @@ static inline float32x2_t scale_pair(const lb_half *d_dmin, float activation_d) 
     return vmul_n_f32(vget_low_f32(vcvt_f32_f16(vreinterpret_f16_u32(bits))), activation_d);
 }
 
-static inline int8x16_t load_i8(const void *p) { return vld1q_s8((const int8_t *)p); }
-static inline uint8x16_t load_u8(const void *p) { return vld1q_u8((const uint8_t *)p); }
 static inline int8x16_t as_i8(uint8x16_t v) { return vreinterpretq_s8_u8(v); }
 
 static inline uint8x16_t low_nibbles(uint8x16_t q) { return vandq_u8(q, vdupq_n_u8(0x0F)); }
@@ -271,16 +263,6 @@ static inline int32x4_t scale_sums16(const int32x4_t s[4], int16x8_t scales_lo,
     acc = vmlaq_s32(acc, s[1], vmovl_high_s16(scales_lo));
     acc = vmlaq_s32(acc, s[2], vmovl_s16(vget_low_s16(scales_hi)));
     return vmlaq_s32(acc, s[3], vmovl_high_s16(scales_hi));
-}
-
-/* Lane-wise partial sums of scales[j] * bsums[j] over the 16 sub-blocks (s16 x s16, exact). */
-static inline int32x4_t scaled_bsums16(int16x8_t scales_lo, int16x8_t scales_hi,
-                                       const int16_t bsums[16]) {
-    const int16x8_t b0 = vld1q_s16(bsums), b1 = vld1q_s16(bsums + 8);
-    int32x4_t acc = vmull_s16(vget_low_s16(scales_lo), vget_low_s16(b0));
-    acc = vmlal_high_s16(acc, scales_lo, b0);
-    acc = vmlal_s16(acc, vget_low_s16(scales_hi), vget_low_s16(b1));
-    return vmlal_high_s16(acc, scales_hi, b1);
 }
 
 static inline int16x8_t widen_u8_lo(uint8x16_t v) {

@@ -193,12 +193,10 @@ static inline __m256 nvfp4_half(const uint8_t *qs, __m256 scales, const block_q8
 
 /* One NVFP4 block (64 elements) against two Q8_0 blocks, each half into its own accumulator. */
 static inline void block_nvfp4_q8_0(const block_nvfp4 *x, const block_q8_0 *y, __m256 acc[2]) {
-    const float dy0 = half_to_float(y[0].d), dy1 = half_to_float(y[1].d);
-    const __m128 s = _mm_mul_ps(ue4m3_half_x4(x->d), _mm_set_ps(dy1, dy1, dy0, dy0));
-    const __m256 first = _mm256_set_m128(_mm_shuffle_ps(s, s, 0x55), _mm_shuffle_ps(s, s, 0x00));
-    const __m256 second = _mm256_set_m128(_mm_shuffle_ps(s, s, 0xFF), _mm_shuffle_ps(s, s, 0xAA));
-    acc[0] = nvfp4_half(x->qs, first, &y[0], acc[0]);
-    acc[1] = nvfp4_half(x->qs + 16, second, &y[1], acc[1]);
+    __m256 scales[2];
+    nvfp4_half_scales(x, y, scales);
+    acc[0] = nvfp4_half(x->qs, scales[0], &y[0], acc[0]);
+    acc[1] = nvfp4_half(x->qs + 16, scales[1], &y[1], acc[1]);
 }
 
 DEFINE_BLOCK_DOT(dot_iq4_nl, block_iq4_nl, block_q8_0, QK4_NL, block_iq4_nl_q8_0)

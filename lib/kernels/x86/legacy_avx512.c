@@ -211,11 +211,8 @@ static float dot_nvfp4(int64_t n, const void *weights, const void *activations) 
     __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
     for (int64_t b = 0; b < n / QK_NVFP4; b++, y += 2) {
         prefetch_weights(&x[b], sizeof x[b]);
-        const float dy0 = half_to_float(y[0].d), dy1 = half_to_float(y[1].d);
-        const __m128 s = _mm_mul_ps(ue4m3_half_x4(x[b].d), _mm_set_ps(dy1, dy1, dy0, dy0));
-        const __m256 scales[2] = {
-            _mm256_set_m128(_mm_shuffle_ps(s, s, 0x55), _mm_shuffle_ps(s, s, 0x00)),
-            _mm256_set_m128(_mm_shuffle_ps(s, s, 0xFF), _mm_shuffle_ps(s, s, 0xAA))};
+        __m256 scales[2];
+        nvfp4_half_scales(&x[b], y, scales);
         for (int h = 0; h < 2; h++) {
             const __m256i w = _mm256_shuffle_epi8(table, nvfp4_codes32(x[b].qs + 16 * h));
             const __m256i sums = dot_i8(w, y[h].qs);

@@ -54,6 +54,17 @@ static inline __m128 ue4m3_half_x4(const uint8_t codes[4]) {
     return _mm_mul_ps(value, _mm_set1_ps(0.5f));
 }
 
+/* The four sub-block scales of an NVFP4 block times its two Q8_0 activation blocks' scales,
+   spread for the two halves' dot products (whose lanes 0-3 belong to the half's first sub-block
+   and 4-7 to its second): scales[h] = [s(2h) x4, s(2h + 1) x4]. */
+static inline void nvfp4_half_scales(const block_nvfp4 *x, const block_q8_0 y[2],
+                                     __m256 scales[2]) {
+    const float dy0 = half_to_float(y[0].d), dy1 = half_to_float(y[1].d);
+    const __m128 s = _mm_mul_ps(ue4m3_half_x4(x->d), _mm_set_ps(dy1, dy1, dy0, dy0));
+    scales[0] = _mm256_set_m128(_mm_shuffle_ps(s, s, 0x55), _mm_shuffle_ps(s, s, 0x00));
+    scales[1] = _mm256_set_m128(_mm_shuffle_ps(s, s, 0xFF), _mm_shuffle_ps(s, s, 0xAA));
+}
+
 static inline __m256i load32(const void *p) { return _mm256_loadu_si256((const __m256i *)p); }
 
 static inline uint32_t load_u32(const void *p) {
