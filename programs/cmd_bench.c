@@ -16,7 +16,10 @@
  *     The scalar loop, 10-50x slower, runs fewer rows and samples.
  * Beside the table: the memory read bandwidth (a streaming sum over a buffer far larger than the
  * last-level cache, one core and all cores, the faster of a plain and a prefetching read:
- * programs/measure.h), the ceiling of a cold GEMV.
+ * programs/measure.h), the ceiling of a cold GEMV; and per format the read rate of the same sum
+ * over a cache-resident buffer of the matrix's size, the ceiling of a warm GEMV. A warm 4096 x
+ * 4096 matrix does not fit a core's L2, so on most machines it is served from a shared L3 whose
+ * per-core rate bounds the warm figures of the formats that decode quickly.
  *
  * Formats with an interleaved in-memory layout that this CPU's kernels prefer (Q4_0 and Q8_0:
  * lib/kernels/interleaved.h, made when a model is prepared) get a second row, e.g. "q4_0x8",
@@ -245,6 +248,8 @@ typedef struct format_result {
     int64_t rows[N_FIGURES], tokens[N_FIGURES];    /* the shape each was measured on */
     int64_t cols;
     int copies;
+    double cache_gbs[2]; /* read rate of a cached buffer of the matrix's size (1t, nt); 0: not
+                            measured */
 } format_result;
 
 static double gflops(const format_result *r, int f, double seconds) {
@@ -365,6 +370,8 @@ static int bench_format(const lowbit_type_traits *t, const bench_options *o, low
         return 0;
     }
     r->copies = copies;
+    if (o->bandwidth_mib > 0) measure_cache_read_bandwidth((int64_t)s.matrix_bytes, pool, 21,
+                                                           r->cache_gbs);
     const int reps = o->reps, scalar_reps = o->reps / 3 > 3 ? o->reps / 3 : 3;
     const int64_t all = o->rows, gemm = o->gemm_rows;
     const int64_t gemm_scalar = gemm / 8 > 16 ? gemm / 8 : (gemm < 16 ? gemm : 16);
@@ -394,12 +401,13 @@ static void print_table_header(int threads, int with_bandwidth) {
            "GEMV cells: median ms, SIMD GFLOP/s, weight GB/s and the speedup over the scalar "
            "reference (x);\nGEMM cells: GFLOP/s and speedup.%s\n\n",
            threads,
-           with_bandwidth ? " cold %bw: the cold GEMVs' weight read rate over the measured read "
-                            "bandwidth (1t, nt)."
+           with_bandwidth ? "\ncold %bw: the cold GEMVs' weight read rate over the measured "
+                            "memory read bandwidth (1t, nt); warm %bw: the warm GEMVs' over the "
+                            "read rate of a\ncached buffer of the matrix's size (1t, nt)."
                           : "");
     printf("%-8s %6s", "format", "bpw");
     for (int f = 0; f < N_FIGURES; f++) printf(" %*s", cell_width(f), figure_names[f]);
-    if (with_bandwidth) printf(" %13s", "cold %bw");
+    if (with_bandwidth) printf(" %13s %13s", "warm %bw", "cold %bw");
     printf("\n");
 }
 
@@ -421,6 +429,10 @@ static void print_table_row(const format_result *r, double bw_1t, double bw_nt) 
     }
     if (bw_1t > 0 && bw_nt > 0) {
         char cell[40];
+        snprintf(cell, sizeof cell, "%.0f%% %.0f%%",
+                 100.0 * weight_gbs(r, WARM_1, r->simd_s[WARM_1]) / r->cache_gbs[0],
+                 100.0 * weight_gbs(r, WARM_N, r->simd_s[WARM_N]) / r->cache_gbs[1]);
+        printf(" %13s", r->cache_gbs[0] > 0 && r->cache_gbs[1] > 0 ? cell : "n/a");
         const double cold_1t = weight_gbs(r, COLD_1, r->simd_s[COLD_1]);
         const double cold_nt = weight_gbs(r, COLD_N, r->simd_s[COLD_N]);
         snprintf(cell, sizeof cell, "%.0f%% %.0f%%", 100.0 * cold_1t / bw_1t,
@@ -432,8 +444,10 @@ static void print_table_row(const format_result *r, double bw_1t, double bw_nt) 
 }
 
 static void print_json_row(const format_result *r, int first) {
-    printf("%s\n    {\"type\": \"%s\", \"bits_per_weight\": %.4f, \"cold_copies\": %d", first ? "" : ",",
-           r->name, lowbit_bits_per_weight(r->type->type), r->copies);
+    printf("%s\n    {\"type\": \"%s\", \"bits_per_weight\": %.4f, \"cold_copies\": %d,\n"
+           "     \"cache_read_gbs_1t\": %.3f, \"cache_read_gbs_nt\": %.3f",
+           first ? "" : ",", r->name, lowbit_bits_per_weight(r->type->type), r->copies,
+           r->cache_gbs[0], r->cache_gbs[1]);
     for (int f = 0; f < N_FIGURES; f++) {
         const double t = r->simd_s[f], ts = r->scalar_s[f];
         printf(",\n     \"%s\": {\"rows\": %lld, \"tokens\": %lld, \"simd_ms\": %.4f, "

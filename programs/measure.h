@@ -29,6 +29,14 @@ double measure_median(double *values, int n);
  */
 int measure_read_bandwidth(int64_t mib, lowbit_pool *pool, int reps, double gbs[2]);
 
+/*
+ * The same two read rates over a buffer of `bytes` (rounded up to whole MiB) read again and again,
+ * so that it stays in cache when it fits: the ceiling of a warm GEMV over a matrix of that size
+ * (on a machine whose cores share a large L3, a 4096 x 4096 matrix of 4-8 bits is served from L3,
+ * whose per-core rate can be well below the core's arithmetic speed).
+ */
+int measure_cache_read_bandwidth(int64_t bytes, lowbit_pool *pool, int reps, double gbs[2]);
+
 /* The largest data cache this machine reports (sysfs), in bytes; 0 when unknown. */
 int64_t measure_last_level_cache_bytes(void);
 
