@@ -95,6 +95,7 @@ void lb_kernels_for_level(lb_cpu_level level, lb_kernel_set *set) {
         lb_register_legacy_avx512(set);
         lb_register_interleaved_avx512(set);
         lb_register_kquants_avx512(set);
+        lb_register_iq1_avx512(set);
     }
 #elif defined(__aarch64__)
     if (level >= LB_CPU_NEON) lb_register_neon(set);

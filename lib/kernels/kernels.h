@@ -96,6 +96,8 @@ void lb_register_interleaved_avx2(lb_kernel_set *set);
 void lb_register_interleaved_avx512(lb_kernel_set *set);
 /* AVX-512 VL + VNNI kernels of the 256-element formats (256-bit registers); nothing without VNNI */
 void lb_register_kquants_avx512(lb_kernel_set *set);
+/* AVX-512 VNNI kernels of IQ1_S and IQ1_M (called only with VNNI) */
+void lb_register_iq1_avx512(lb_kernel_set *set);
 #endif
 #if defined(__aarch64__)
 void lb_register_neon(lb_kernel_set *set);

@@ -19,6 +19,7 @@
 #include "../../formats/iq_grids.h"
 #include "../kernels.h"
 #include "x86_common.h"
+#include "iq1_x86.h"
 #include "kquants_x86.h"
 
 #include <immintrin.h>
@@ -28,13 +29,6 @@
 static inline __m256i iq1_grid4(const uint16_t idx[4]) {
     return _mm256_set_epi64x((long long)lb_iq1s_grid[idx[3]], (long long)lb_iq1s_grid[idx[2]],
                              (long long)lb_iq1s_grid[idx[1]], (long long)lb_iq1s_grid[idx[0]]);
-}
-
-/* Every 16-bit value of v in both halves of a 32-bit lane: madd with it weights both s16 of a
-   pair alike. */
-static inline __m256i pair_each16(__m128i v) {
-    const __m256i wide = _mm256_cvtepu16_epi32(v);
-    return _mm256_or_si256(wide, _mm256_slli_epi32(wide, 16));
 }
 
 /* Lane ib's 32-bit value in every lane. */
@@ -79,13 +73,8 @@ static float vec_dot_iq1_s_avx2(int64_t n, const void *weights, const void *acti
         prefetch_weights(&x[b], sizeof *x);
         uint16_t idx[32];
         iq1_s_indices(&x[b], idx);
-        /* odd scales 2s + 1 and the delta's sign bit, per sub-block */
         const __m128i qh = _mm_loadu_si128((const __m128i *)x[b].qh);
-        const __m128i odd = _mm_or_si128(
-            _mm_and_si128(_mm_srli_epi16(qh, 11), _mm_set1_epi16(14)), _mm_set1_epi16(1));
-        /* With u = q + 1 (0..2): 8q + delta = 8u - (8 - delta), and 8 - delta is 7 or 9. */
-        const __m128i eight_minus_delta =
-            _mm_add_epi16(_mm_slli_epi16(_mm_srli_epi16(qh, 15), 1), _mm_set1_epi16(7));
+        const __m128i odd = iq1_s_odd_scales(qh);
         const __m256i scale8 = pair_each16(_mm_slli_epi16(odd, 3));
         __m256i acc = _mm256_setzero_si256();
         for (int ib = 0; ib < 8; ib++) {
@@ -93,9 +82,7 @@ static float vec_dot_iq1_s_avx2(int64_t n, const void *weights, const void *acti
             const __m256i pairs = _mm256_maddubs_epi16(u, load32(y[b].qs + 32 * ib));
             acc = _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, broadcast_lane(scale8, ib)));
         }
-        /* lane ib: (2s + 1) (8 - delta) times the sub-block's two bsums */
-        const __m256i offsets = _mm256_madd_epi16(
-            load32(y[b].bsums), pair_each16(_mm_mullo_epi16(odd, eight_minus_delta)));
+        const __m256i offsets = iq1_s_offsets(qh, odd, y[b].bsums);
         acc_f = accumulate_scaled(acc_f, _mm256_sub_epi32(acc, offsets),
                                   0.125f * half_to_float(x[b].d) * y[b].d);
     }
@@ -135,25 +122,6 @@ static inline __m256i iq1_m_indices_and_shifts(const block_iq1_m *x, uint16_t id
     return _mm256_blendv_epi8(_mm256_set1_epi8(10), eight, negative);
 }
 
-/* The 16 odd scales 2s + 1 (s16, half j of the block in slot j): s = bits 3 (j % 4) .. +2 of
-   scale word j / 4, moved to the top by mullo and down again. */
-static inline __m256i iq1_m_odd_scales(uint64_t words) {
-    const __m256i w = _mm256_set1_epi64x((long long)words);
-    const __m256i pick = _mm256_setr_epi8(0, 1, 0, 1, 0, 1, 0, 1, 2, 3, 2, 3, 2, 3, 2, 3,
-                                          4, 5, 4, 5, 4, 5, 4, 5, 6, 7, 6, 7, 6, 7, 6, 7);
-    const __m256i mult = _mm256_setr_epi16(1 << 13, 1 << 10, 1 << 7, 1 << 4, 1 << 13, 1 << 10,
-                                           1 << 7, 1 << 4, 1 << 13, 1 << 10, 1 << 7, 1 << 4,
-                                           1 << 13, 1 << 10, 1 << 7, 1 << 4);
-    const __m256i s = _mm256_srli_epi16(_mm256_mullo_epi16(_mm256_shuffle_epi8(w, pick), mult), 13);
-    return _mm256_add_epi16(_mm256_add_epi16(s, s), _mm256_set1_epi16(1));
-}
-
-static inline float iq1_m_super_scale(uint64_t words) {
-    const uint16_t bits = (uint16_t)(((words >> 12) & 0x000F) | ((words >> 24) & 0x00F0) |
-                                     ((words >> 36) & 0x0F00) | ((words >> 48) & 0xF000));
-    return half_to_float(bits);
-}
-
 static float vec_dot_iq1_m_avx2(int64_t n, const void *weights, const void *activations) {
     const block_iq1_m *x = weights;
     const block_q8_K *y = activations;
@@ -183,9 +151,7 @@ static float vec_dot_iq1_m_avx2(int64_t n, const void *weights, const void *acti
             const __m256i scale = _mm256_shuffle_epi8(broadcast_lane(odd, ib), half_of_pair);
             acc = _mm256_add_epi32(acc, _mm256_madd_epi16(pairs, scale));
         }
-        /* the constant 9's share: 9 (2s + 1) times each half's bsum */
-        const __m256i offsets = _mm256_madd_epi16(load32(y[b].bsums),
-                                                  _mm256_mullo_epi16(odd, _mm256_set1_epi16(9)));
+        const __m256i offsets = iq1_m_offsets(odd, y[b].bsums);
         acc_f = accumulate_scaled(acc_f, _mm256_sub_epi32(acc, offsets),
                                   0.125f * iq1_m_super_scale(words) * y[b].d);
     }
