@@ -2,7 +2,8 @@
  * AArch64 kernels with the dot-product extension (SDOT, armv8.2-a+dotprod; this file alone is
  * built with it): the dot products of Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and IQ4_NL with Q8_0/Q8_1
  * activations and of Q2_K, Q3_K, Q4_K, Q5_K, Q6_K and IQ4_XS with Q8_K activations, replacing
- * neon.c's at this level. The activation quantizers stay with neon.c.
+ * neon.c's at this level, each with a multi-token version (kernels.h, lb_vec_dot_tokens_fn).
+ * The activation quantizers stay with neon.c.
  *
  * Integer parts, exact: a block's weights are unpacked to bytes laid out like the activation
  * block's qs (element j in byte j) and SDOT sums four s8 x s8 products into each s32 lane
@@ -15,9 +16,15 @@
  *
  * Float parts, equal to the references to rounding, not bit for bit: instead of reducing each
  * block to a scalar and adding it into one float chain, the exact integer sums are converted to
- * float vectors and multiply-added (FMLA) with their block scales into float32x4 accumulators,
- * with one horizontal sum per row at the end. Only the order and the fusing of the float
- * operations differ from the references.
+ * float vectors and multiply-added (FMLA) with their block scales into float32x4 accumulators
+ * (the mins of Q2_K, Q4_K and Q5_K multiply-subtracted from the same one), with one horizontal
+ * sum per row at the end. Only the order and the fusing of the float operations differ from the
+ * references.
+ *
+ * Multi-token: every kernel is written for a weight row against up to LB_DOT_TOKENS activation
+ * rows. The weights are unpacked once per block (or four blocks) and then meet each token's
+ * activations, and each token's integer and float operations are those of the one-token kernel,
+ * which is the same body instantiated with one token: the results agree bit for bit.
  *
  * Not yet measured on AArch64 hardware (tested under qemu only): the choices between ways of
  * unpacking were made by the instruction counts of the loops.
@@ -32,6 +39,13 @@
 /* ------------------------------------------------------------------------------------------ */
 /* Helpers                                                                                     */
 /* ------------------------------------------------------------------------------------------ */
+
+/* The multi-token bodies are inlined into each entry point with a constant token count, and
+   their loops over tokens unrolled by request: left to GCC's heuristics the larger ones unroll
+   only after its scalar replacement of arrays has run, and the per-token accumulators (arrays
+   indexed by the token) then live on the stack. */
+#define ALWAYS_INLINE __attribute__((always_inline))
+#define UNROLL_TOKENS _Pragma("GCC unroll 4")
 
 static inline __fp16 load_half(const void *p) {
     __fp16 f;
@@ -67,10 +81,11 @@ static inline void half_pairs4(const lb_half *p, size_t stride, float32x4_t out[
     out[1] = vcvt_high_f32_f16(h);
 }
 
-/* A K-quant's super-block scales [d, dmin] times the activation's scale. */
-static inline float32x2_t scale_pair(const lb_half *d_dmin, float activation_d) {
+/* A K-quant's super-block scales [d, dmin] as floats (exact), to be multiplied by each token's
+   activation scale. */
+static inline float32x2_t half_pair(const lb_half *d_dmin) {
     const uint32x2_t bits = {half_pair_bits(d_dmin), 0};
-    return vmul_n_f32(vget_low_f32(vcvt_f32_f16(vreinterpret_f16_u32(bits))), activation_d);
+    return vget_low_f32(vcvt_f32_f16(vreinterpret_f16_u32(bits)));
 }
 
 static inline int8x16_t as_i8(uint8x16_t v) { return vreinterpretq_s8_u8(v); }
@@ -98,11 +113,29 @@ static inline int32x4_t lane_sums4(const int32x4_t d[4]) {
     return vpaddq_s32(vpaddq_s32(d[0], d[1]), vpaddq_s32(d[2], d[3]));
 }
 
-/* The products of four weight blocks' and four activation blocks' fp16 scales. */
-static inline float32x4_t block_scales4(const lb_half *x_d, size_t x_stride, const lb_half *y_d,
-                                        size_t y_stride) {
-    return vmulq_f32(halves4(x_d, x_stride), halves4(y_d, y_stride));
+/* Activation row t of those lying `stride` bytes apart from `activations`. */
+static inline const void *token_row(const void *activations, size_t stride, int t) {
+    return (const uint8_t *)activations + (size_t)t * stride;
 }
+
+/* The entry points of a multi-token body CALL(n, weights, activations, stride, n_tokens, out):
+   the one-token kernel dot_NAME, and dot_NAME_tokens with a constant count for each case. */
+#define DEFINE_DOT_ENTRY_POINTS(NAME, CALL)                                                      \
+    static float dot_##NAME(int64_t n, const void *weights, const void *activations) {           \
+        float out;                                                                               \
+        CALL(n, weights, activations, 0, 1, &out);                                               \
+        return out;                                                                              \
+    }                                                                                            \
+    static void dot_##NAME##_tokens(int64_t n, const void *weights, const void *activations,     \
+                                    size_t stride, int n_tokens, float *out) {                   \
+        switch (n_tokens) {                                                                      \
+        case 4: CALL(n, weights, activations, stride, 4, out); break;                            \
+        case 3: CALL(n, weights, activations, stride, 3, out); break;                            \
+        case 2: CALL(n, weights, activations, stride, 2, out); break;                            \
+        default: CALL(n, weights, activations, stride, 1, out); break;                           \
+        }                                                                                        \
+    }
+static_assert(LB_DOT_TOKENS == 4, "the entry points cover 1..LB_DOT_TOKENS tokens");
 
 /* Where the qh bit of each element of a Q5 block goes: bits 0..7 of qh[0] for elements 0..7,
    of qh[1] for 8..15, and so on (two vectors of 16 lanes). */
@@ -123,146 +156,186 @@ static inline void q5_bit_masks(uint8x16_t qh16, uint8x16_t set[2]) {
 /* integer sums in one vector and their four scales in another; single blocks for the rest     */
 /* ------------------------------------------------------------------------------------------ */
 
-/* Row loops of the 32-element formats: four blocks per iteration, their exact sums in one
-   vector (lane_sums4) meeting their four scale products in one multiply-add; the blocks left
-   over one by one. ROW_LOOP_HEAD declares what they share. */
-#define ROW_LOOP_HEAD(WBLOCK, ABLOCK, ELEMS)                                                       \
-    const WBLOCK *x = weights;                                                                   \
-    const ABLOCK *y = activations;                                                               \
-    const WBLOCK *const end = x + n / (ELEMS), *const end4 = x + ((n / (ELEMS)) & ~(int64_t)3);  \
-    float32x4_t acc = vdupq_n_f32(0.0f)
+/* Each format's weights as two vectors of s8 laid out like the activation block's qs. */
 
 /* 16 times Q4_0's levels q - 8: with each nibble's top bit flipped (q ^ 8) a nibble is its level
    in 4-bit two's complement, so moved to the top of a byte (low: << 4; high: & 0xF0) it is the
    level times 16 as an s8. */
-static inline int32x4_t q4_0_block16(const block_q4_0 *x, const block_q8_0 *y) {
+static inline void q4_0_weights(const block_q4_0 *x, int8x16_t w[2]) {
     const uint8x16_t q = veorq_u8(load_u8(x->qs), vdupq_n_u8(0x88));
-    return dot32(as_i8(vshlq_n_u8(q, 4)), as_i8(vandq_u8(q, vdupq_n_u8(0xF0))), y->qs);
+    w[0] = as_i8(vshlq_n_u8(q, 4));
+    w[1] = as_i8(vandq_u8(q, vdupq_n_u8(0xF0)));
 }
 
-static float dot_q4_0(int64_t n, const void *weights, const void *activations) {
-    ROW_LOOP_HEAD(block_q4_0, block_q8_0, QK4_0);
-    for (; x < end4; x += 4, y += 4) {
-        int32x4_t d[4];
-        for (int i = 0; i < 4; i++) d[i] = q4_0_block16(x + i, y + i);
-        const float32x4_t scale = block_scales4(&x->d, sizeof *x, &y->d, sizeof *y);
-        acc = vfmaq_f32(acc, vcvtq_n_f32_s32(lane_sums4(d), 4), scale);
-    }
-    float sum = vaddvq_f32(acc);
-    for (; x < end; x++, y++) {
-        const int32_t sumi = vaddvq_s32(q4_0_block16(x, y)) / 16; /* exact */
-        sum += (float)sumi * half_to_float(x->d) * half_to_float(y->d);
-    }
-    return sum;
-}
-
-static inline int32x4_t q4_1_block(const block_q4_1 *x, const block_q8_1 *y) {
+static inline void q4_1_weights(const block_q4_1 *x, int8x16_t w[2]) {
     const uint8x16_t q = load_u8(x->qs);
-    return dot32(as_i8(low_nibbles(q)), as_i8(high_nibbles(q)), y->qs);
-}
-
-/* acc + d_x d_y sumi + m_x s_y for four blocks: the products of their [d, m] and [d, s] pairs
-   give both factors at once, separated by unzipping. */
-static inline float32x4_t add_affine4(float32x4_t acc, int32x4_t sums, const lb_half *x_dm,
-                                      size_t x_stride, const lb_half *y_ds, size_t y_stride) {
-    float32x4_t xf[2], yf[2];
-    half_pairs4(x_dm, x_stride, xf);
-    half_pairs4(y_ds, y_stride, yf);
-    const float32x4_t p0 = vmulq_f32(xf[0], yf[0]), p1 = vmulq_f32(xf[1], yf[1]);
-    acc = vaddq_f32(acc, vuzp2q_f32(p0, p1)); /* m_x s_y */
-    return vfmaq_f32(acc, vcvtq_f32_s32(sums), vuzp1q_f32(p0, p1));
+    w[0] = as_i8(low_nibbles(q));
+    w[1] = as_i8(high_nibbles(q));
 }
 
 /* Q5_0's levels (q | fifth bit << 4) - 16: where the fifth bit is clear the level is the nibble
    minus 16, i.e. the nibble under 0xF0 as an s8; where set, the nibble itself. The all-ones
    masks of the clear bits supply the 0xF0, one insert per 16 weights. */
-static inline int32x4_t q5_0_block(const block_q5_0 *x, const block_q8_0 *y) {
+static inline void q5_0_weights(const block_q5_0 *x, int8x16_t w[2]) {
     uint8x16_t clear[2];
     q5_bit_masks(vmvnq_u8(load_u8(x->qh)), clear); /* 16 bytes: qh and the first 12 of qs */
     const uint8x16_t q = load_u8(x->qs);
-    const uint8x16_t w0 = vbslq_u8(vdupq_n_u8(0x0F), q, clear[0]);
-    const uint8x16_t w1 = vsriq_n_u8(clear[1], q, 4);
-    return dot32(as_i8(w0), as_i8(w1), y->qs);
+    w[0] = as_i8(vbslq_u8(vdupq_n_u8(0x0F), q, clear[0]));
+    w[1] = as_i8(vsriq_n_u8(clear[1], q, 4));
 }
 
 /* Q5_1's levels q | fifth bit << 4, 0..31: valid s8 as they are. The fifth bits (masked from
    the all-ones masks) take the nibbles inserted under them. */
-static inline int32x4_t q5_1_block(const block_q5_1 *x, const block_q8_1 *y) {
+static inline void q5_1_weights(const block_q5_1 *x, int8x16_t w[2]) {
     uint8x16_t set[2];
     q5_bit_masks(load_u8(x->qh), set); /* 16 bytes: qh and the first 12 of qs */
     const uint8x16_t q = load_u8(x->qs), bit4 = vdupq_n_u8(0x10);
-    const uint8x16_t w0 = vbslq_u8(vdupq_n_u8(0x0F), q, vandq_u8(set[0], bit4));
-    const uint8x16_t w1 = vsriq_n_u8(vandq_u8(set[1], bit4), q, 4);
-    return dot32(as_i8(w0), as_i8(w1), y->qs);
+    w[0] = as_i8(vbslq_u8(vdupq_n_u8(0x0F), q, vandq_u8(set[0], bit4)));
+    w[1] = as_i8(vsriq_n_u8(vandq_u8(set[1], bit4), q, 4));
 }
 
-static inline int32x4_t q8_0_block(const block_q8_0 *x, const block_q8_0 *y) {
-    return dot32(load_i8(x->qs), load_i8(x->qs + 16), y->qs);
+static inline void q8_0_weights(const block_q8_0 *x, int8x16_t w[2]) {
+    w[0] = load_i8(x->qs);
+    w[1] = load_i8(x->qs + 16);
 }
 
-static inline int32x4_t iq4_nl_block(const block_iq4_nl *x, const block_q8_0 *y) {
+static inline void iq4_nl_weights(const block_iq4_nl *x, int8x16_t w[2]) {
     const int8x16_t values = vld1q_s8(lb_kvalues_iq4nl);
     const uint8x16_t q = load_u8(x->qs);
-    return dot32(vqtbl1q_s8(values, low_nibbles(q)), vqtbl1q_s8(values, high_nibbles(q)), y->qs);
+    w[0] = vqtbl1q_s8(values, low_nibbles(q));
+    w[1] = vqtbl1q_s8(values, high_nibbles(q));
 }
 
-/* SCALED: d_x d_y sumi (Q5_0, Q8_0, IQ4_NL against Q8_0). AFFINE: d_x d_y sumi + m_x s_y (Q4_1,
-   Q5_1 against Q8_1). */
-#define DEFINE_SCALED_DOT(NAME, WBLOCK, ELEMS, BLOCK_FN)                                          \
-    static float NAME(int64_t n, const void *weights, const void *activations) {                 \
-        ROW_LOOP_HEAD(WBLOCK, block_q8_0, ELEMS);                                                \
-        for (; x < end4; x += 4, y += 4) {                                                       \
-            int32x4_t d[4];                                                                      \
-            for (int i = 0; i < 4; i++) d[i] = BLOCK_FN(x + i, y + i);                           \
-            const float32x4_t scale = block_scales4(&x->d, sizeof *x, &y->d, sizeof *y);         \
-            acc = vfmaq_f32(acc, vcvtq_f32_s32(lane_sums4(d)), scale);                           \
+/* Four blocks' exact sums as floats, divided by 2^shift: 16 (shift 4) for Q4_0's weights,
+   unpacked 16 times too large, which SCVTF's fraction bits take off exactly. */
+static inline float32x4_t block_sums_float(int32x4_t sums, int shift) {
+    return shift ? vcvtq_n_f32_s32(sums, 4) : vcvtq_f32_s32(sums);
+}
+
+/* acc + d_x d_y sumi + m_x s_y for four blocks, x_dm holding the weights' [d, m] pairs
+   (half_pairs4): the products of their [d, m] and [d, s] pairs give both factors at once,
+   separated by unzipping. */
+static inline float32x4_t add_affine4(float32x4_t acc, int32x4_t sums, const float32x4_t x_dm[2],
+                                      const lb_half *y_ds, size_t y_stride) {
+    float32x4_t yf[2];
+    half_pairs4(y_ds, y_stride, yf);
+    const float32x4_t p0 = vmulq_f32(x_dm[0], yf[0]), p1 = vmulq_f32(x_dm[1], yf[1]);
+    acc = vaddq_f32(acc, vuzp2q_f32(p0, p1)); /* m_x s_y */
+    return vfmaq_f32(acc, vcvtq_f32_s32(sums), vuzp1q_f32(p0, p1));
+}
+
+/* Row bodies of the 32-element formats against n_tokens activation rows (NAME_tokens_body):
+   four blocks per step, their weights unpacked once for all tokens, each token's four exact
+   sums (lane_sums4) meeting its four scale products in one multiply-add; then the blocks left
+   over one by one, into a scalar float chain per token. SCALED: d_x d_y sumi (Q4_0, Q5_0, Q8_0,
+   IQ4_NL against Q8_0; SHIFT as block_sums_float). AFFINE: d_x d_y sumi + m_x s_y (Q4_1, Q5_1
+   against Q8_1). */
+#define DEFINE_SCALED_BODY(NAME, WBLOCK, ELEMS, WEIGHTS_FN, SHIFT)                               \
+    static inline ALWAYS_INLINE void NAME##_tokens_body(int64_t n, const void *weights,          \
+                                                        const void *activations, size_t stride,  \
+                                                        int n_tokens, float *out) {              \
+        const WBLOCK *x = weights;                                                               \
+        const int64_t nb = n / (ELEMS), nb4 = nb & ~(int64_t)3;                                  \
+        float32x4_t acc[LB_DOT_TOKENS];                                                          \
+        UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) acc[t] = vdupq_n_f32(0.0f);             \
+        int64_t b = 0;                                                                           \
+        for (; b < nb4; b += 4) {                                                                \
+            int8x16_t w[4][2];                                                                   \
+            for (int i = 0; i < 4; i++) WEIGHTS_FN(x + b + i, w[i]);                             \
+            const float32x4_t x_d = halves4(&x[b].d, sizeof *x);                                 \
+            UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) {                                   \
+                const block_q8_0 *y = (const block_q8_0 *)token_row(activations, stride, t) + b; \
+                int32x4_t d[4];                                                                  \
+                for (int i = 0; i < 4; i++) d[i] = dot32(w[i][0], w[i][1], y[i].qs);             \
+                const float32x4_t scale = vmulq_f32(x_d, halves4(&y->d, sizeof *y));             \
+                acc[t] = vfmaq_f32(acc[t], block_sums_float(lane_sums4(d), SHIFT), scale);       \
+            }                                                                                    \
         }                                                                                        \
-        float sum = vaddvq_f32(acc);                                                             \
-        for (; x < end; x++, y++) {                                                              \
-            const float d = half_to_float(x->d) * half_to_float(y->d);                           \
-            sum += (float)vaddvq_s32(BLOCK_FN(x, y)) * d;                                        \
+        float sum[LB_DOT_TOKENS];                                                                \
+        UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) sum[t] = vaddvq_f32(acc[t]);            \
+        for (; b < nb; b++) {                                                                    \
+            int8x16_t w[2];                                                                      \
+            WEIGHTS_FN(x + b, w);                                                                \
+            const float x_d = half_to_float(x[b].d);                                             \
+            UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) {                                   \
+                const block_q8_0 *y = (const block_q8_0 *)token_row(activations, stride, t) + b; \
+                const int32_t sumi = vaddvq_s32(dot32(w[0], w[1], y->qs)) / (1 << (SHIFT));      \
+                sum[t] += (float)sumi * (x_d * half_to_float(y->d));                             \
+            }                                                                                    \
         }                                                                                        \
-        return sum;                                                                              \
+        UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) out[t] = sum[t];                        \
     }
 
-#define DEFINE_AFFINE_DOT(NAME, WBLOCK, ELEMS, BLOCK_FN)                                          \
-    static float NAME(int64_t n, const void *weights, const void *activations) {                 \
-        ROW_LOOP_HEAD(WBLOCK, block_q8_1, ELEMS);                                                \
-        for (; x < end4; x += 4, y += 4) {                                                       \
-            int32x4_t d[4];                                                                      \
-            for (int i = 0; i < 4; i++) d[i] = BLOCK_FN(x + i, y + i);                           \
-            acc = add_affine4(acc, lane_sums4(d), &x->d, sizeof *x, &y->d, sizeof *y);           \
+#define DEFINE_AFFINE_BODY(NAME, WBLOCK, ELEMS, WEIGHTS_FN)                                      \
+    static inline ALWAYS_INLINE void NAME##_tokens_body(int64_t n, const void *weights,          \
+                                                        const void *activations, size_t stride,  \
+                                                        int n_tokens, float *out) {              \
+        const WBLOCK *x = weights;                                                               \
+        const int64_t nb = n / (ELEMS), nb4 = nb & ~(int64_t)3;                                  \
+        float32x4_t acc[LB_DOT_TOKENS];                                                          \
+        UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) acc[t] = vdupq_n_f32(0.0f);             \
+        int64_t b = 0;                                                                           \
+        for (; b < nb4; b += 4) {                                                                \
+            int8x16_t w[4][2];                                                                   \
+            for (int i = 0; i < 4; i++) WEIGHTS_FN(x + b + i, w[i]);                             \
+            float32x4_t x_dm[2];                                                                 \
+            half_pairs4(&x[b].d, sizeof *x, x_dm);                                               \
+            UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) {                                   \
+                const block_q8_1 *y = (const block_q8_1 *)token_row(activations, stride, t) + b; \
+                int32x4_t d[4];                                                                  \
+                for (int i = 0; i < 4; i++) d[i] = dot32(w[i][0], w[i][1], y[i].qs);             \
+                acc[t] = add_affine4(acc[t], lane_sums4(d), x_dm, &y->d, sizeof *y);             \
+            }                                                                                    \
         }                                                                                        \
-        float sum = vaddvq_f32(acc);                                                             \
-        for (; x < end; x++, y++) {                                                              \
-            sum += half_to_float(x->d) * half_to_float(y->d) * (float)vaddvq_s32(BLOCK_FN(x, y)) + \
-                   half_to_float(x->m) * half_to_float(y->s);                                    \
+        float sum[LB_DOT_TOKENS];                                                                \
+        UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) sum[t] = vaddvq_f32(acc[t]);            \
+        for (; b < nb; b++) {                                                                    \
+            int8x16_t w[2];                                                                      \
+            WEIGHTS_FN(x + b, w);                                                                \
+            const float x_d = half_to_float(x[b].d), x_m = half_to_float(x[b].m);                \
+            UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) {                                   \
+                const block_q8_1 *y = (const block_q8_1 *)token_row(activations, stride, t) + b; \
+                const float sumi = (float)vaddvq_s32(dot32(w[0], w[1], y->qs));                  \
+                sum[t] += x_d * half_to_float(y->d) * sumi + x_m * half_to_float(y->s);          \
+            }                                                                                    \
         }                                                                                        \
-        return sum;                                                                              \
+        UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) out[t] = sum[t];                        \
     }
 
-DEFINE_AFFINE_DOT(dot_q4_1, block_q4_1, QK4_1, q4_1_block)
-DEFINE_SCALED_DOT(dot_q5_0, block_q5_0, QK5_0, q5_0_block)
-DEFINE_AFFINE_DOT(dot_q5_1, block_q5_1, QK5_1, q5_1_block)
-DEFINE_SCALED_DOT(dot_q8_0, block_q8_0, QK8_0, q8_0_block)
-DEFINE_SCALED_DOT(dot_iq4_nl, block_iq4_nl, QK4_NL, iq4_nl_block)
+DEFINE_SCALED_BODY(q4_0, block_q4_0, QK4_0, q4_0_weights, 4)
+DEFINE_AFFINE_BODY(q4_1, block_q4_1, QK4_1, q4_1_weights)
+DEFINE_SCALED_BODY(q5_0, block_q5_0, QK5_0, q5_0_weights, 0)
+DEFINE_AFFINE_BODY(q5_1, block_q5_1, QK5_1, q5_1_weights)
+DEFINE_SCALED_BODY(q8_0, block_q8_0, QK8_0, q8_0_weights, 0)
+DEFINE_SCALED_BODY(iq4_nl, block_iq4_nl, QK4_NL, iq4_nl_weights, 0)
+DEFINE_DOT_ENTRY_POINTS(q4_0, q4_0_tokens_body)
+DEFINE_DOT_ENTRY_POINTS(q4_1, q4_1_tokens_body)
+DEFINE_DOT_ENTRY_POINTS(q5_0, q5_0_tokens_body)
+DEFINE_DOT_ENTRY_POINTS(q5_1, q5_1_tokens_body)
+DEFINE_DOT_ENTRY_POINTS(q8_0, q8_0_tokens_body)
+DEFINE_DOT_ENTRY_POINTS(iq4_nl, iq4_nl_tokens_body)
 
 /* ------------------------------------------------------------------------------------------ */
 /* 256-element formats with Q8_K activations: each sub-block's SDOT sum in its own accumulator, */
 /* pairwise-added to one lane per sub-block, then times the sub-scales in int32                */
 /* ------------------------------------------------------------------------------------------ */
 
-/* 64 activation bytes (four vectors) in one load. */
-static inline int8x16x4_t load_i8_x4(const int8_t *a) { return vld1q_s8_x4(a); }
+/* 64 activation bytes as four vectors, in one LD1 of four registers (x4 = 1) or in four plain
+   loads: the same values. Where many vectors are live (the multi-token loops of the 16-element
+   formats) GCC allocates the four-register tuples poorly, with copies and spills. */
+static inline ALWAYS_INLINE void load_activations64(const int8_t *a, int x4, int8x16_t out[4]) {
+    if (x4) {
+        const int8x16x4_t v = vld1q_s8_x4(a);
+        for (int i = 0; i < 4; i++) out[i] = v.val[i];
+        return;
+    }
+    for (int i = 0; i < 4; i++) out[i] = load_i8(a + 16 * i);
+}
 
-/* sum_j scales[j] * s[j] over 16 sub-blocks of 16: s in four vectors of four, scales as two
-   int16 vectors. */
-static inline int32x4_t scale_sums16(const int32x4_t s[4], int16x8_t scales_lo,
-                                     int16x8_t scales_hi) {
-    int32x4_t acc = vmulq_s32(s[0], vmovl_s16(vget_low_s16(scales_lo)));
-    acc = vmlaq_s32(acc, s[1], vmovl_high_s16(scales_lo));
-    acc = vmlaq_s32(acc, s[2], vmovl_s16(vget_low_s16(scales_hi)));
-    return vmlaq_s32(acc, s[3], vmovl_high_s16(scales_hi));
+/* Block b of activation row t. */
+static inline const block_q8_K *q8_K_block(const void *activations, size_t stride, int t,
+                                           int64_t b) {
+    return (const block_q8_K *)token_row(activations, stride, t) + b;
 }
 
 static inline int16x8_t widen_u8_lo(uint8x16_t v) {
@@ -272,64 +345,133 @@ static inline int16x8_t widen_u8_hi(uint8x16_t v) {
     return vreinterpretq_s16_u16(vmovl_high_u8(v));
 }
 
+/* 16 sub-scales (two s16 vectors) as four s32 vectors, sub-blocks 4i..4i+3 in out[i]. */
+static inline void widen_scales16(int16x8_t lo, int16x8_t hi, int32x4_t out[4]) {
+    out[0] = vmovl_s16(vget_low_s16(lo));
+    out[1] = vmovl_high_s16(lo);
+    out[2] = vmovl_s16(vget_low_s16(hi));
+    out[3] = vmovl_high_s16(hi);
+}
+
+/* The 16-element sub-block formats Q2_K, Q3_K and Q6_K: sub-block j = 8h + 2k + p is row k of
+   the weights' half h, bytes 16p..16p+15, against activations 16j..16j+15. */
+enum sub16_format { SUB16_Q2_K, SUB16_Q3_K, SUB16_Q6_K };
+
 /* Q2_K, Q3_K: the 2-bit field k of every byte of q. Fields 0..2 stay in place, each a level
    times f_k = 1, 4, 16 (masked: still an s8), field 3 is shifted down (f_3 = 1): one
    instruction per 16 weights. The sub-scales of row k are multiplied by 16 / f_k instead, so
    that every row's sum comes out 16 times too large, together. */
-static inline void two_bit_rows(uint8x16_t q, uint8x16_t rows[4]) {
-    rows[0] = vandq_u8(q, vdupq_n_u8(0x03));
-    rows[1] = vandq_u8(q, vdupq_n_u8(0x0C));
-    rows[2] = vandq_u8(q, vdupq_n_u8(0x30));
-    rows[3] = vshrq_n_u8(q, 6);
+static inline ALWAYS_INLINE uint8x16_t two_bit_row(uint8x16_t q, int k) {
+    return k == 3 ? vshrq_n_u8(q, 6) : vandq_u8(q, vdupq_n_u8((uint8_t)(3u << (2 * k))));
 }
 
 /* The shifts that multiply the sub-scale of sub-block j (row k = (j % 8) / 2) by 16 / f_k. */
 static const int8_t kRowScaleShift[16] = {4, 4, 2, 2, 0, 0, 4, 4, 4, 4, 2, 2, 0, 0, 4, 4};
 
-/* The SDOT sums of a Q2_K/Q3_K super-block's rows, one lane per sub-block j (s[j / 4], lane
-   j % 4). Sub-block j = 8h + 2k + p is row k of qs vector 2h + p (bytes 32h + 16p..) against
-   activations 16j..16j+15. */
-static inline void two_bit_sums(const uint8x16_t rows[2][2][4], const int8_t *qs,
-                                int32x4_t s[4]) {
-    for (int h = 0; h < 2; h++) {
-        const int8x16x4_t a0 = load_i8_x4(qs + 128 * h), a1 = load_i8_x4(qs + 128 * h + 64);
-        const int8x16_t a[8] = {a0.val[0], a0.val[1], a0.val[2], a0.val[3],
-                                a1.val[0], a1.val[1], a1.val[2], a1.val[3]};
-        int32x4_t d[8];
-        for (int k = 0; k < 4; k++) {
-            for (int p = 0; p < 2; p++) d[2 * k + p] = dot1(rows[h][p][k], a[2 * k + p]);
-        }
-        s[2 * h] = lane_sums4(d);
-        s[2 * h + 1] = lane_sums4(d + 4);
+/* Q3_K: the stored 3 bits u = low2 | hbit << 2 are the level + 4, 0..7. Row k's low bits are
+   two_bit_row's (the field times f_k); hmask bit 4h + k is moved next to them (to bit 2, 4, 6,
+   2 for k = 0..3) and inserted, giving u f_k. The offset 4 comes off through the bsums. */
+static inline ALWAYS_INLINE uint8x16_t q3_K_row(uint8x16_t q, uint8x16_t m, int h, int k) {
+    static const int kPosition[4] = {2, 4, 6, 2};
+    const int shift = kPosition[k] - 4 * h - k;
+    const uint8x16_t bit = shift == 0 ? m : vshlq_u8(m, vdupq_n_s8((int8_t)shift));
+    return vbslq_u8(vdupq_n_u8((uint8_t)(1u << kPosition[k])), bit, two_bit_row(q, k));
+}
+
+/* The stored Q6_K levels u = level + 32 (0..63, valid s8) of row k of half h, bytes
+   16p..16p+15: low 4 bits from ql (the low nibbles of l0 = ql[64h + 16p..], l1 = ql[64h + 32 +
+   16p..] for rows 0, 1, the high nibbles for rows 2, 3), high 2 bits from qh (bits 2k, 2k + 1),
+   put together by shift-and-insert (SLI, SRI): two instructions a row. */
+static inline ALWAYS_INLINE uint8x16_t q6_K_row(const block_q6_K *x, int h, int k, int p) {
+    const uint8x16_t l = load_u8(x->ql + 64 * h + 32 * (k % 2) + 16 * p);
+    const uint8x16_t hb = load_u8(x->qh + 32 * h + 16 * p);
+    const uint8x16_t three = vdupq_n_u8(3);
+    switch (k) {
+    case 0: return vsliq_n_u8(l, vandq_u8(hb, three), 4);
+    case 1: return vsliq_n_u8(l, vandq_u8(vshrq_n_u8(hb, 2), three), 4);
+    case 2: return vsriq_n_u8(vandq_u8(hb, vdupq_n_u8(0x30)), l, 4);
+    default: return vsriq_n_u8(vshrq_n_u8(hb, 2), l, 4); /* bits 6, 7 to 4, 5, zeros above */
     }
 }
 
-static float dot_q2_K(int64_t n, const void *weights, const void *activations) {
+static inline ALWAYS_INLINE uint8x16_t sub16_weights(int format, const void *block, int h, int k,
+                                                     int p) {
+    if (format == SUB16_Q6_K) return q6_K_row(block, h, k, p);
+    if (format == SUB16_Q2_K) {
+        return two_bit_row(load_u8(((const block_q2_K *)block)->qs + 32 * h + 16 * p), k);
+    }
+    const block_q3_K *x = block;
+    return q3_K_row(load_u8(x->qs + 32 * h + 16 * p), load_u8(x->hmask + 16 * p), h, k);
+}
+
+/* sumi[t] = sum_j scales[j] s_j(t) over sub-blocks 4i..4i+3 (rows 2i % 4 and 2i % 4 + 1 of
+   half i / 2) added to sumi[t] (i > 0) or put there (i = 0), s_j(t) the exact SDOT sum of
+   sub-block j with token t. The two rows' weights are unpacked once for all tokens; per token
+   the four sub-blocks' sums are pairwise-added to one lane each and meet their scales at once,
+   so that only sumi stays live per token. */
+static inline ALWAYS_INLINE void sub16_scaled_sums4(int format, const void *block, int i,
+                                                    int32x4_t scales, const void *activations,
+                                                    size_t stride, int64_t b, int n_tokens,
+                                                    int32x4_t sumi[]) {
+    const int h = i / 2, k = 2 * (i % 2);
+    uint8x16_t w[4];
+    for (int r = 0; r < 2; r++) {
+        for (int p = 0; p < 2; p++) w[2 * r + p] = sub16_weights(format, block, h, k + r, p);
+    }
+    UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) {
+        int8x16_t a[4];
+        load_activations64(q8_K_block(activations, stride, t, b)->qs + 128 * h + 32 * k,
+                           n_tokens == 1, a);
+        int32x4_t d[4];
+        for (int v = 0; v < 4; v++) d[v] = dot1(w[v], a[v]);
+        const int32x4_t s = lane_sums4(d);
+        sumi[t] = i == 0 ? vmulq_s32(s, scales) : vmlaq_s32(sumi[t], s, scales);
+    }
+}
+
+/* sumi[t] = sum_j scales[j] s_j(t) over the 16 sub-blocks of a Q2_K, Q3_K or Q6_K block (block
+   b of the row); scales[i] holds sub-blocks 4i..4i+3. Written out rather than as a loop over i,
+   which GCC does not always unroll, while every step depends on i. */
+static inline ALWAYS_INLINE void sub16_scaled_sums(int format, const void *block,
+                                                   const int32x4_t scales[4],
+                                                   const void *activations, size_t stride,
+                                                   int64_t b, int n_tokens, int32x4_t sumi[]) {
+    sub16_scaled_sums4(format, block, 0, scales[0], activations, stride, b, n_tokens, sumi);
+    sub16_scaled_sums4(format, block, 1, scales[1], activations, stride, b, n_tokens, sumi);
+    sub16_scaled_sums4(format, block, 2, scales[2], activations, stride, b, n_tokens, sumi);
+    sub16_scaled_sums4(format, block, 3, scales[3], activations, stride, b, n_tokens, sumi);
+}
+
+static inline ALWAYS_INLINE void q2_K_tokens_body(int64_t n, const void *weights,
+                                                  const void *activations, size_t stride,
+                                                  int n_tokens, float *out) {
     const block_q2_K *x = weights;
-    const block_q8_K *y = activations;
-    const block_q2_K *const end = x + n / QK_K;
     const int8x16_t row_shift = vld1q_s8(kRowScaleShift);
-    float32x4_t acc = vdupq_n_f32(0.0f), acc_mins = vdupq_n_f32(0.0f);
-    for (; x < end; x++, y++) {
-        const uint8x16_t packed = load_u8(x->scales); /* scale low, min high nibble */
+    float32x4_t acc[LB_DOT_TOKENS];
+    UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) acc[t] = vdupq_n_f32(0.0f);
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        const uint8x16_t packed = load_u8(x[b].scales); /* scale low, min high nibble */
         /* the scales times 16 / f_k, at most 15 * 16: still bytes */
         const uint8x16_t sc = vshlq_u8(low_nibbles(packed), row_shift);
         const uint8x16_t mn = high_nibbles(packed);
-        const int32x4_t mins = scaled_bsums16(widen_u8_lo(mn), widen_u8_hi(mn), y->bsums);
-        uint8x16_t rows[2][2][4];
-        for (int h = 0; h < 2; h++) {
-            for (int p = 0; p < 2; p++) two_bit_rows(load_u8(x->qs + 32 * h + 16 * p), rows[h][p]);
+        const int16x8_t mn_lo = widen_u8_lo(mn), mn_hi = widen_u8_hi(mn);
+        int32x4_t scales[4];
+        widen_scales16(widen_u8_lo(sc), widen_u8_hi(sc), scales);
+        /* 16 times the reference's sums of scaled sub-block sums */
+        int32x4_t sumi16[LB_DOT_TOKENS];
+        sub16_scaled_sums(SUB16_Q2_K, x + b, scales, activations, stride, b, n_tokens, sumi16);
+        const float32x2_t d_dmin = half_pair(&x[b].d);
+        UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) {
+            const block_q8_K *y = q8_K_block(activations, stride, t, b);
+            const int32x4_t mins = scaled_bsums16(mn_lo, mn_hi, y->bsums);
+            const float32x2_t d = vmul_n_f32(d_dmin, y->d); /* [d, dmin] */
+            acc[t] = vfmaq_lane_f32(acc[t], vcvtq_n_f32_s32(sumi16[t], 4), d, 0);
+            acc[t] = vfmsq_lane_f32(acc[t], vcvtq_f32_s32(mins), d, 1);
         }
-        int32x4_t s[4];
-        two_bit_sums(rows, y->qs, s);
-        /* 16 times the reference's sum of scaled sub-block sums */
-        const int32x4_t sumi16 = scale_sums16(s, widen_u8_lo(sc), widen_u8_hi(sc));
-        const float32x2_t d = scale_pair(&x->d, y->d); /* [d, dmin] */
-        acc = vfmaq_lane_f32(acc, vcvtq_n_f32_s32(sumi16, 4), d, 0);
-        acc_mins = vfmaq_lane_f32(acc_mins, vcvtq_f32_s32(mins), d, 1);
     }
-    return vaddvq_f32(acc) - vaddvq_f32(acc_mins);
+    UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) out[t] = vaddvq_f32(acc[t]);
 }
+DEFINE_DOT_ENTRY_POINTS(q2_K, q2_K_tokens_body)
 
 /* Q3_K's 16 six-bit scales (stored + 32), four times, as s8: the 6 bits u are put together at
    the top of a byte (u << 2) and the top bit flipped, which is 4 (u - 32) in two's complement. */
@@ -345,53 +487,133 @@ static inline int8x16_t q3_K_scales4(const uint8_t packed[12]) {
     return as_i8(veorq_u8(u4, vdupq_n_u8(0x80)));
 }
 
-/* Q3_K: the stored 3 bits u = low2 | hbit << 2 are the level + 4, 0..7. Row k's low bits are
-   two_bit_rows' (the field times f_k); hmask bit 4h + k is moved next to them (to bit 2, 4, 6,
-   2 for k = 0..3) and inserted, giving u f_k. The offset 4 comes off through the bsums. */
-static inline void q3_K_rows(uint8x16_t q, uint8x16_t m, int h, uint8x16_t rows[4]) {
-    static const int kPosition[4] = {2, 4, 6, 2};
-    two_bit_rows(q, rows);
-    for (int k = 0; k < 4; k++) {
-        const int shift = kPosition[k] - 4 * h - k;
-        const uint8x16_t bit = shift == 0 ? m : vshlq_u8(m, vdupq_n_s8((int8_t)shift));
-        rows[k] = vbslq_u8(vdupq_n_u8((uint8_t)(1u << kPosition[k])), bit, rows[k]);
-    }
-}
-
-static float dot_q3_K(int64_t n, const void *weights, const void *activations) {
+static inline ALWAYS_INLINE void q3_K_tokens_body(int64_t n, const void *weights,
+                                                  const void *activations, size_t stride,
+                                                  int n_tokens, float *out) {
     const block_q3_K *x = weights;
-    const block_q8_K *y = activations;
-    const block_q3_K *const end = x + n / QK_K;
     /* shifts from 1024 sc down to 256 sc / f_k */
     const int16x8_t row_shift = vaddq_s16(vmovl_s8(vld1_s8(kRowScaleShift)), vdupq_n_s16(-6));
-    float32x4_t acc = vdupq_n_f32(0.0f);
-    for (; x < end; x++, y++) {
-        const int8x16_t sc4 = q3_K_scales4(x->scales);
+    float32x4_t acc[LB_DOT_TOKENS];
+    UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) acc[t] = vdupq_n_f32(0.0f);
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        const int8x16_t sc4 = q3_K_scales4(x[b].scales);
         /* 1024 sc, in -32768..31744: an s16 */
         const int16x8_t sc1024_lo = vshll_n_s8(vget_low_s8(sc4), 8);
         const int16x8_t sc1024_hi = vshll_high_n_s8(sc4, 8);
-        const int16x8_t scf_lo = vshlq_s16(sc1024_lo, row_shift);
-        const int16x8_t scf_hi = vshlq_s16(sc1024_hi, row_shift);
-        const uint8x16_t m[2] = {load_u8(x->hmask), load_u8(x->hmask + 16)};
-        uint8x16_t rows[2][2][4];
-        for (int h = 0; h < 2; h++) {
-            for (int p = 0; p < 2; p++) {
-                q3_K_rows(load_u8(x->qs + 32 * h + 16 * p), m[p], h, rows[h][p]);
+        int32x4_t scales[4];
+        widen_scales16(vshlq_s16(sc1024_lo, row_shift), vshlq_s16(sc1024_hi, row_shift), scales);
+        int32x4_t sumi[LB_DOT_TOKENS];
+        sub16_scaled_sums(SUB16_Q3_K, x + b, scales, activations, stride, b, n_tokens, sumi);
+        const float x_d = half_to_float(x[b].d);
+        UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) {
+            /* 256 times the reference's sum: sum_j (256 sc_j / f_k) (f_k sum_i u_i a_i) - 1024
+               sc_j bsum_j; every lane's total fits an int32 (the steps may wrap) */
+            const block_q8_K *y = q8_K_block(activations, stride, t, b);
+            const int16x8_t b0 = vld1q_s16(y->bsums), b1 = vld1q_s16(y->bsums + 8);
+            int32x4_t s = vmlsl_s16(sumi[t], vget_low_s16(sc1024_lo), vget_low_s16(b0));
+            s = vmlsl_high_s16(s, sc1024_lo, b0);
+            s = vmlsl_s16(s, vget_low_s16(sc1024_hi), vget_low_s16(b1));
+            s = vmlsl_high_s16(s, sc1024_hi, b1);
+            acc[t] = vfmaq_n_f32(acc[t], vcvtq_n_f32_s32(s, 8), x_d * y->d);
+        }
+    }
+    UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) out[t] = vaddvq_f32(acc[t]);
+}
+DEFINE_DOT_ENTRY_POINTS(q3_K, q3_K_tokens_body)
+
+static inline ALWAYS_INLINE void q6_K_tokens_body(int64_t n, const void *weights,
+                                                  const void *activations, size_t stride,
+                                                  int n_tokens, float *out) {
+    const block_q6_K *x = weights;
+    float32x4_t acc[LB_DOT_TOKENS];
+    UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) acc[t] = vdupq_n_f32(0.0f);
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        const int8x16_t sc = load_i8(x[b].scales);
+        const int16x8_t sc_lo = vmovl_s8(vget_low_s8(sc)), sc_hi = vmovl_high_s8(sc);
+        int32x4_t scales[4];
+        widen_scales16(sc_lo, sc_hi, scales);
+        int32x4_t sumi[LB_DOT_TOKENS];
+        sub16_scaled_sums(SUB16_Q6_K, x + b, scales, activations, stride, b, n_tokens, sumi);
+        const float x_d = half_to_float(x[b].d);
+        UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) {
+            /* sum_j scale_j (sum_i u_i a_i - 32 bsum_j), exact in int32 */
+            const block_q8_K *y = q8_K_block(activations, stride, t, b);
+            const int32x4_t offset = scaled_bsums16(sc_lo, sc_hi, y->bsums);
+            const int32x4_t s = vsubq_s32(sumi[t], vshlq_n_s32(offset, 5));
+            acc[t] = vfmaq_n_f32(acc[t], vcvtq_f32_s32(s), x_d * y->d);
+        }
+    }
+    UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) out[t] = vaddvq_f32(acc[t]);
+}
+DEFINE_DOT_ENTRY_POINTS(q6_K, q6_K_tokens_body)
+
+/* The 32-element sub-block formats Q4_K, Q5_K and IQ4_XS: chunk c is elements 64c..64c+63,
+   sub-blocks 2c and 2c + 1. */
+enum sub32_format { SUB32_Q4_K, SUB32_Q5_K, SUB32_IQ4_XS };
+
+/* Bit `bit` of every byte of h moved to bit 4 (the other bits are left as they fall). */
+static inline uint8x16_t bit_to_4(uint8x16_t h, int bit) {
+    return bit == 4 ? h : vshlq_u8(h, vdupq_n_s8((int8_t)(4 - bit)));
+}
+
+/* The weights of chunk c as four vectors of s8: w[0], w[1] for sub-block 2c, w[2], w[3] for
+   2c + 1. Q4_K, Q5_K: elements 64c + l (low nibbles) and 64c + 32 + l (high nibbles) of byte
+   32c + l, Q5_K's with the fifth bit inserted (levels 0..31: that of element 64c + l is qh[l]
+   bit 2c, that of 64c + 32 + l bit 2c + 1). IQ4_XS: bytes 32c.. hold sub-block 2c (low nibbles
+   first, then high), the next 16 bytes 2c + 1, looked up in the IQ4 grid. */
+static inline ALWAYS_INLINE void sub32_weights(int format, const void *block, int c,
+                                               int8x16_t w[4]) {
+    if (format == SUB32_IQ4_XS) {
+        const int8x16_t values = vld1q_s8(lb_kvalues_iq4nl);
+        const block_iq4_xs *x = block;
+        const uint8x16_t q0 = load_u8(x->qs + 32 * c), q1 = load_u8(x->qs + 32 * c + 16);
+        w[0] = vqtbl1q_s8(values, low_nibbles(q0));
+        w[1] = vqtbl1q_s8(values, high_nibbles(q0));
+        w[2] = vqtbl1q_s8(values, low_nibbles(q1));
+        w[3] = vqtbl1q_s8(values, high_nibbles(q1));
+        return;
+    }
+    const uint8_t *qs = format == SUB32_Q5_K ? ((const block_q5_K *)block)->qs
+                                             : ((const block_q4_K *)block)->qs;
+    const uint8x16_t q0 = load_u8(qs + 32 * c), q1 = load_u8(qs + 32 * c + 16);
+    uint8x16_t u[4] = {low_nibbles(q0), low_nibbles(q1), high_nibbles(q0), high_nibbles(q1)};
+    if (format == SUB32_Q5_K) {
+        const block_q5_K *x = block;
+        const uint8x16_t h0 = load_u8(x->qh), h1 = load_u8(x->qh + 16), bit4 = vdupq_n_u8(0x10);
+        u[0] = vbslq_u8(bit4, bit_to_4(h0, 2 * c), u[0]);
+        u[1] = vbslq_u8(bit4, bit_to_4(h1, 2 * c), u[1]);
+        u[2] = vbslq_u8(bit4, bit_to_4(h0, 2 * c + 1), u[2]);
+        u[3] = vbslq_u8(bit4, bit_to_4(h1, 2 * c + 1), u[3]);
+    }
+    for (int i = 0; i < 4; i++) w[i] = as_i8(u[i]);
+}
+
+/* sumi[t] = sum_i scales[i / 4] s_i(t) over the 8 sub-blocks of a Q4_K, Q5_K or IQ4_XS block
+   (block b of the row), s_i(t) the exact SDOT sum of sub-block i with token t. Each chunk's
+   weights are unpacked once for all tokens; per token its two sub-blocks are pairwise-added at
+   once and every two chunks (four sub-blocks, one lane each) meet their scales. Of the shapes
+   tried for this loop, this one left GCC the fewest instructions and spills with 4 tokens. */
+static inline ALWAYS_INLINE void sub32_scaled_sums(int format, const void *block,
+                                                   const int32x4_t scales[2],
+                                                   const void *activations, size_t stride,
+                                                   int64_t b, int n_tokens, int32x4_t sumi[]) {
+    int32x4_t first_chunk[LB_DOT_TOKENS];
+    for (int c = 0; c < 4; c++) {
+        int8x16_t w[4];
+        sub32_weights(format, block, c, w);
+        UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) {
+            int8x16_t a[4];
+            load_activations64(q8_K_block(activations, stride, t, b)->qs + 64 * c, 1, a);
+            const int32x4_t chunk = vpaddq_s32(dot2(w[0], w[1], a[0], a[1]),
+                                               dot2(w[2], w[3], a[2], a[3]));
+            if (c % 2 == 0) {
+                first_chunk[t] = chunk;
+            } else {
+                const int32x4_t s = vpaddq_s32(first_chunk[t], chunk);
+                sumi[t] = c == 1 ? vmulq_s32(s, scales[0]) : vmlaq_s32(sumi[t], s, scales[1]);
             }
         }
-        int32x4_t s[4];
-        two_bit_sums(rows, y->qs, s);
-        /* 256 times the reference's sum: sum_j (256 sc_j / f_k) (f_k sum_i u_i a_i) - 1024 sc_j
-           bsum_j; every lane's total fits an int32 (the steps may wrap) */
-        const int16x8_t b0 = vld1q_s16(y->bsums), b1 = vld1q_s16(y->bsums + 8);
-        int32x4_t sumi = scale_sums16(s, scf_lo, scf_hi);
-        sumi = vmlsl_s16(sumi, vget_low_s16(sc1024_lo), vget_low_s16(b0));
-        sumi = vmlsl_high_s16(sumi, sc1024_lo, b0);
-        sumi = vmlsl_s16(sumi, vget_low_s16(sc1024_hi), vget_low_s16(b1));
-        sumi = vmlsl_high_s16(sumi, sc1024_hi, b1);
-        acc = vfmaq_n_f32(acc, vcvtq_n_f32_s32(sumi, 8), half_to_float(x->d) * y->d);
     }
-    return vaddvq_f32(acc);
 }
 
 /* Q4_K/Q5_K's eight 6-bit scales and mins (see kquants_minmax.c for the packing), as bytes:
@@ -410,132 +632,47 @@ static inline void k4_scales_mins(const uint8_t packed[12], uint8x8_t *sc, uint8
     *mn = vreinterpret_u8_u32(vzip2_u32(vreinterpret_u32_u8(low), vreinterpret_u32_u8(high)));
 }
 
-/* Lane-wise partial sums of mn[i] * (bsums[2i] + bsums[2i + 1]), exact. */
-static inline int32x4_t k4_mins(uint8x8_t mn, const int16_t bsums[16]) {
+/* Lane-wise partial sums of mn[i] * (bsums[2i] + bsums[2i + 1]), exact (mn widened to s16). */
+static inline int32x4_t k4_mins(int16x8_t mn16, const int16_t bsums[16]) {
     const int16x8_t pairs = vpaddq_s16(vld1q_s16(bsums), vld1q_s16(bsums + 8));
-    const int16x8_t mn16 = vreinterpretq_s16_u16(vmovl_u8(mn));
     return vmlal_high_s16(vmull_s16(vget_low_s16(pairs), vget_low_s16(mn16)), pairs, mn16);
 }
 
-/* sum_i sc[i] * s[i] over 8 sub-blocks of 32 (s as two vectors of four). */
-static inline int32x4_t k4_scaled(const int32x4_t s[2], uint8x8_t sc) {
-    const uint16x8_t sc16 = vmovl_u8(sc);
-    const int32x4_t acc = vmulq_s32(s[0], vreinterpretq_s32_u32(vmovl_u16(vget_low_u16(sc16))));
-    return vmlaq_s32(acc, s[1], vreinterpretq_s32_u32(vmovl_high_u16(sc16)));
-}
-
-/* The float accumulation of Q4_K and Q5_K: d * sumi into acc, dmin * mins into acc_mins. */
-static inline void k4_accumulate(float32x4_t *acc, float32x4_t *acc_mins, int32x4_t sumi,
-                                 int32x4_t mins, const lb_half *d_dmin, float activation_d) {
-    const float32x2_t d = scale_pair(d_dmin, activation_d);
-    *acc = vfmaq_lane_f32(*acc, vcvtq_f32_s32(sumi), d, 0);
-    *acc_mins = vfmaq_lane_f32(*acc_mins, vcvtq_f32_s32(mins), d, 1);
-}
-
-static float dot_q4_K(int64_t n, const void *weights, const void *activations) {
-    const block_q4_K *x = weights;
-    const block_q8_K *y = activations;
-    const block_q4_K *const end = x + n / QK_K;
-    float32x4_t acc = vdupq_n_f32(0.0f), acc_mins = vdupq_n_f32(0.0f);
-    for (; x < end; x++, y++) {
+/* A Q4_K or Q5_K row (format SUB32_Q4_K or SUB32_Q5_K) against n_tokens activation rows: d *
+   sumi added to and dmin * mins taken from one accumulator per token (FMLA, FMLS). */
+static inline ALWAYS_INLINE void k4_tokens_body(int64_t n, const void *weights, int format,
+                                                const void *activations, size_t stride,
+                                                int n_tokens, float *out) {
+    const int q5 = format == SUB32_Q5_K;
+    const size_t block_bytes = q5 ? sizeof(block_q5_K) : sizeof(block_q4_K);
+    float32x4_t acc[LB_DOT_TOKENS];
+    UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) acc[t] = vdupq_n_f32(0.0f);
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        const void *block = (const uint8_t *)weights + b * block_bytes;
+        const block_q4_K *x4 = block;
+        const block_q5_K *x5 = block;
         uint8x8_t sc, mn;
-        k4_scales_mins(x->scales, &sc, &mn);
-        int32x4_t d[8];
-        for (int c = 0; c < 4; c++) {
-            /* elements 64c + l (low nibbles) and 64c + 32 + l (high) of byte 32c + l */
-            const uint8x16_t q0 = load_u8(x->qs + 32 * c), q1 = load_u8(x->qs + 32 * c + 16);
-            const int8x16x4_t a = load_i8_x4(y->qs + 64 * c);
-            d[2 * c] = dot2(as_i8(low_nibbles(q0)), as_i8(low_nibbles(q1)), a.val[0], a.val[1]);
-            d[2 * c + 1] =
-                dot2(as_i8(high_nibbles(q0)), as_i8(high_nibbles(q1)), a.val[2], a.val[3]);
+        k4_scales_mins(q5 ? x5->scales : x4->scales, &sc, &mn);
+        const uint16x8_t sc16 = vmovl_u8(sc);
+        const int32x4_t scales[2] = {vreinterpretq_s32_u32(vmovl_u16(vget_low_u16(sc16))),
+                                     vreinterpretq_s32_u32(vmovl_high_u16(sc16))};
+        const int16x8_t mn16 = vreinterpretq_s16_u16(vmovl_u8(mn));
+        int32x4_t sumi[LB_DOT_TOKENS];
+        sub32_scaled_sums(format, block, scales, activations, stride, b, n_tokens, sumi);
+        const float32x2_t d_dmin = half_pair(q5 ? &x5->d : &x4->d);
+        UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) {
+            const block_q8_K *y = q8_K_block(activations, stride, t, b);
+            const float32x2_t d = vmul_n_f32(d_dmin, y->d); /* [d, dmin] */
+            acc[t] = vfmaq_lane_f32(acc[t], vcvtq_f32_s32(sumi[t]), d, 0);
+            acc[t] = vfmsq_lane_f32(acc[t], vcvtq_f32_s32(k4_mins(mn16, y->bsums)), d, 1);
         }
-        const int32x4_t s[2] = {lane_sums4(d), lane_sums4(d + 4)};
-        k4_accumulate(&acc, &acc_mins, k4_scaled(s, sc), k4_mins(mn, y->bsums), &x->d, y->d);
     }
-    return vaddvq_f32(acc) - vaddvq_f32(acc_mins);
+    UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) out[t] = vaddvq_f32(acc[t]);
 }
-
-/* Bit `bit` of every byte of h moved to bit 4 (the other bits are left as they fall). */
-static inline uint8x16_t bit_to_4(uint8x16_t h, int bit) {
-    return bit == 4 ? h : vshlq_u8(h, vdupq_n_s8((int8_t)(4 - bit)));
-}
-
-static float dot_q5_K(int64_t n, const void *weights, const void *activations) {
-    const block_q5_K *x = weights;
-    const block_q8_K *y = activations;
-    const block_q5_K *const end = x + n / QK_K;
-    const uint8x16_t bit4 = vdupq_n_u8(0x10);
-    float32x4_t acc = vdupq_n_f32(0.0f), acc_mins = vdupq_n_f32(0.0f);
-    for (; x < end; x++, y++) {
-        uint8x8_t sc, mn;
-        k4_scales_mins(x->scales, &sc, &mn);
-        const uint8x16_t h0 = load_u8(x->qh), h1 = load_u8(x->qh + 16);
-        int32x4_t d[8];
-        for (int c = 0; c < 4; c++) {
-            /* Q4_K's nibbles with the fifth bit inserted (levels 0..31): that of element
-               64c + l is qh[l] bit 2c, that of 64c + 32 + l bit 2c + 1 */
-            const uint8x16_t q0 = load_u8(x->qs + 32 * c), q1 = load_u8(x->qs + 32 * c + 16);
-            const uint8x16_t w0 = vbslq_u8(bit4, bit_to_4(h0, 2 * c), low_nibbles(q0));
-            const uint8x16_t w1 = vbslq_u8(bit4, bit_to_4(h1, 2 * c), low_nibbles(q1));
-            const uint8x16_t w2 = vbslq_u8(bit4, bit_to_4(h0, 2 * c + 1), high_nibbles(q0));
-            const uint8x16_t w3 = vbslq_u8(bit4, bit_to_4(h1, 2 * c + 1), high_nibbles(q1));
-            const int8x16x4_t a = load_i8_x4(y->qs + 64 * c);
-            d[2 * c] = dot2(as_i8(w0), as_i8(w1), a.val[0], a.val[1]);
-            d[2 * c + 1] = dot2(as_i8(w2), as_i8(w3), a.val[2], a.val[3]);
-        }
-        const int32x4_t s[2] = {lane_sums4(d), lane_sums4(d + 4)};
-        k4_accumulate(&acc, &acc_mins, k4_scaled(s, sc), k4_mins(mn, y->bsums), &x->d, y->d);
-    }
-    return vaddvq_f32(acc) - vaddvq_f32(acc_mins);
-}
-
-/* The stored Q6_K levels u = level + 32 (0..63, valid s8) of rows k = 0..3 of half h, bytes
-   16p..16p+15: low 4 bits from ql (the low nibbles of l0, l1 for rows 0, 1, the high nibbles for
-   rows 2, 3), high 2 bits from qh (bits 2k, 2k + 1), put together by shift-and-insert (SLI,
-   SRI): two instructions a row. */
-static inline void q6_K_rows4(const block_q6_K *x, int h, int p, uint8x16_t rows[4]) {
-    const uint8x16_t l0 = load_u8(x->ql + 64 * h + 16 * p);
-    const uint8x16_t l1 = load_u8(x->ql + 64 * h + 32 + 16 * p);
-    const uint8x16_t hb = load_u8(x->qh + 32 * h + 16 * p);
-    const uint8x16_t three = vdupq_n_u8(3);
-    const uint8x16_t hb2 = vshrq_n_u8(hb, 2); /* bits 2..7 down to 0..5, zeros above */
-    rows[0] = vsliq_n_u8(l0, vandq_u8(hb, three), 4);
-    rows[1] = vsliq_n_u8(l1, vandq_u8(hb2, three), 4);
-    rows[2] = vsriq_n_u8(vandq_u8(hb, vdupq_n_u8(0x30)), l0, 4);
-    rows[3] = vsriq_n_u8(hb2, l1, 4);
-}
-
-static float dot_q6_K(int64_t n, const void *weights, const void *activations) {
-    const block_q6_K *x = weights;
-    const block_q8_K *y = activations;
-    const block_q6_K *const end = x + n / QK_K;
-    float32x4_t acc = vdupq_n_f32(0.0f);
-    for (; x < end; x++, y++) {
-        int32x4_t s[4];
-        for (int h = 0; h < 2; h++) {
-            /* element 128h + 32k + 16p + i: sub-block 8h + 2k + p, activation vector 2k + p */
-            const int8x16x4_t a0 = load_i8_x4(y->qs + 128 * h);
-            const int8x16x4_t a1 = load_i8_x4(y->qs + 128 * h + 64);
-            const int8x16_t a[8] = {a0.val[0], a0.val[1], a0.val[2], a0.val[3],
-                                    a1.val[0], a1.val[1], a1.val[2], a1.val[3]};
-            int32x4_t d[8];
-            for (int p = 0; p < 2; p++) {
-                uint8x16_t rows[4];
-                q6_K_rows4(x, h, p, rows);
-                for (int k = 0; k < 4; k++) d[2 * k + p] = dot1(rows[k], a[2 * k + p]);
-            }
-            s[2 * h] = lane_sums4(d);
-            s[2 * h + 1] = lane_sums4(d + 4);
-        }
-        /* sum_j scale_j (sum_i u_i a_i - 32 bsum_j), exact in int32 */
-        const int8x16_t sc = load_i8(x->scales);
-        const int16x8_t sc_lo = vmovl_s8(vget_low_s8(sc)), sc_hi = vmovl_high_s8(sc);
-        const int32x4_t offset = scaled_bsums16(sc_lo, sc_hi, y->bsums);
-        const int32x4_t sumi = vsubq_s32(scale_sums16(s, sc_lo, sc_hi), vshlq_n_s32(offset, 5));
-        acc = vfmaq_n_f32(acc, vcvtq_f32_s32(sumi), half_to_float(x->d) * y->d);
-    }
-    return vaddvq_f32(acc);
-}
+#define Q4_K_CALL(n, w, a, s, count, out) k4_tokens_body(n, w, SUB32_Q4_K, a, s, count, out)
+#define Q5_K_CALL(n, w, a, s, count, out) k4_tokens_body(n, w, SUB32_Q5_K, a, s, count, out)
+DEFINE_DOT_ENTRY_POINTS(q4_K, Q4_K_CALL)
+DEFINE_DOT_ENTRY_POINTS(q5_K, Q5_K_CALL)
 
 /* IQ4_XS's eight 6-bit sub-block scales (stored + 32), as s32 in two vectors. */
 static inline void iq4_xs_scales(const block_iq4_xs *x, int32x4_t out[2]) {
@@ -551,42 +688,45 @@ static inline void iq4_xs_scales(const block_iq4_xs *x, int32x4_t out[2]) {
     out[1] = vmovl_high_s16(sc);
 }
 
-static float dot_iq4_xs(int64_t n, const void *weights, const void *activations) {
+static inline ALWAYS_INLINE void iq4_xs_tokens_body(int64_t n, const void *weights,
+                                                    const void *activations, size_t stride,
+                                                    int n_tokens, float *out) {
     const block_iq4_xs *x = weights;
-    const block_q8_K *y = activations;
-    const block_iq4_xs *const end = x + n / QK_K;
-    const int8x16_t values = vld1q_s8(lb_kvalues_iq4nl);
-    float32x4_t acc = vdupq_n_f32(0.0f);
-    for (; x < end; x++, y++) {
-        int32x4_t d[8];
-        for (int c = 0; c < 4; c++) {
-            /* sub-blocks 2c and 2c + 1: elements 64c..64c+63 */
-            const uint8x16_t q0 = load_u8(x->qs + 32 * c), q1 = load_u8(x->qs + 32 * c + 16);
-            const int8x16x4_t a = load_i8_x4(y->qs + 64 * c);
-            d[2 * c] = dot2(vqtbl1q_s8(values, low_nibbles(q0)),
-                            vqtbl1q_s8(values, high_nibbles(q0)), a.val[0], a.val[1]);
-            d[2 * c + 1] = dot2(vqtbl1q_s8(values, low_nibbles(q1)),
-                                vqtbl1q_s8(values, high_nibbles(q1)), a.val[2], a.val[3]);
+    float32x4_t acc[LB_DOT_TOKENS];
+    UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) acc[t] = vdupq_n_f32(0.0f);
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        int32x4_t scales[2];
+        iq4_xs_scales(x + b, scales);
+        int32x4_t sumi[LB_DOT_TOKENS];
+        sub32_scaled_sums(SUB32_IQ4_XS, x + b, scales, activations, stride, b, n_tokens, sumi);
+        const float x_d = half_to_float(x[b].d);
+        UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) {
+            const float y_d = q8_K_block(activations, stride, t, b)->d;
+            acc[t] = vfmaq_n_f32(acc[t], vcvtq_f32_s32(sumi[t]), x_d * y_d);
         }
-        int32x4_t sc[2];
-        iq4_xs_scales(x, sc);
-        const int32x4_t sumi = vmlaq_s32(vmulq_s32(lane_sums4(d), sc[0]), lane_sums4(d + 4), sc[1]);
-        acc = vfmaq_n_f32(acc, vcvtq_f32_s32(sumi), half_to_float(x->d) * y->d);
     }
-    return vaddvq_f32(acc);
+    UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) out[t] = vaddvq_f32(acc[t]);
+}
+DEFINE_DOT_ENTRY_POINTS(iq4_xs, iq4_xs_tokens_body)
+
+/* Installs a type's one-token kernel and the multi-token kernel that reproduces it. */
+static void set_dot(lb_kernel_set *set, lowbit_type type, lowbit_vec_dot_fn dot,
+                    lb_vec_dot_tokens_fn dot_tokens) {
+    set->vec_dot[type] = set->tokens_pair[type] = dot;
+    set->vec_dot_tokens[type] = dot_tokens;
 }
 
 void lb_register_neon_dotprod(lb_kernel_set *set) {
-    set->vec_dot[LOWBIT_TYPE_Q4_0] = dot_q4_0;
-    set->vec_dot[LOWBIT_TYPE_Q4_1] = dot_q4_1;
-    set->vec_dot[LOWBIT_TYPE_Q5_0] = dot_q5_0;
-    set->vec_dot[LOWBIT_TYPE_Q5_1] = dot_q5_1;
-    set->vec_dot[LOWBIT_TYPE_Q8_0] = dot_q8_0;
-    set->vec_dot[LOWBIT_TYPE_IQ4_NL] = dot_iq4_nl;
-    set->vec_dot[LOWBIT_TYPE_Q2_K] = dot_q2_K;
-    set->vec_dot[LOWBIT_TYPE_Q3_K] = dot_q3_K;
-    set->vec_dot[LOWBIT_TYPE_Q4_K] = dot_q4_K;
-    set->vec_dot[LOWBIT_TYPE_Q5_K] = dot_q5_K;
-    set->vec_dot[LOWBIT_TYPE_Q6_K] = dot_q6_K;
-    set->vec_dot[LOWBIT_TYPE_IQ4_XS] = dot_iq4_xs;
+    set_dot(set, LOWBIT_TYPE_Q4_0, dot_q4_0, dot_q4_0_tokens);
+    set_dot(set, LOWBIT_TYPE_Q4_1, dot_q4_1, dot_q4_1_tokens);
+    set_dot(set, LOWBIT_TYPE_Q5_0, dot_q5_0, dot_q5_0_tokens);
+    set_dot(set, LOWBIT_TYPE_Q5_1, dot_q5_1, dot_q5_1_tokens);
+    set_dot(set, LOWBIT_TYPE_Q8_0, dot_q8_0, dot_q8_0_tokens);
+    set_dot(set, LOWBIT_TYPE_IQ4_NL, dot_iq4_nl, dot_iq4_nl_tokens);
+    set_dot(set, LOWBIT_TYPE_Q2_K, dot_q2_K, dot_q2_K_tokens);
+    set_dot(set, LOWBIT_TYPE_Q3_K, dot_q3_K, dot_q3_K_tokens);
+    set_dot(set, LOWBIT_TYPE_Q4_K, dot_q4_K, dot_q4_K_tokens);
+    set_dot(set, LOWBIT_TYPE_Q5_K, dot_q5_K, dot_q5_K_tokens);
+    set_dot(set, LOWBIT_TYPE_Q6_K, dot_q6_K, dot_q6_K_tokens);
+    set_dot(set, LOWBIT_TYPE_IQ4_XS, dot_iq4_xs, dot_iq4_xs_tokens);
 }
