@@ -1,7 +1,7 @@
 /*
  * AVX-512 VL + VNNI kernels of the 256-element formats, on 256-bit registers: Q2_K, Q3_K, Q4_K,
- * Q5_K, Q6_K, IQ4_XS, TQ1_0 and TQ2_0 with Q8_K activations, each but TQ1_0 also in a multi-token
- * version (DEFINE_DOT_ENTRY_POINTS). lb_register_kquants_avx512 is called only on a CPU with VNNI;
+ * Q5_K, Q6_K, IQ4_XS, TQ1_0 and TQ2_0 with Q8_K activations, each also in a multi-token version
+ * (DEFINE_DOT_ENTRY_POINTS). lb_register_kquants_avx512 is called only on a CPU with VNNI;
  * the AVX2 kernels of kquants_avx2.c stay the fallback, and the scalar references of the type
  * table the ground truth.
  *
@@ -13,7 +13,15 @@
  * vectors pack into one of s16 without saturation (PACKSSDW, a shuffle-unit instruction), and one
  * VPDPWSSD multiplies both by their sub-block scales and accumulates: three multiply-unit
  * instructions per 64 weights instead of four, and no separate adds. 512-bit registers were not
- * used: Zen 4 splits them into two 256-bit halves, and pairing blocks costs more shuffles.
+ * used: Zen 4 splits them into two 256-bit halves, and pairing blocks costs more shuffles; on an
+ * Intel Xeon, where port 1's vector unit idles while 512-bit instructions are in flight, a 512-bit
+ * TQ2_0 kernel with a third fewer instructions measured no faster than this one.
+ *
+ * What bounds these loops is the number of vector instructions, most of all of those that only
+ * ports 0 and 1 run (multiplies, shifts, conversions): fewer of them, not more parallel chains,
+ * is what made the kernels faster (partial sums in one chain rather than added up from zeroed
+ * registers, scales assembled with per-word shifts rather than scalar code, a byte shuffle
+ * rather than a shift where either does).
  *
  * The integer sums are exact and equal to the references'; each super-block's sums are scaled and
  * accumulated in float vectors (accumulate_scaled), so results differ from the references only by
@@ -29,6 +37,7 @@
 #include <assert.h>
 #include <immintrin.h>
 #include <stddef.h>
+#include <string.h>
 
 static inline __m256i dot4_u8_i8(__m256i u, const int8_t *a) {
     return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, load32(a));
@@ -42,20 +51,18 @@ static inline __m256i add_scaled_pair(__m256i acc, __m256i p, __m256i q, __m256i
 }
 
 /* Shuffles that spread 16-bit scales (eight per 128-bit lane) over the words of a packed pair.
-   kSubPairs[c]: scale 2c to words 0-3 and 2c + 1 to words 4-7 of both lanes (32-element
-   sub-blocks, the pair being a 32-byte load's low and high nibbles: IQ4_XS).
+   kSubScale[j]: scale j to every word, for IQ4_XS, whose 32-element sub-blocks each fill a
+   vector (and whose products are not packed).
    kQuarterPairs[k / 2]: for planes k and k + 1 of 16-element sub-blocks (Q3_K, Q6_K), whose low
    128-bit lane holds sub-block 2k (then 2k + 2) and high lane 2k + 1 (then 2k + 3).
    Signed scales need these 16-bit sources; unsigned ones (Q2_K, Q4_K, Q5_K) are spread straight
    from their bytes by the patterns further down, which saves widening them first. */
 #define WORD4(s) (2 * (s)), (2 * (s) + 1), (2 * (s)), (2 * (s) + 1), (2 * (s)), (2 * (s) + 1), \
                  (2 * (s)), (2 * (s) + 1)
-static const uint8_t kSubPairs[4][32] = {
-    {WORD4(0), WORD4(1), WORD4(0), WORD4(1)},
-    {WORD4(2), WORD4(3), WORD4(2), WORD4(3)},
-    {WORD4(4), WORD4(5), WORD4(4), WORD4(5)},
-    {WORD4(6), WORD4(7), WORD4(6), WORD4(7)},
-};
+#define WORD16(s) WORD4(s), WORD4(s), WORD4(s), WORD4(s)
+static const uint8_t kSubScale[8][32] = {{WORD16(0)}, {WORD16(1)}, {WORD16(2)}, {WORD16(3)},
+                                         {WORD16(4)}, {WORD16(5)}, {WORD16(6)}, {WORD16(7)}};
+#undef WORD16
 static const uint8_t kQuarterPairs[2][32] = {
     {WORD4(0), WORD4(2), WORD4(1), WORD4(3)},
     {WORD4(4), WORD4(6), WORD4(5), WORD4(7)},
@@ -92,77 +99,103 @@ static inline __m256i spread_scales(__m256i scales, const uint8_t pattern[32]) {
 /* Q2_K and Q3_K: 2-bit planes, scales per 16 elements                                         */
 /* ------------------------------------------------------------------------------------------ */
 
-/* The integer sum of one 128-element half of a super-block: planes[k] holds the levels of
-   elements 32k..32k + 31 (unsigned), `scales` the half's eight 16-bit sub-block scales. */
-static inline __m256i half_sum_16(const __m256i planes[4], const int8_t *a,
-                                  const __m256i pair_scales[2]) {
-    __m256i pair[2];
-    for (int k = 0; k < 4; k += 2) {
-        pair[k / 2] = add_scaled_pair(_mm256_setzero_si256(), dot4_u8_i8(planes[k], a + 32 * k),
-                                      dot4_u8_i8(planes[k + 1], a + 32 * (k + 1)),
-                                      pair_scales[k / 2]);
-    }
-    return _mm256_add_epi32(pair[0], pair[1]);
-}
-
 static inline ALWAYS_INLINE void q2_K_dot_tokens(int64_t n, const void *weights,
                                                  const void *activations, size_t stride,
                                                  int n_tokens, float *out) {
     const block_q2_K *x = weights;
     const __m256i two_bits = _mm256_set1_epi8(3), high_pair = _mm256_set1_epi8(12);
+    const __m256i nibble = _mm256_set1_epi8(0x0F);
     __m256 acc_f[LB_DOT_TOKENS], mins_f[LB_DOT_TOKENS];
     for (int t = 0; t < n_tokens; t++) acc_f[t] = mins_f[t] = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / QK_K; b++) {
         prefetch_weights(&x[b], sizeof *x);
-        const __m128i packed = _mm_loadu_si128((const __m128i *)x[b].scales);
-        /* the 16 scale bytes in both lanes, widened to 16 bits by the pattern shuffles below */
-        const __m256i scale_bytes =
-            _mm256_broadcastsi128_si256(_mm_and_si128(packed, _mm_set1_epi8(0x0F)));
-        const __m256i mn = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(packed, 4),
-                                                              _mm_set1_epi8(0x0F)));
-        __m256i half[LB_DOT_TOKENS][2];
+        /* The 16 scale bytes, loaded into both lanes: low nibbles the scales (widened to 16
+           bits by the pattern shuffles below), high nibbles the mins (16-bit words >> 4). */
+        const __m128i *packed = (const __m128i *)x[b].scales;
+        const __m256i scale_bytes = _mm256_and_si256(_mm256_broadcastsi128_si256(
+                                                         _mm_loadu_si128(packed)), nibble);
+        const __m256i mn = _mm256_srli_epi16(_mm256_cvtepu8_epi16(_mm_loadu_si128(packed)), 4);
+        /* Planes 0 and 2 are bits 0-1 of q and of q >> 4; planes 1 and 3 are taken in place
+           (bits 2-3), as 4 times their levels: they pair with each other, and their sum is
+           divided by 4 exactly. One shift per 32 bytes instead of three. */
+        __m256i planes[2][4], pair_scales[2][2];
         for (int h = 0; h < 2; h++) {
-            /* Planes 0 and 2 are bits 0-1 of q and of q >> 4; planes 1 and 3 are taken in place
-               (bits 2-3), as 4 times their levels: they pair with each other, and their sum is
-               divided by 4 exactly. One shift per 32 bytes instead of three. */
             const __m256i q = load32(x[b].qs + 32 * h), q4 = _mm256_srli_epi16(q, 4);
-            const __m256i planes[4] = {
-                _mm256_and_si256(q, two_bits), _mm256_and_si256(q4, two_bits),
-                _mm256_and_si256(q, high_pair), _mm256_and_si256(q4, high_pair)};
-            const __m256i even_scales = spread_scales(scale_bytes, kQ2PlanePairBytes[h][0]);
-            const __m256i odd_scales = spread_scales(scale_bytes, kQ2PlanePairBytes[h][1]);
-            for (int t = 0; t < n_tokens; t++) {
-                const int8_t *a = q8_K_block(activations, stride, t, b)->qs + 128 * h;
-                const __m256i even =
-                    add_scaled_pair(_mm256_setzero_si256(), dot4_u8_i8(planes[0], a),
-                                    dot4_u8_i8(planes[1], a + 64), even_scales);
-                const __m256i odd_x4 =
-                    add_scaled_pair(_mm256_setzero_si256(), dot4_u8_i8(planes[2], a + 32),
-                                    dot4_u8_i8(planes[3], a + 96), odd_scales);
-                half[t][h] = _mm256_add_epi32(even, _mm256_srai_epi32(odd_x4, 2));
-            }
+            planes[h][0] = _mm256_and_si256(q, two_bits);
+            planes[h][1] = _mm256_and_si256(q4, two_bits);
+            planes[h][2] = _mm256_and_si256(q, high_pair);
+            planes[h][3] = _mm256_and_si256(q4, high_pair);
+            pair_scales[h][0] = spread_scales(scale_bytes, kQ2PlanePairBytes[h][0]);
+            pair_scales[h][1] = spread_scales(scale_bytes, kQ2PlanePairBytes[h][1]);
         }
         for (int t = 0; t < n_tokens; t++) {
             const block_q8_K *y = q8_K_block(activations, stride, t, b);
+            /* one chain of VPDPWSSD for the plain pairs and one for the quadrupled ones */
+            __m256i even = _mm256_setzero_si256(), odd_x4 = _mm256_setzero_si256();
+            for (int h = 0; h < 2; h++) {
+                const int8_t *a = y->qs + 128 * h;
+                even = add_scaled_pair(even, dot4_u8_i8(planes[h][0], a),
+                                       dot4_u8_i8(planes[h][1], a + 64), pair_scales[h][0]);
+                odd_x4 = add_scaled_pair(odd_x4, dot4_u8_i8(planes[h][2], a + 32),
+                                         dot4_u8_i8(planes[h][3], a + 96), pair_scales[h][1]);
+            }
             const __m256i sum_mins = _mm256_madd_epi16(mn, load32(y->bsums));
             accumulate_scaled_mins(&acc_f[t], &mins_f[t], &x[b].d, y->d,
-                                   _mm256_add_epi32(half[t][0], half[t][1]), sum_mins);
+                                   _mm256_add_epi32(even, _mm256_srai_epi32(odd_x4, 2)),
+                                   sum_mins);
         }
     }
     for (int t = 0; t < n_tokens; t++) out[t] = hsum_ps(_mm256_sub_ps(acc_f[t], mins_f[t]));
 }
 
 /* The planes of 128-element half h of a Q3_K block: u = low2 + 4 * high bit, in 0..7 (the level
-   is u - 4). One VPTERNLOGD makes A | (B & C) (truth table 0xF0 | (0xCC & 0xAA) = 0xF8) from
-   A = the high bit at bit 2, B = the shifted low bits, C = 3 in every byte. */
+   is u - 4). Planes 1 and 3 are taken in place (bits 2-3 of q and of q >> 4), as 4u, their high
+   bit moved to bit 4: one shift of q per half instead of three; the sums of those planes are
+   divided by 4 once per block (q3_K_unscale). One VPTERNLOGD makes A | (B & C) (truth table
+   0xF0 | (0xCC & 0xAA) = 0xF8) from A = the high bit in place, B = q or q >> 4, C = the mask of
+   the plane's two bits. (Testing the high bits into mask registers and adding under them, in
+   place of the shifts, measured slower: 0.49 against 0.46 ms, 4096 x 4096 GEMV on one thread.) */
 static inline void q3_K_planes(const block_q3_K *x, int h, __m256i planes[4]) {
-    const __m256i two_bits = _mm256_set1_epi8(3), four = _mm256_set1_epi8(4);
     const __m256i q = load32(x->qs + 32 * h), hmask = load32(x->hmask);
+    const __m256i q4 = _mm256_srli_epi16(q, 4);
     for (int k = 0; k < 4; k++) {
-        const __m256i high = _mm256_and_si256(move_bit(hmask, 4 * h + k, 2), four);
-        planes[k] =
-            _mm256_ternarylogic_epi32(high, _mm256_srli_epi16(q, 2 * k), two_bits, 0xF8);
+        const int in_place = k % 2;
+        const __m256i high = _mm256_and_si256(move_bit(hmask, 4 * h + k, in_place ? 4 : 2),
+                                              _mm256_set1_epi8(in_place ? 16 : 4));
+        planes[k] = _mm256_ternarylogic_epi32(high, k < 2 ? q : q4,
+                                              _mm256_set1_epi8(in_place ? 12 : 3), 0xF8);
     }
+}
+
+/* The packed pairs put plane 2p's sums in lanes 0-1 of each 128-bit lane of the VPDPWSSD result
+   and plane 2p + 1's in lanes 2-3: those are 4 times their value in Q3_K. */
+static inline __m256i q3_K_unscale(__m256i sums) {
+    return _mm256_srav_epi32(sums, _mm256_setr_epi32(0, 0, 2, 2, 0, 0, 2, 2));
+}
+
+/* The 16 Q3_K sub-scales as s16, sub-blocks 0-7 in the low 128-bit lane and 8-15 in the high
+   one, from one 16-byte load that ends with d (the scales are its bytes 2-13). Word j gathers
+   the byte with its low nibble (scales[j % 8], nibble j / 8) and the byte with its top two bits
+   (scales[8 + j % 4], bits 2 * (j / 4)); per-word shifts bring both into place. The scalar
+   assembly of the top bits took some twenty instructions per block. */
+static inline __m256i q3_K_scales16(const block_q3_K *x) {
+    static_assert(offsetof(block_q3_K, d) == offsetof(block_q3_K, scales) + 12 &&
+                      sizeof(block_q3_K) == offsetof(block_q3_K, d) + 2,
+                  "the 16 bytes before a Q3_K block's end hold the scales and d");
+    const __m256i bytes =
+        _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(x->scales - 2)));
+    const __m256i gather = _mm256_setr_epi8(2, 10, 3, 11, 4, 12, 5, 13, 6, 10, 7, 11, 8, 12, 9, 13,
+                                            2, 10, 3, 11, 4, 12, 5, 13, 6, 10, 7, 11, 8, 12, 9, 13);
+    const __m256i words = _mm256_shuffle_epi8(bytes, gather);
+    const __m256i low = _mm256_srlv_epi16(words, _mm256_setr_epi16(0, 0, 0, 0, 0, 0, 0, 0, 4, 4, 4,
+                                                                   4, 4, 4, 4, 4));
+    const __m256i top = _mm256_and_si256(
+        _mm256_srlv_epi16(words, _mm256_setr_epi16(4, 4, 4, 4, 6, 6, 6, 6, 8, 8, 8, 8, 10, 10, 10,
+                                                   10)),
+        _mm256_set1_epi16(0x30));
+    /* (low & 0x0F) | top: (A & C) | B, truth table (0xF0 & 0xAA) | 0xCC = 0xEC */
+    const __m256i biased = _mm256_ternarylogic_epi32(low, top, _mm256_set1_epi16(0x0F), 0xEC);
+    return _mm256_sub_epi16(biased, _mm256_set1_epi16(32));
 }
 
 /* The planes of half h of a Q6_K block: u = low nibble | 2 high bits << 4, in 0..63 (the level
@@ -191,31 +224,40 @@ static inline ALWAYS_INLINE void offset16_dot_tokens(int64_t n, const void *weig
         const block_q6_K *x6 = (const block_q6_K *)weights + b;
         if (q6) prefetch_weights(x6, sizeof *x6);
         else prefetch_weights(x3, sizeof *x3);
-        const __m128i scales =
-            q6 ? _mm_loadu_si128((const __m128i *)x6->scales) : q3_K_scales(x3->scales);
+        /* the 16 scales as s16: sub-blocks 0-7 in the low lane, 8-15 in the high one */
+        const __m256i scales16 =
+            q6 ? _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)x6->scales))
+               : q3_K_scales16(x3);
         const float d = half_to_float(q6 ? x6->d : x3->d);
-        __m256i halves[2];
-        widen_scales16(scales, halves);
-        __m256i half[LB_DOT_TOKENS][2];
+        const __m256i halves[2] = {_mm256_permute4x64_epi64(scales16, 0x44),
+                                   _mm256_permute4x64_epi64(scales16, 0xEE)};
+        /* planes[h][k] holds the levels of elements 128h + 32k..128h + 32k + 31 (unsigned) */
+        __m256i planes[2][4], pair_scales[2][2];
         for (int h = 0; h < 2; h++) {
-            __m256i planes[4];
-            if (q6) q6_K_planes(x6, h, planes);
-            else q3_K_planes(x3, h, planes);
-            const __m256i pair_scales[2] = {spread_scales(halves[h], kQuarterPairs[0]),
-                                            spread_scales(halves[h], kQuarterPairs[1])};
-            for (int t = 0; t < n_tokens; t++) {
-                const int8_t *a = q8_K_block(activations, stride, t, b)->qs + 128 * h;
-                half[t][h] = half_sum_16(planes, a, pair_scales);
-            }
+            if (q6) q6_K_planes(x6, h, planes[h]);
+            else q3_K_planes(x3, h, planes[h]);
+            pair_scales[h][0] = spread_scales(halves[h], kQuarterPairs[0]);
+            pair_scales[h][1] = spread_scales(halves[h], kQuarterPairs[1]);
         }
-        const __m256i scales16 = _mm256_cvtepi8_epi16(scales);
         for (int t = 0; t < n_tokens; t++) {
             const block_q8_K *y = q8_K_block(activations, stride, t, b);
-            /* the offset's share, offset * sum of scale * bsum, per lane (offset 4 or 32) */
+            /* The block's one chain of VPDPWSSD starts from minus the offset's share, offset *
+               sum of scale * bsum per lane (offset 4 or 32; in Q3_K 4 times that in the lanes
+               that q3_K_unscale divides by 4) */
+            const __m256i scaled_bsums = _mm256_madd_epi16(scales16, load32(y->bsums));
             const __m256i offset =
-                _mm256_slli_epi32(_mm256_madd_epi16(scales16, load32(y->bsums)), q6 ? 5 : 2);
-            const __m256i acc = _mm256_add_epi32(half[t][0], half[t][1]);
-            acc_f[t] = accumulate_scaled(acc_f[t], _mm256_sub_epi32(acc, offset), d * y->d);
+                q6 ? _mm256_slli_epi32(scaled_bsums, 5)
+                   : _mm256_sllv_epi32(scaled_bsums, _mm256_setr_epi32(2, 2, 4, 4, 2, 2, 4, 4));
+            __m256i sums = _mm256_sub_epi32(_mm256_setzero_si256(), offset);
+            for (int h = 0; h < 2; h++) {
+                for (int k = 0; k < 4; k += 2) {
+                    const int8_t *a = y->qs + 128 * h + 32 * k;
+                    sums = add_scaled_pair(sums, dot4_u8_i8(planes[h][k], a),
+                                           dot4_u8_i8(planes[h][k + 1], a + 32),
+                                           pair_scales[h][k / 2]);
+                }
+            }
+            acc_f[t] = accumulate_scaled(acc_f[t], q6 ? sums : q3_K_unscale(sums), d * y->d);
         }
     }
     for (int t = 0; t < n_tokens; t++) out[t] = hsum_ps(acc_f[t]);
@@ -226,7 +268,7 @@ static inline ALWAYS_INLINE void offset16_dot_tokens(int64_t n, const void *weig
 /* ------------------------------------------------------------------------------------------ */
 
 /* One 64-element chunk: lo holds the levels of its first 32-element sub-block, hi of its second;
-   `pair_scales` their two scales spread over the pack's words (kSubPairs). */
+   `pair_scales` their two scales spread over the pack's words (kSubPairBytes). */
 static inline __m256i chunk_sum_32(__m256i lo, __m256i hi, const int8_t *a, __m256i pair_scales) {
     return add_scaled_pair(_mm256_setzero_si256(), dot4_u8_i8(lo, a), dot4_u8_i8(hi, a + 32),
                            pair_scales);
@@ -307,6 +349,30 @@ DEFINE_DOT_ENTRY_POINTS(q5_K, Q5_K_CALL)
 /* IQ4_XS and TQ2_0                                                                            */
 /* ------------------------------------------------------------------------------------------ */
 
+/* The eight IQ4_XS sub-scales (stored with an offset of 32) as s16 in both lanes, from one
+   8-byte load of d, scales_h and scales_l: word i gathers scales_l[i / 2] (low byte) and
+   the byte of scales_h that holds bits 2i, 2i + 1 (high byte); per-word shifts bring nibble
+   i % 2 down to bits 0-3 and those two bits to bits 4-5. The scalar assembly of the top bits
+   took some thirty instructions per block. */
+static inline __m256i iq4_xs_scales16(const block_iq4_xs *x) {
+    static_assert(offsetof(block_iq4_xs, scales_h) == 2 && offsetof(block_iq4_xs, scales_l) == 4,
+                  "d, scales_h and scales_l fill the block's first 8 bytes");
+    uint64_t head;
+    memcpy(&head, x, sizeof head);
+    const __m256i gather = _mm256_setr_epi8(4, 2, 4, 2, 5, 2, 5, 2, 6, 3, 6, 3, 7, 3, 7, 3, 4, 2,
+                                            4, 2, 5, 2, 5, 2, 6, 3, 6, 3, 7, 3, 7, 3);
+    const __m256i words = _mm256_shuffle_epi8(_mm256_set1_epi64x((long long)head), gather);
+    const __m256i low = _mm256_srlv_epi16(words, _mm256_setr_epi16(0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0,
+                                                                   4, 0, 4, 0, 4));
+    const __m256i top = _mm256_and_si256(
+        _mm256_srlv_epi16(words, _mm256_setr_epi16(4, 6, 8, 10, 4, 6, 8, 10, 4, 6, 8, 10, 4, 6, 8,
+                                                   10)),
+        _mm256_set1_epi16(0x30));
+    /* (low & 0x0F) | top: (A & C) | B, truth table (0xF0 & 0xAA) | 0xCC = 0xEC */
+    const __m256i biased = _mm256_ternarylogic_epi32(low, top, _mm256_set1_epi16(0x0F), 0xEC);
+    return _mm256_sub_epi16(biased, _mm256_set1_epi16(32));
+}
+
 static inline ALWAYS_INLINE void iq4_xs_dot_tokens(int64_t n, const void *weights,
                                                    const void *activations, size_t stride,
                                                    int n_tokens, float *out) {
@@ -315,17 +381,16 @@ static inline ALWAYS_INLINE void iq4_xs_dot_tokens(int64_t n, const void *weight
     for (int t = 0; t < n_tokens; t++) acc_f[t] = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / QK_K; b++) {
         prefetch_weights(&x[b], sizeof *x);
-        const __m256i scales = iq4_xs_scales(&x[b]);
-        /* one accumulator per sub-block of a pair: two chains of VPDPWSSD latencies, not one */
-        __m256i acc2[LB_DOT_TOKENS][2];
-        for (int t = 0; t < n_tokens; t++) acc2[t][0] = acc2[t][1] = _mm256_setzero_si256();
+        const __m256i scales = iq4_xs_scales16(&x[b]);
+        /* one chain of VPDPWSSD per token: no adds of partial sums */
+        __m256i acc[LB_DOT_TOKENS];
+        for (int t = 0; t < n_tokens; t++) acc[t] = _mm256_setzero_si256();
         for (int p = 0; p < 4; p++) {
             __m256i w[2];
             iq4_xs_pair_weights(&x[b], p, w);
-            /* the pair pattern's words 0-3 carry scale 2p, 4-7 scale 2p + 1: one half each */
-            const __m256i pair_scales = spread_scales(scales, kSubPairs[p]);
-            const __m256i scale[2] = {_mm256_unpacklo_epi64(pair_scales, pair_scales),
-                                      _mm256_unpackhi_epi64(pair_scales, pair_scales)};
+            /* each of w covers one sub-block: its scale in every word */
+            const __m256i scale[2] = {spread_scales(scales, kSubScale[2 * p]),
+                                      spread_scales(scales, kSubScale[2 * p + 1])};
             for (int t = 0; t < n_tokens; t++) {
                 const int8_t *qa = q8_K_block(activations, stride, t, b)->qs + 64 * p;
                 for (int s = 0; s < 2; s++) {
@@ -333,13 +398,12 @@ static inline ALWAYS_INLINE void iq4_xs_dot_tokens(int64_t n, const void *weight
                     const __m256i a = load32(qa + 32 * s);
                     const __m256i prod =
                         _mm256_maddubs_epi16(_mm256_abs_epi8(a), _mm256_sign_epi8(w[s], a));
-                    acc2[t][s] = _mm256_dpwssd_epi32(acc2[t][s], prod, scale[s]);
+                    acc[t] = _mm256_dpwssd_epi32(acc[t], prod, scale[s]);
                 }
             }
         }
         for (int t = 0; t < n_tokens; t++) {
-            const __m256i acc = _mm256_add_epi32(acc2[t][0], acc2[t][1]);
-            acc_f[t] = accumulate_scaled(acc_f[t], acc,
+            acc_f[t] = accumulate_scaled(acc_f[t], acc[t],
                                          half_to_float(x[b].d) *
                                              q8_K_block(activations, stride, t, b)->d);
         }
@@ -358,56 +422,119 @@ static inline ALWAYS_INLINE void tq2_0_dot_tokens(int64_t n, const void *weights
         prefetch_weights(&x[b], sizeof *x);
         /* Planes 0 and 2 (bits 0-1 of q and of q >> 4) are the levels u themselves; planes 1 and
            3 are masked in place (bits 2-3), which gives 4u: they go to their own sums, divided
-           by 4 exactly at the end. One shift per 32 bytes instead of three, and four independent
-           VPDPBUSD chains instead of one. */
-        __m256i ones[LB_DOT_TOKENS][2], fours[LB_DOT_TOKENS][2];
+           by 4 exactly at the end. One shift per 32 bytes instead of three. */
+        __m256i planes[2][4];
         for (int h = 0; h < 2; h++) {
             const __m256i q = load32(x[b].qs + 32 * h);
             const __m256i q4 = _mm256_srli_epi16(q, 4);
-            const __m256i planes[4] = {
-                _mm256_and_si256(q, two_bits), _mm256_and_si256(q, high_pair),
-                _mm256_and_si256(q4, two_bits), _mm256_and_si256(q4, high_pair)};
-            for (int t = 0; t < n_tokens; t++) {
-                const int8_t *a = q8_K_block(activations, stride, t, b)->qs + 128 * h;
-                const __m256i zero = _mm256_setzero_si256();
-                ones[t][h] = _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(zero, planes[0], load32(a)),
-                                                 planes[2], load32(a + 64));
-                fours[t][h] =
-                    _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(zero, planes[1], load32(a + 32)),
-                                        planes[3], load32(a + 96));
-            }
+            planes[h][0] = _mm256_and_si256(q, two_bits);
+            planes[h][1] = _mm256_and_si256(q, high_pair);
+            planes[h][2] = _mm256_and_si256(q4, two_bits);
+            planes[h][3] = _mm256_and_si256(q4, high_pair);
         }
         for (int t = 0; t < n_tokens; t++) {
             const block_q8_K *y = q8_K_block(activations, stride, t, b);
-            const __m256i plain = _mm256_add_epi32(ones[t][0], ones[t][1]);
-            const __m256i quadrupled = _mm256_add_epi32(fours[t][0], fours[t][1]);
-            /* levels are u - 1: minus the sum of the activations */
-            const __m256i acc = _mm256_sub_epi32(
-                _mm256_add_epi32(plain, _mm256_srai_epi32(quadrupled, 2)), bsums_total8(y));
+            /* Levels are u - 1: the plain sums start from minus the activations' sums, and
+               each of the two sums is one chain of four VPDPBUSD (no zeroed registers, no
+               adds of partial sums) */
+            __m256i plain = _mm256_madd_epi16(load32(y->bsums), _mm256_set1_epi16(-1));
+            __m256i quadrupled = _mm256_setzero_si256();
+            for (int h = 0; h < 2; h++) {
+                const int8_t *a = y->qs + 128 * h;
+                plain = _mm256_dpbusd_epi32(plain, planes[h][0], load32(a));
+                quadrupled = _mm256_dpbusd_epi32(quadrupled, planes[h][1], load32(a + 32));
+                plain = _mm256_dpbusd_epi32(plain, planes[h][2], load32(a + 64));
+                quadrupled = _mm256_dpbusd_epi32(quadrupled, planes[h][3], load32(a + 96));
+            }
+            const __m256i acc = _mm256_add_epi32(plain, _mm256_srai_epi32(quadrupled, 2));
             acc_f[t] = accumulate_scaled(acc_f[t], acc, half_to_float(x[b].d) * y->d);
         }
     }
     for (int t = 0; t < n_tokens; t++) out[t] = hsum_ps(acc_f[t]);
 }
 
-static float dot_tq1_0(int64_t n, const void *weights, const void *activations) {
+/* TQ1_0 digits by 16-bit multiplies. A byte s of base-3 fixed point has the leading digit
+   (3 * s) >> 8 and the rest 3 * s mod 256: the high and low bytes of the 16-bit product 3 * s.
+   VPMADDUBSW with the weights (3, 0) forms 3 * s from the low byte of every 16-bit word and
+   ignores the high byte, so one instruction yields the digit of each even element and the state
+   that the next one starts from, with no masking between steps; another does the odd elements
+   from (0, 3). Two multiplies, a byte shuffle and a VPTERNLOGD per 32 digits, where comparing
+   against 86 and 171 took six instructions and the next state two. */
+/* factor times the low (low = 1) or the high byte of each 16-bit word of s, as 16 bits */
+static inline __m256i bytes_times(__m256i s, int low, int factor) {
+    return _mm256_maddubs_epi16(s, _mm256_set1_epi16((short)(low ? factor : factor << 8)));
+}
+
+/* The 32 digits of the even and odd elements' products (their high bytes), in element order:
+   the even ones moved down by a byte shuffle, the odd ones in place. */
+static inline __m256i tq1_join_digits(__m256i even, __m256i odd) {
+    const __m256i down = _mm256_shuffle_epi8(
+        even, _mm256_setr_epi8(1, -1, 3, -1, 5, -1, 7, -1, 9, -1, 11, -1, 13, -1, 15, -1, 1, -1,
+                               3, -1, 5, -1, 7, -1, 9, -1, 11, -1, 13, -1, 15, -1));
+    /* down | (odd & 0xFF00): A | (B & C), truth table 0xF8 */
+    return _mm256_ternarylogic_epi32(down, odd, _mm256_set1_epi16((short)0xFF00), 0xF8);
+}
+
+/* The digits of words whose low bytes hold the states (the products of a previous step). */
+static inline __m256i tq1_digits_of_states(__m256i even, __m256i odd) {
+    return tq1_join_digits(bytes_times(even, 1, 3), bytes_times(odd, 1, 3));
+}
+
+/* The 256 unsigned digits u (the level is u - 1) of a TQ1_0 block, in element order, 32 per
+   vector: qs[0..31] hold elements 32n + m as digit n of byte m (five vectors, each step's
+   products being the next one's states); qs[32..47] hold 160 + 16n + m, two digits per vector,
+   whose states come from one multiply by the power of 3 of each 128-bit lane; the fifth of those
+   and qh's four digits of 4 bytes (240 + 4n + m) share the last vector. */
+static inline void tq1_digits_by_products(const block_tq1_0 *x, __m256i digits[8]) {
+    const __m256i q = load32(x->qs);
+    __m256i even = bytes_times(q, 1, 3), odd = bytes_times(q, 0, 3);
+    for (int d = 0; d < 5; d++) {
+        digits[d] = tq1_join_digits(even, odd);
+        if (d < 4) {
+            even = bytes_times(even, 1, 3);
+            odd = bytes_times(odd, 1, 3);
+        }
+    }
+    const __m256i narrow =
+        _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(x->qs + 32)));
+    const __m256i tail =
+        _mm256_blend_epi32(narrow, _mm256_set1_epi32((int)load_u32(x->qh)), 0xF0);
+    /* states 0 | 1, 2 | 3 of the narrow bytes, and state 4 | the qh bytes' states 0..3 */
+    static const int16_t kFactors[3][16] = {
+        {1, 1, 1, 1, 1, 1, 1, 1, 3, 3, 3, 3, 3, 3, 3, 3},
+        {9, 9, 9, 9, 9, 9, 9, 9, 27, 27, 27, 27, 27, 27, 27, 27},
+        {81, 81, 81, 81, 81, 81, 81, 81, 1, 1, 3, 3, 9, 9, 27, 27},
+    };
+    for (int v = 0; v < 3; v++) {
+        const __m256i factors = load32(kFactors[v]);
+        const __m256i src = v < 2 ? narrow : tail;
+        const __m256i e = _mm256_maddubs_epi16(src, factors);
+        const __m256i o = _mm256_maddubs_epi16(src, _mm256_slli_epi16(factors, 8));
+        digits[5 + v] = tq1_digits_of_states(e, o);
+    }
+}
+
+static inline ALWAYS_INLINE void tq1_0_dot_tokens(int64_t n, const void *weights,
+                                                  const void *activations, size_t stride,
+                                                  int n_tokens, float *out) {
     const block_tq1_0 *x = weights;
-    const block_q8_K *y = activations;
-    __m256 acc_f = _mm256_setzero_ps();
+    __m256 acc_f[LB_DOT_TOKENS];
+    for (int t = 0; t < n_tokens; t++) acc_f[t] = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / QK_K; b++) {
         prefetch_weights(&x[b], sizeof *x);
         __m256i digits[8];
-        tq1_digits(&x[b], digits);
-        /* two chains of VPDPBUSD; levels are u - 1: minus the sum of the activations */
-        __m256i acc2[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
-        for (int v = 0; v < 8; v++) {
-            acc2[v % 2] = _mm256_dpbusd_epi32(acc2[v % 2], digits[v], load32(y[b].qs + 32 * v));
+        tq1_digits_by_products(&x[b], digits);
+        for (int t = 0; t < n_tokens; t++) {
+            const block_q8_K *y = q8_K_block(activations, stride, t, b);
+            /* levels are u - 1: one chain of VPDPBUSD from minus the sums of the activations */
+            __m256i acc = _mm256_madd_epi16(load32(y->bsums), _mm256_set1_epi16(-1));
+            for (int v = 0; v < 8; v++) {
+                acc = _mm256_dpbusd_epi32(acc, digits[v], load32(y->qs + 32 * v));
+            }
+            acc_f[t] = accumulate_scaled(acc_f[t], acc, half_to_float(x[b].d) * y->d);
         }
-        const __m256i acc =
-            _mm256_sub_epi32(_mm256_add_epi32(acc2[0], acc2[1]), bsums_total8(&y[b]));
-        acc_f = accumulate_scaled(acc_f, acc, half_to_float(x[b].d) * y[b].d);
     }
-    return hsum_ps(acc_f);
+    for (int t = 0; t < n_tokens; t++) out[t] = hsum_ps(acc_f[t]);
 }
 
 DEFINE_DOT_ENTRY_POINTS(q2_K, q2_K_dot_tokens)
@@ -416,6 +543,7 @@ DEFINE_DOT_ENTRY_POINTS(q2_K, q2_K_dot_tokens)
 DEFINE_DOT_ENTRY_POINTS(q3_K, Q3_K_CALL)
 DEFINE_DOT_ENTRY_POINTS(q6_K, Q6_K_CALL)
 DEFINE_DOT_ENTRY_POINTS(iq4_xs, iq4_xs_dot_tokens)
+DEFINE_DOT_ENTRY_POINTS(tq1_0, tq1_0_dot_tokens)
 DEFINE_DOT_ENTRY_POINTS(tq2_0, tq2_0_dot_tokens)
 
 void lb_register_kquants_avx512(lb_kernel_set *set) {
@@ -425,6 +553,6 @@ void lb_register_kquants_avx512(lb_kernel_set *set) {
     set_dot(set, LOWBIT_TYPE_Q5_K, dot_q5_K, dot_q5_K_tokens);
     set_dot(set, LOWBIT_TYPE_Q6_K, dot_q6_K, dot_q6_K_tokens);
     set_dot(set, LOWBIT_TYPE_IQ4_XS, dot_iq4_xs, dot_iq4_xs_tokens);
-    set->vec_dot[LOWBIT_TYPE_TQ1_0] = dot_tq1_0;
+    set_dot(set, LOWBIT_TYPE_TQ1_0, dot_tq1_0, dot_tq1_0_tokens);
     set_dot(set, LOWBIT_TYPE_TQ2_0, dot_tq2_0, dot_tq2_0_tokens);
 }
