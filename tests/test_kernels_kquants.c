@@ -11,7 +11,7 @@
  *    activation vectors quantized to Q8_K, agree with the scalar reference within 1e-5 of the sum
  *    of |terms| (the kernels' integer sums are exact; they accumulate the super-blocks' float
  *    terms in vector lanes, in another order than the reference). On x86-64 the kernels of
- *    kquants_avx2.c (with iq1_avx2.c) and kquants_avx512.c are also checked alone over the scalar
+ *    kquants_avx2.c (with iq1_avx2.c and lattice_avx2.c) and kquants_avx512.c are also checked alone over the scalar
  *    references, so that the AVX2 ones stay tested where AVX-512 kernels override them.
  * 2. The Q8_K quantizer writes the reference's bytes on random rows, zeros, one huge value among
  *    small ones, denormals, ties of magnitude, infinities and NaN.
@@ -286,10 +286,11 @@ int main(void) {
     /* as dispatch.c decides it: every CPU with AVX2 and FMA also has F16C */
     if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
         /* only the AVX2 kernels over the scalar references, whatever overrides them */
-        level.name = "avx2 (kquants and iq1 only)";
+        level.name = "avx2 (kquants, iq1 and lattice only)";
         lb_kernels_for_level(LB_CPU_SCALAR, &level.set);
         lb_register_kquants_avx2(&level.set);
         lb_register_iq1_avx2(&level.set);
+        lb_register_lattice_avx2(&level.set);
         check_level(&level);
         for (int i = 0; i < N_FORMATS; i++) {
             const lowbit_type type = kFormats[i].type;

@@ -89,6 +89,7 @@ void lb_kernels_for_level(lb_cpu_level level, lb_kernel_set *set) {
         lb_register_legacy_avx2(set);
         lb_register_kquants_avx2(set);
         lb_register_iq1_avx2(set);
+        lb_register_lattice_avx2(set);
         lb_register_interleaved_avx2(set);
     }
     if (level >= LB_CPU_AVX512_VNNI) {
@@ -96,6 +97,7 @@ void lb_kernels_for_level(lb_cpu_level level, lb_kernel_set *set) {
         lb_register_interleaved_avx512(set);
         lb_register_kquants_avx512(set);
         lb_register_iq1_avx512(set);
+        lb_register_lattice_avx512(set);
     }
 #elif defined(__aarch64__)
     if (level >= LB_CPU_NEON) lb_register_neon(set);

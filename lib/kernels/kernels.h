@@ -89,6 +89,7 @@ void lb_register_interleaved_reference(lb_kernel_set *set);
 void lb_register_legacy_avx2(lb_kernel_set *set);
 void lb_register_kquants_avx2(lb_kernel_set *set);
 void lb_register_iq1_avx2(lb_kernel_set *set);
+void lb_register_lattice_avx2(lb_kernel_set *set);
 /* AVX-512 VNNI kernels of the 32-element block formats and F32 (called only with VNNI). */
 void lb_register_legacy_avx512(lb_kernel_set *set);
 void lb_register_interleaved_avx2(lb_kernel_set *set);
@@ -98,6 +99,8 @@ void lb_register_interleaved_avx512(lb_kernel_set *set);
 void lb_register_kquants_avx512(lb_kernel_set *set);
 /* AVX-512 VNNI kernels of IQ1_S and IQ1_M (called only with VNNI) */
 void lb_register_iq1_avx512(lb_kernel_set *set);
+/* AVX-512 VNNI kernels of IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS and IQ3_S (called only with VNNI) */
+void lb_register_lattice_avx512(lb_kernel_set *set);
 #endif
 #if defined(__aarch64__)
 void lb_register_neon(lb_kernel_set *set);
