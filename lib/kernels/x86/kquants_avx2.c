@@ -5,10 +5,10 @@
  * Every dot product computes each super-block's integer sums exactly (the same integers as the
  * scalar references of the type table), keeps them in vector lanes, and scales them into float
  * vector accumulators (accumulate_scaled, kquants_x86.h) with one horizontal sum per row: the
- * results differ from the references only by the order of the float additions. All but TQ1_0
- * also have multi-token versions (one weight row against up to 4 activation rows, the weights
- * unpacked once for all), which run each token through the one-token kernel's exact operations:
- * the one-token kernel is their one-token instance.
+ * results differ from the references only by the order of the float additions. Each also has a
+ * multi-token version (one weight row against up to 4 activation rows, the weights unpacked once
+ * for all), which runs each token through the one-token kernel's exact operations: the one-token
+ * kernel is its one-token instance.
  *
  * The unpacking follows one pattern: a 32-byte vector of unsigned levels u (0..63) meets 32
  * activations in maddubs (u8 x s8 -> pairs summed to s16, which cannot saturate for these
@@ -16,7 +16,14 @@
  * whose levels are signed store them with an offset (Q3_K: u - 4, Q6_K: u - 32, ternary: u - 1);
  * the offset's share, offset * sum of activations, comes from Q8_K's bsums, as do the min terms
  * of Q2_K/Q4_K/Q5_K. The kernels therefore expect bsums to hold the sums of qs, as every Q8_K
- * block the quantizer writes does.
+ * block the quantizer writes does. The ternary formats, whose levels have no scales, add their
+ * maddubs products in 16-bit lanes and widen once per block.
+ *
+ * What bounds these loops is the number of vector instructions (the matrix in cache): the
+ * unpacking is arranged to save them, e.g. levels taken in place at 4 times their value (Q2_K,
+ * TQ2_0), scales assembled by vector shifts rather than scalar code (IQ4_XS), one byte shuffle
+ * per scale vector. (Q3_K's planes taken in place and its scales unpacked in vectors, as in
+ * kquants_avx512.c, measured no faster here: 0.57 -> 0.58-0.62 ms, 4096 x 4096 on one thread.)
  */
 #include "../../formats/blocks.h"
 #include "../kernels.h"
@@ -39,9 +46,10 @@ static inline __m256i scaled_dot32(__m256i u, __m256i a, __m256i scales) {
     return _mm256_madd_epi16(_mm256_maddubs_epi16(u, a), scales);
 }
 
-/* Picking per-sub-block scales out of 8 sixteen-bit scales held in both 128-bit lanes:
-   kPairPick[k] gives scale 2k to the low lane and scale 2k + 1 to the high lane (the two 16-element
-   sub-blocks of a 32-element row); kOnePick[i] gives scale i to every lane. */
+/* Picking per-sub-block scales out of 8 sixteen-bit scales per 128-bit lane: kPairPick[k] gives
+   scale 2k to the low lane and scale 2k + 1 to the high lane (the two 16-element sub-blocks of a
+   32-element row), from scales held in both lanes; pick_one(v, i) spreads word i of each lane
+   over that lane. */
 static const uint8_t kPairPick[4][32] = {
     {0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1,
      2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3},
@@ -148,41 +156,79 @@ static lowbit_status quantize_q8_K_avx2(const float *src, void *dst, int64_t n,
 /* Q2_K: 2-bit levels, 4-bit scale and min per 16 elements                                     */
 /* ------------------------------------------------------------------------------------------ */
 
+/* The fp16 d and dmin of a block (side by side) as floats times `factor` (a power of 2, so
+   exact), in lanes 0 and 1: converted once per block for all tokens. */
+static inline __m128 d_dmin_times(const lb_half *d_then_dmin, float factor) {
+    return _mm_mul_ps(_mm_cvtph_ps(dword_at(d_then_dmin)), _mm_set1_ps(factor));
+}
+
+/* acc_f + d * y_d * sums and mins_f + dmin * y_d * min_sums, lane by lane (d and dmin from
+   d_dmin_times), as accumulate_scaled_mins. */
+static inline void accumulate_d_dmin(__m256 *acc_f, __m256 *mins_f, __m128 d_dmin, float y_d,
+                                     __m256i sums, __m256i min_sums) {
+    const __m128 scales = _mm_mul_ps(d_dmin, _mm_set1_ps(y_d));
+    *acc_f = _mm256_fmadd_ps(_mm256_broadcastss_ps(scales), _mm256_cvtepi32_ps(sums), *acc_f);
+    *mins_f = _mm256_fmadd_ps(_mm256_broadcastss_ps(_mm_movehdup_ps(scales)),
+                              _mm256_cvtepi32_ps(min_sums), *mins_f);
+}
+
+/* Byte shuffles that widen two of the 16 scale bytes (held in both 128-bit lanes) to the 16-bit
+   words of a vector, sub-block 2j in the low lane and 2j + 1 in the high one (0x80 zeroes the
+   high byte of each word): the scales of Q2_K's plane k of half h, j = 4h + k. */
+#define BYTE8(s) (s), 0x80, (s), 0x80, (s), 0x80, (s), 0x80, (s), 0x80, (s), 0x80, (s), 0x80, \
+                 (s), 0x80
+#define PAIR(j) {BYTE8(2 * (j)), BYTE8(2 * (j) + 1)}
+static const uint8_t kPairBytes[8][32] = {PAIR(0), PAIR(1), PAIR(2), PAIR(3),
+                                          PAIR(4), PAIR(5), PAIR(6), PAIR(7)};
+#undef PAIR
+#undef BYTE8
+
 /* A Q2_K row against n_tokens activation rows (as q4_K_dot_tokens below: the levels and scales
-   unpacked once per block, each token running the one-token kernel's operations). */
+   unpacked once per block, each token running the one-token kernel's operations). Planes 0 and
+   2 are bits 0-1 of q and of q >> 4; planes 1 and 3 are taken in place (bits 2-3), as 4 times
+   their levels: one shift per 32 bytes instead of three. The plain planes get 4 times their
+   scales (at most 60) and the mins are taken 4 times too, so that all sums are 4 times their
+   value; d and dmin take the 1/4. */
 static inline ALWAYS_INLINE void q2_K_dot_tokens(int64_t n, const void *weights,
                                                  const void *activations, size_t stride,
                                                  int n_tokens, float *out) {
     const block_q2_K *x = weights;
-    const __m256i two_bits = _mm256_set1_epi8(3);
+    const __m256i two_bits = _mm256_set1_epi8(3), high_pair = _mm256_set1_epi8(12);
     __m256 acc_f[LB_DOT_TOKENS], mins_f[LB_DOT_TOKENS];
     for (int t = 0; t < n_tokens; t++) acc_f[t] = mins_f[t] = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / QK_K; b++) {
         prefetch_weights(&x[b], sizeof *x);
         const __m128i packed = _mm_loadu_si128((const __m128i *)x[b].scales);
-        const __m256i sc = _mm256_cvtepu8_epi16(_mm_and_si128(packed, _mm_set1_epi8(0x0F)));
-        const __m256i mn = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(packed, 4),
-                                                              _mm_set1_epi8(0x0F)));
-        const __m256i halves[2] = {_mm256_permute2x128_si256(sc, sc, 0x00),
-                                   _mm256_permute2x128_si256(sc, sc, 0x11)};
+        /* the scales (low nibbles) in both lanes, as bytes: the shuffles widen them */
+        const __m256i sc = _mm256_and_si256(_mm256_broadcastsi128_si256(packed),
+                                            _mm256_set1_epi8(0x0F));
+        const __m256i sc4 = _mm256_slli_epi16(sc, 2);
+        /* 4 times the mins (high nibbles), one per bsum */
+        const __m256i mn4 = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(packed, 2),
+                                                               _mm_set1_epi8(0x3C)));
+        const __m128 d_dmin = d_dmin_times(&x[b].d, 0.25f);
         __m256i acc[LB_DOT_TOKENS];
         for (int t = 0; t < n_tokens; t++) acc[t] = _mm256_setzero_si256();
         for (int h = 0; h < 2; h++) {
-            const __m256i q = load32(x[b].qs + 32 * h);
+            const __m256i q = load32(x[b].qs + 32 * h), q4 = _mm256_srli_epi16(q, 4);
+            const __m256i planes[4] = {_mm256_and_si256(q, two_bits),
+                                       _mm256_and_si256(q, high_pair),
+                                       _mm256_and_si256(q4, two_bits),
+                                       _mm256_and_si256(q4, high_pair)};
             for (int k = 0; k < 4; k++) {
-                const __m256i u = _mm256_and_si256(_mm256_srli_epi16(q, 2 * k), two_bits);
-                const __m256i scale_pair = pick_pair(halves[h], k);
+                const __m256i scale_pair =
+                    _mm256_shuffle_epi8(k % 2 ? sc : sc4, load32(kPairBytes[4 * h + k]));
                 for (int t = 0; t < n_tokens; t++) {
                     const __m256i a =
                         load32(q8_K_block(activations, stride, t, b)->qs + 128 * h + 32 * k);
-                    acc[t] = _mm256_add_epi32(acc[t], scaled_dot32(u, a, scale_pair));
+                    acc[t] = _mm256_add_epi32(acc[t], scaled_dot32(planes[k], a, scale_pair));
                 }
             }
         }
         for (int t = 0; t < n_tokens; t++) {
             const block_q8_K *y = q8_K_block(activations, stride, t, b);
-            const __m256i sum_mins = _mm256_madd_epi16(mn, load32(y->bsums));
-            accumulate_scaled_mins(&acc_f[t], &mins_f[t], &x[b].d, y->d, acc[t], sum_mins);
+            const __m256i sum_mins = _mm256_madd_epi16(mn4, load32(y->bsums));
+            accumulate_d_dmin(&acc_f[t], &mins_f[t], d_dmin, y->d, acc[t], sum_mins);
         }
     }
     for (int t = 0; t < n_tokens; t++) out[t] = hsum_ps(_mm256_sub_ps(acc_f[t], mins_f[t]));
@@ -271,6 +317,19 @@ static inline __m256i sub32_dot(__m256i u, const int8_t *a, __m256i scale) {
     return _mm256_madd_epi16(_mm256_maddubs_epi16(u, load32(a)), scale);
 }
 
+/* Byte i of `bytes` (the same in both lanes), zero-extended into every 16-bit word. */
+static inline __m256i widen_byte(__m256i bytes, int i) {
+    return _mm256_shuffle_epi8(bytes, _mm256_set1_epi16((short)(0x8000 | i)));
+}
+
+/* The mins of k4_scale_min_bytes (bytes 8-15) repeated for the two bsums of their sub-blocks,
+   as 16-bit words (0x80 zeroes the high bytes). */
+#define MIN_TWICE(i) (i), 0x80, (i), 0x80
+static const uint8_t kMinsForBsums[32] = {MIN_TWICE(8),  MIN_TWICE(9),  MIN_TWICE(10),
+                                          MIN_TWICE(11), MIN_TWICE(12), MIN_TWICE(13),
+                                          MIN_TWICE(14), MIN_TWICE(15)};
+#undef MIN_TWICE
+
 /* The levels of chunk c (sub-blocks 2c and 2c + 1) of a Q4_K block (qh NULL) or a Q5_K block,
    whose fifth bits join the nibbles. */
 static inline ALWAYS_INLINE void k4_chunk_levels(const uint8_t *qs, const uint8_t *qh, int c,
@@ -304,15 +363,17 @@ static inline ALWAYS_INLINE void k4_dot_tokens(int64_t n, const void *weights, i
         prefetch_weights(x, block_bytes);
         const uint8_t *qs = q5 ? ((const block_q5_K *)(const void *)x)->qs : x->qs;
         const uint8_t *qh = q5 ? ((const block_q5_K *)(const void *)x)->qh : NULL;
-        __m256i scales, mins;
-        k4_scales_mins(x->scales, &scales, &mins);
+        /* the 8 scale and 8 min bytes in both lanes: each scale vector is one byte shuffle,
+           which widens as it spreads (no widening and lane broadcasts first) */
+        const __m256i scale_min_bytes = _mm256_broadcastsi128_si256(k4_scale_min_bytes(x->scales));
+        const __m256i mins = _mm256_shuffle_epi8(scale_min_bytes, load32(kMinsForBsums));
         __m256i acc[LB_DOT_TOKENS];
         for (int t = 0; t < n_tokens; t++) acc[t] = _mm256_setzero_si256();
         for (int c = 0; c < 4; c++) {
             __m256i lo, hi;
             k4_chunk_levels(qs, qh, c, &lo, &hi);
-            const __m256i scale_lo = pick_one(scales, 2 * c);
-            const __m256i scale_hi = pick_one(scales, 2 * c + 1);
+            const __m256i scale_lo = widen_byte(scale_min_bytes, 2 * c);
+            const __m256i scale_hi = widen_byte(scale_min_bytes, 2 * c + 1);
             for (int t = 0; t < n_tokens; t++) {
                 const int8_t *a = q8_K_block(activations, stride, t, b)->qs + 64 * c;
                 acc[t] = _mm256_add_epi32(acc[t], sub32_dot(lo, a, scale_lo));
@@ -337,29 +398,67 @@ DEFINE_DOT_ENTRY_POINTS(q5_K_avx2, Q5_K_CALL)
 /* IQ4_XS: 4-bit indices into the non-linear IQ4 grid, 6-bit signed scales per 32 elements     */
 /* ------------------------------------------------------------------------------------------ */
 
+/* The eight sub-scales (stored with an offset of 32) as s16, from one 8-byte load of d, scales_h
+   and scales_l: the even ones 2m in the low 128-bit lane, the odd ones 2m + 1 in the high lane,
+   each in both words of 32-bit lane m, where pick_one(scales, 2m) finds them. Scale i gathers
+   scales_l[i / 2] (low byte of the word), with nibble i % 2, and the byte of scales_h with bits
+   2i, 2i + 1 (high byte); per-lane shifts (VPSRLVD: AVX2 has no per-word ones) bring the nibble
+   to bits 0-3 and the two bits to bits 4-5. Shifts within a 32-bit lane carry no bit of one
+   word into the bits kept of the other. Eight vector instructions, where the scalar assembly of
+   the top bits took some thirty. */
+static inline __m256i iq4_xs_split_scales16(const block_iq4_xs *x) {
+    static_assert(offsetof(block_iq4_xs, scales_h) == 2 && offsetof(block_iq4_xs, scales_l) == 4,
+                  "d, scales_h and scales_l fill the block's first 8 bytes");
+    uint64_t head;
+    memcpy(&head, x, sizeof head);
+    const __m256i gather = _mm256_setr_epi8(4, 2, 4, 2, 5, 2, 5, 2, 6, 3, 6, 3, 7, 3, 7, 3, 4, 2,
+                                            4, 2, 5, 2, 5, 2, 6, 3, 6, 3, 7, 3, 7, 3);
+    const __m256i words = _mm256_shuffle_epi8(_mm256_set1_epi64x((long long)head), gather);
+    const __m256i low = _mm256_srlv_epi32(words, _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4));
+    const __m256i top = _mm256_srlv_epi32(words, _mm256_setr_epi32(4, 8, 4, 8, 6, 10, 6, 10));
+    const __m256i biased = _mm256_or_si256(_mm256_and_si256(low, _mm256_set1_epi16(0x0F)),
+                                           _mm256_and_si256(top, _mm256_set1_epi16(0x30)));
+    return _mm256_sub_epi16(biased, _mm256_set1_epi16(32));
+}
+
+/* The 16 activations at a and the 16 at a + 32, as the low and high 128-bit lanes. */
+static inline __m256i load16_pair(const int8_t *a) {
+    return _mm256_loadu2_m128i((const __m128i *)(a + 32), (const __m128i *)a);
+}
+
+/* Sub-blocks 2p and 2p + 1 are taken together, one per 128-bit lane: the low nibbles of their 32
+   bytes give their first 16 weights (lo), the high nibbles their last 16 (hi), with no lane
+   crossing; the activations are loaded in that order by 16-byte halves (two loads and an insert
+   per 32, no more instructions than the two lane permutes that the weights took when each
+   sub-block filled a vector), and both products share one scale vector. */
 static inline ALWAYS_INLINE void iq4_xs_dot_tokens(int64_t n, const void *weights,
                                                    const void *activations, size_t stride,
                                                    int n_tokens, float *out) {
     const block_iq4_xs *x = weights;
+    const __m256i grid =
+        _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)lb_kvalues_iq4nl));
+    const __m256i nibble = _mm256_set1_epi8(0x0F);
     __m256 acc_f[LB_DOT_TOKENS];
     for (int t = 0; t < n_tokens; t++) acc_f[t] = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / QK_K; b++) {
         prefetch_weights(&x[b], sizeof *x);
-        const __m256i scales = iq4_xs_scales(&x[b]);
+        const __m256i scales = iq4_xs_split_scales16(&x[b]);
         __m256i acc[LB_DOT_TOKENS];
         for (int t = 0; t < n_tokens; t++) acc[t] = _mm256_setzero_si256();
         for (int p = 0; p < 4; p++) {
-            __m256i w[2];
-            iq4_xs_pair_weights(&x[b], p, w);
-            for (int s = 0; s < 2; s++) {
-                /* both operands signed: |a| (exact as u8, even for -128) times w with a's sign */
-                for (int t = 0; t < n_tokens; t++) {
-                    const __m256i a =
-                        load32(q8_K_block(activations, stride, t, b)->qs + 64 * p + 32 * s);
+            const __m256i q = load32(x[b].qs + 32 * p);
+            const __m256i w[2] = {
+                _mm256_shuffle_epi8(grid, _mm256_and_si256(q, nibble)),
+                _mm256_shuffle_epi8(grid, _mm256_and_si256(_mm256_srli_epi16(q, 4), nibble))};
+            const __m256i scale_pair = pick_one(scales, 2 * p);
+            for (int t = 0; t < n_tokens; t++) {
+                const int8_t *qa = q8_K_block(activations, stride, t, b)->qs + 64 * p;
+                for (int s = 0; s < 2; s++) {
+                    /* both signed: |a| (exact as u8, even for -128) times w with a's sign */
+                    const __m256i a = load16_pair(qa + 16 * s);
                     const __m256i prod =
                         _mm256_maddubs_epi16(_mm256_abs_epi8(a), _mm256_sign_epi8(w[s], a));
-                    acc[t] = _mm256_add_epi32(acc[t],
-                                              _mm256_madd_epi16(prod, pick_one(scales, 2 * p + s)));
+                    acc[t] = _mm256_add_epi32(acc[t], _mm256_madd_epi16(prod, scale_pair));
                 }
             }
         }
@@ -376,60 +475,149 @@ DEFINE_DOT_ENTRY_POINTS(iq4_xs_avx2, iq4_xs_dot_tokens)
 /* TQ2_0 and TQ1_0: ternary levels t = u - 1                                                   */
 /* ------------------------------------------------------------------------------------------ */
 
-static inline __m256i unsigned_dot32(__m256i u, const int8_t *a) {
-    return _mm256_madd_epi16(_mm256_maddubs_epi16(u, load32(a)), _mm256_set1_epi16(1));
+/* The ternary kernels add their VPMADDUBSW products in 16-bit lanes and widen once per block
+   (one VPMADDWD), where widening every product took a VPMADDWD and an add per 32 weights. A
+   product word is a0 * u0 + a1 * u1 with |a| <= 128: at most 2 * 2 * 128 = 512 for TQ1_0's
+   digits, 2 * 12 * 128 = 3072 for TQ2_0's levels taken as 4u; the block's sums, less the bsums
+   of the offset (each at most 16 * 128 = 2048), stay below 2^15 (checked where they are made). */
+
+/* The 16-bit words of a block's sums less the activations' bsums (levels are u - 1), widened
+   to eight s32 lanes. */
+static inline __m256i ternary_widen(__m256i sums16, const block_q8_K *y) {
+    return _mm256_madd_epi16(_mm256_sub_epi16(sums16, load32(y->bsums)), _mm256_set1_epi16(1));
+}
+
+static inline __m256i unsigned_dot16(__m256i u, const int8_t *a) {
+    return _mm256_maddubs_epi16(u, load32(a));
 }
 
 static inline ALWAYS_INLINE void tq2_0_dot_tokens(int64_t n, const void *weights,
                                                   const void *activations, size_t stride,
                                                   int n_tokens, float *out) {
     const block_tq2_0 *x = weights;
-    const __m256i two_bits = _mm256_set1_epi8(3);
+    const __m256i two_bits = _mm256_set1_epi8(3), high_pair = _mm256_set1_epi8(12);
     __m256 acc_f[LB_DOT_TOKENS];
     for (int t = 0; t < n_tokens; t++) acc_f[t] = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / QK_K; b++) {
         prefetch_weights(&x[b], sizeof *x);
-        __m256i acc[LB_DOT_TOKENS];
+        /* Planes 0 and 2 (bits 0-1 of q and of q >> 4) are the levels u; planes 1 and 3 are
+           masked in place (bits 2-3), as 4u, and summed apart: one shift per 32 bytes instead
+           of three. */
+        __m256i planes[2][4];
+        for (int h = 0; h < 2; h++) {
+            const __m256i q = load32(x[b].qs + 32 * h), q4 = _mm256_srli_epi16(q, 4);
+            planes[h][0] = _mm256_and_si256(q, two_bits);
+            planes[h][1] = _mm256_and_si256(q, high_pair);
+            planes[h][2] = _mm256_and_si256(q4, two_bits);
+            planes[h][3] = _mm256_and_si256(q4, high_pair);
+        }
         for (int t = 0; t < n_tokens; t++) {
             const block_q8_K *y = q8_K_block(activations, stride, t, b);
-            acc[t] = _mm256_sub_epi32(_mm256_setzero_si256(), bsums_total8(y));
-        }
-        for (int h = 0; h < 2; h++) {
-            const __m256i q = load32(x[b].qs + 32 * h);
-            for (int l = 0; l < 4; l++) {
-                const __m256i u = _mm256_and_si256(_mm256_srli_epi16(q, 2 * l), two_bits);
-                for (int t = 0; t < n_tokens; t++) {
-                    const int8_t *a =
-                        q8_K_block(activations, stride, t, b)->qs + 128 * h + 32 * l;
-                    acc[t] = _mm256_add_epi32(acc[t], unsigned_dot32(u, a));
-                }
+            /* four words of at most 2 * 3 * 128 in `plain`, four of 3072 in `quadrupled`: with
+               quadrupled / 4 (exact) and the bsums, at most 3072 + 3072 + 2048 */
+            __m256i plain = _mm256_setzero_si256(), quadrupled = _mm256_setzero_si256();
+            for (int h = 0; h < 2; h++) {
+                const int8_t *a = y->qs + 128 * h;
+                plain = _mm256_add_epi16(plain, unsigned_dot16(planes[h][0], a));
+                quadrupled = _mm256_add_epi16(quadrupled, unsigned_dot16(planes[h][1], a + 32));
+                plain = _mm256_add_epi16(plain, unsigned_dot16(planes[h][2], a + 64));
+                quadrupled = _mm256_add_epi16(quadrupled, unsigned_dot16(planes[h][3], a + 96));
             }
-        }
-        for (int t = 0; t < n_tokens; t++) {
-            const float y_d = q8_K_block(activations, stride, t, b)->d;
-            acc_f[t] = accumulate_scaled(acc_f[t], acc[t], half_to_float(x[b].d) * y_d);
+            const __m256i sums16 = _mm256_add_epi16(plain, _mm256_srai_epi16(quadrupled, 2));
+            acc_f[t] = accumulate_scaled(acc_f[t], ternary_widen(sums16, y),
+                                         half_to_float(x[b].d) * y->d);
         }
     }
     for (int t = 0; t < n_tokens; t++) out[t] = hsum_ps(acc_f[t]);
 }
 DEFINE_DOT_ENTRY_POINTS(tq2_0_avx2, tq2_0_dot_tokens)
 
-static float vec_dot_tq1_0_avx2(int64_t n, const void *weights, const void *activations) {
+/* TQ1_0 digits by 16-bit multiplies. A byte s of base-3 fixed point has the leading digit
+   (3 * s) >> 8 and the rest 3 * s mod 256: the high and low bytes of the 16-bit product 3 * s.
+   VPMADDUBSW with the weights (3, 0) forms 3 * s from the low byte of every 16-bit word and
+   ignores the high byte, so one instruction yields the digit of each even element and the state
+   that the next one starts from, with no masking between steps; another does the odd elements
+   from (0, 3). Two multiplies, a byte shuffle, an and and an or per 32 digits, where comparing
+   against 86 and 171 took six instructions and the next state two. */
+
+/* factor times the low (low = 1) or the high byte of each 16-bit word of s, as 16 bits */
+static inline __m256i bytes_times(__m256i s, int low, int factor) {
+    return _mm256_maddubs_epi16(s, _mm256_set1_epi16((short)(low ? factor : factor << 8)));
+}
+
+/* The 32 digits of the even and odd elements' products (their high bytes), in element order:
+   the even ones moved down by a byte shuffle, the odd ones masked in place. */
+static inline __m256i tq1_join_digits(__m256i even, __m256i odd) {
+    const __m256i down = _mm256_shuffle_epi8(
+        even, _mm256_setr_epi8(1, -1, 3, -1, 5, -1, 7, -1, 9, -1, 11, -1, 13, -1, 15, -1, 1, -1,
+                               3, -1, 5, -1, 7, -1, 9, -1, 11, -1, 13, -1, 15, -1));
+    return _mm256_or_si256(down, _mm256_and_si256(odd, _mm256_set1_epi16((short)0xFF00)));
+}
+
+/* The 256 unsigned digits u (the level is u - 1) of a TQ1_0 block, in element order, 32 per
+   vector: qs[0..31] hold elements 32n + m as digit n of byte m (five vectors, each step's
+   products being the next one's states); qs[32..47] hold 160 + 16n + m, two digits per vector,
+   whose states come from one multiply by the power of 3 of each 128-bit lane; the fifth of those
+   and qh's four digits of 4 bytes (240 + 4n + m) share the last vector. */
+static inline void tq1_digits_by_products(const block_tq1_0 *x, __m256i digits[8]) {
+    const __m256i q = load32(x->qs);
+    __m256i even = bytes_times(q, 1, 3), odd = bytes_times(q, 0, 3);
+    for (int d = 0; d < 5; d++) {
+        digits[d] = tq1_join_digits(even, odd);
+        if (d < 4) {
+            even = bytes_times(even, 1, 3);
+            odd = bytes_times(odd, 1, 3);
+        }
+    }
+    const __m256i narrow =
+        _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(x->qs + 32)));
+    const __m256i tail =
+        _mm256_blend_epi32(narrow, _mm256_set1_epi32((int)load_u32(x->qh)), 0xF0);
+    /* the multipliers 3^k of the even bytes (low bytes of the words) and of the odd ones (high
+       bytes), per 128-bit lane: states 0 | 1, 2 | 3 of the narrow bytes, and state 4 | the qh
+       bytes' states 0..3 */
+#define X8(k) k, k, k, k, k, k, k, k
+#define LANES(k0, k1) {{X8(k0), X8(k1)}, {X8((k0) << 8), X8((k1) << 8)}}
+    static const int16_t kFactors[3][2][16] = {
+        LANES(1, 3),
+        LANES(9, 27),
+        {{X8(81), 1, 1, 3, 3, 9, 9, 27, 27},
+         {X8(81 << 8), 1 << 8, 1 << 8, 3 << 8, 3 << 8, 9 << 8, 9 << 8, 27 << 8, 27 << 8}},
+    };
+#undef LANES
+#undef X8
+    for (int v = 0; v < 3; v++) {
+        const __m256i src = v < 2 ? narrow : tail;
+        const __m256i e = _mm256_maddubs_epi16(src, load32(kFactors[v][0]));
+        const __m256i o = _mm256_maddubs_epi16(src, load32(kFactors[v][1]));
+        digits[5 + v] = tq1_join_digits(bytes_times(e, 1, 3), bytes_times(o, 1, 3));
+    }
+}
+
+static inline ALWAYS_INLINE void tq1_0_dot_tokens(int64_t n, const void *weights,
+                                                  const void *activations, size_t stride,
+                                                  int n_tokens, float *out) {
     const block_tq1_0 *x = weights;
-    const block_q8_K *y = activations;
-    __m256 acc_f = _mm256_setzero_ps();
+    __m256 acc_f[LB_DOT_TOKENS];
+    for (int t = 0; t < n_tokens; t++) acc_f[t] = _mm256_setzero_ps();
     for (int64_t b = 0; b < n / QK_K; b++) {
         prefetch_weights(&x[b], sizeof *x);
         __m256i digits[8];
-        tq1_digits(&x[b], digits);
-        __m256i acc = _mm256_sub_epi32(_mm256_setzero_si256(), bsums_total8(&y[b]));
-        for (int v = 0; v < 8; v++) {
-            acc = _mm256_add_epi32(acc, unsigned_dot32(digits[v], y[b].qs + 32 * v));
+        tq1_digits_by_products(&x[b], digits);
+        for (int t = 0; t < n_tokens; t++) {
+            const block_q8_K *y = q8_K_block(activations, stride, t, b);
+            /* eight words of at most 512: with the bsums, at most 4096 + 2048 */
+            __m256i sums16 = unsigned_dot16(digits[0], y->qs);
+            for (int v = 1; v < 8; v++) {
+                sums16 = _mm256_add_epi16(sums16, unsigned_dot16(digits[v], y->qs + 32 * v));
+            }
+            acc_f[t] = accumulate_scaled(acc_f[t], ternary_widen(sums16, y),
+                                         half_to_float(x[b].d) * y->d);
         }
-        acc_f = accumulate_scaled(acc_f, acc, half_to_float(x[b].d) * y[b].d);
     }
-    return hsum_ps(acc_f);
+    for (int t = 0; t < n_tokens; t++) out[t] = hsum_ps(acc_f[t]);
 }
+DEFINE_DOT_ENTRY_POINTS(tq1_0_avx2, tq1_0_dot_tokens)
 
 /* ------------------------------------------------------------------------------------------ */
 
@@ -441,6 +629,6 @@ void lb_register_kquants_avx2(lb_kernel_set *set) {
     set_dot(set, LOWBIT_TYPE_Q5_K, dot_q5_K_avx2, dot_q5_K_avx2_tokens);
     set_dot(set, LOWBIT_TYPE_Q6_K, dot_q6_K_avx2, dot_q6_K_avx2_tokens);
     set_dot(set, LOWBIT_TYPE_IQ4_XS, dot_iq4_xs_avx2, dot_iq4_xs_avx2_tokens);
-    set->vec_dot[LOWBIT_TYPE_TQ1_0] = vec_dot_tq1_0_avx2;
+    set_dot(set, LOWBIT_TYPE_TQ1_0, dot_tq1_0_avx2, dot_tq1_0_avx2_tokens);
     set_dot(set, LOWBIT_TYPE_TQ2_0, dot_tq2_0_avx2, dot_tq2_0_avx2_tokens);
 }

@@ -1,7 +1,8 @@
 /*
  * Pieces shared by the x86 kernels of the 256-element formats (kquants_avx2.c and
- * kquants_avx512.c): unpacking of the K-quant and IQ4_XS scales, and the float accumulation of
- * exact per-super-block integer sums. AVX2 + FMA + F16C only, so either file can include it.
+ * kquants_avx512.c): unpacking of K-quant scales and of IQ4_XS weights, and the float
+ * accumulation of exact per-super-block integer sums. AVX2 + FMA + F16C only, so either file
+ * can include it.
  */
 #ifndef LOWBIT_KQUANTS_X86_H
 #define LOWBIT_KQUANTS_X86_H
@@ -62,14 +63,13 @@ static inline __m128i q3_K_scales(const uint8_t packed[12]) {
     return _mm_sub_epi8(_mm_set_epi64x((long long)s_hi, (long long)s_lo), _mm_set1_epi8(32));
 }
 
-/* The eight scales (as s16, in both lanes) and the eight mins, each repeated for the two 16-element
-   bsums of its sub-block, from GGUF's 12-byte packing: with a, b, c the three 32-bit words,
+/* The eight 6-bit scales and the eight 6-bit mins of a Q4_K or Q5_K block, as bytes, from GGUF's
+   12-byte packing: with a, b, c the three 32-bit words,
    scales 0-3 are a & 63 and mins 0-3 b & 63 (per byte); scales 4-7 are c's low nibbles with a's
    top two bits above them, mins 4-7 c's high nibbles with b's top bits. Reads 16 bytes: the 12
    scale bytes and the first 4 bytes that follow them in the block (levels or high bits), which is
-   one vector load instead of three scalar loads and a dozen scalar operations.
-   k4_scale_min_bytes gives the 16 values as bytes (scales 0-7, then mins 0-7); k4_scales_mins as
-   16-bit scales in both lanes and mins repeated for the bsums. */
+   one vector load instead of three scalar loads and a dozen scalar operations. The 16 values
+   come out as bytes: scales 0-7, then mins 0-7. */
 static inline __m128i k4_scale_min_bytes(const uint8_t *scales_then_more) {
     const __m128i v = _mm_loadu_si128((const __m128i *)scales_then_more); /* a, b, c, - */
     const __m128i low = _mm_and_si128(v, _mm_set1_epi8(0x3F));             /* a & 63, b & 63 */
@@ -81,13 +81,6 @@ static inline __m128i k4_scale_min_bytes(const uint8_t *scales_then_more) {
     return _mm_unpacklo_epi32(low, high); /* scales 0-3, 4-7, mins 0-3, 4-7 */
 }
 
-static inline void k4_scales_mins(const uint8_t *scales_then_more, __m256i *scales, __m256i *mins) {
-    const __m128i packed = k4_scale_min_bytes(scales_then_more);
-    *scales = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(packed));
-    const __m128i mn = _mm_unpackhi_epi64(packed, packed);
-    *mins = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(mn, mn));
-}
-
 /* Bit `from` of every byte moved to bit `to` (the other bits: garbage, for the caller to mask):
    how the high-bit planes of Q3_K (to bit 2) and Q5_K (to bit 4) join the low bits of a level.
    16-bit shifts carry bits across byte boundaries, but never into bit `to` of a byte, since the
@@ -95,21 +88,6 @@ static inline void k4_scales_mins(const uint8_t *scales_then_more, __m256i *scal
    where testing the bit (and, compare, and) takes three and a constant. */
 static inline __m256i move_bit(__m256i v, int from, int to) {
     return from <= to ? _mm256_slli_epi16(v, to - from) : _mm256_srli_epi16(v, from - to);
-}
-
-/* The eight sub-scales (stored with an offset of 32) as s16 in both lanes. */
-static inline __m256i iq4_xs_scales(const block_iq4_xs *x) {
-    uint32_t low;
-    memcpy(&low, x->scales_l, 4);
-    /* scale i: nibble i % 2 of scales_l[i / 2], plus bits 2i, 2i + 1 of scales_h on top */
-    const __m128i l = _mm_cvtsi32_si128((int)low);
-    const __m128i nib =
-        _mm_and_si128(_mm_unpacklo_epi8(l, _mm_srli_epi16(l, 4)), _mm_set1_epi8(0x0F));
-    uint64_t top = 0;
-    for (int i = 0; i < 8; i++) top |= (uint64_t)((x->scales_h >> (2 * i)) & 3) << (8 * i + 4);
-    const __m128i s8 = _mm_sub_epi8(_mm_or_si128(nib, _mm_cvtsi64_si128((long long)top)),
-                                    _mm_set1_epi8(32));
-    return _mm256_broadcastsi128_si256(_mm_cvtepi8_epi16(s8));
 }
 
 /* The signed weights of sub-blocks 2p and 2p + 1 of an IQ4_XS block, from the IQ4 grid: bytes
@@ -123,45 +101,6 @@ static inline void iq4_xs_pair_weights(const block_iq4_xs *x, int p, __m256i w[2
     const __m256i hi = _mm256_shuffle_epi8(grid, _mm256_and_si256(_mm256_srli_epi16(q, 4), nibble));
     w[0] = _mm256_permute2x128_si256(lo, hi, 0x20);
     w[1] = _mm256_permute2x128_si256(lo, hi, 0x31);
-}
-
-/* Sum of the 256 activations of a block, from its bsums. */
-static inline __m256i bsums_total8(const block_q8_K *y) {
-    return _mm256_madd_epi16(load32(y->bsums), _mm256_set1_epi16(1));
-}
-
-/* The leading base-3 digit of each byte of a TQ1_0 fixed-point fraction: (byte * 3) >> 8, that
-   is 1 from 86 up and 2 from 171 up. */
-static inline __m256i tq1_leading_digit(__m256i s) {
-    const __m256i ge86 = _mm256_cmpeq_epi8(_mm256_max_epu8(s, _mm256_set1_epi8(86)), s);
-    const __m256i ge171 = _mm256_cmpeq_epi8(_mm256_max_epu8(s, _mm256_set1_epi8((char)171)), s);
-    return _mm256_sub_epi8(_mm256_setzero_si256(), _mm256_add_epi8(ge86, ge171));
-}
-
-/* byte * 3 modulo 256: shifts the next digit into the leading position. */
-static inline __m256i tq1_next(__m256i s) { return _mm256_add_epi8(_mm256_add_epi8(s, s), s); }
-static inline __m128i tq1_next128(__m128i s) { return _mm_add_epi8(_mm_add_epi8(s, s), s); }
-
-/* The 256 unsigned digits u (the level is u - 1) of a TQ1_0 block, in element order, 32 per
-   vector: qs[0..31] hold elements 32n + m as digit n of byte m (five vectors); qs[32..47] hold
-   160 + 16n + m (two digits per vector); the fifth of those and qh's four digits of 4 bytes
-   (240 + 4n + m) share the last vector. */
-static inline void tq1_digits(const block_tq1_0 *x, __m256i digits[8]) {
-    __m256i s = load32(x->qs);
-    for (int d = 0; d < 5; d++, s = tq1_next(s)) digits[d] = tq1_leading_digit(s);
-    const __m128i narrow = _mm_loadu_si128((const __m128i *)(x->qs + 32));
-    __m256i pair = _mm256_set_m128i(tq1_next128(narrow), narrow);
-    for (int d = 0; d < 2; d++) {
-        digits[5 + d] = tq1_leading_digit(pair);
-        pair = tq1_next(tq1_next(pair));
-    }
-    uint32_t qh;
-    memcpy(&qh, x->qh, 4);
-    const __m128i h1 = _mm_set1_epi32((int)qh), h3 = tq1_next128(h1), h9 = tq1_next128(h3);
-    const __m128i h27 = tq1_next128(h9);
-    const __m128i tail =
-        _mm_blend_epi32(_mm_blend_epi32(h1, h3, 0x2), _mm_blend_epi32(h9, h27, 0x8), 0xC);
-    digits[7] = tq1_leading_digit(_mm256_set_m128i(tail, _mm256_castsi256_si128(pair)));
 }
 
 /* Multi-token kernels (kernels.h, lb_vec_dot_tokens_fn) */
