@@ -46,25 +46,7 @@ static inline __m256i scaled_dot32(__m256i u, __m256i a, __m256i scales) {
     return _mm256_madd_epi16(_mm256_maddubs_epi16(u, a), scales);
 }
 
-/* Picking per-sub-block scales out of 8 sixteen-bit scales per 128-bit lane: kPairPick[k] gives
-   scale 2k to the low lane and scale 2k + 1 to the high lane (the two 16-element sub-blocks of a
-   32-element row), from scales held in both lanes; pick_one(v, i) spreads word i of each lane
-   over that lane. */
-static const uint8_t kPairPick[4][32] = {
-    {0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1,
-     2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3},
-    {4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5,
-     6, 7, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7},
-    {8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9,
-     10, 11, 10, 11, 10, 11, 10, 11, 10, 11, 10, 11, 10, 11, 10, 11},
-    {12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13,
-     14, 15, 14, 15, 14, 15, 14, 15, 14, 15, 14, 15, 14, 15, 14, 15},
-};
-
-static inline __m256i pick_pair(__m256i scales8x2, int k) {
-    return _mm256_shuffle_epi8(scales8x2, load32(kPairPick[k]));
-}
-
+/* pick_one(v, i) spreads word i of each 128-bit lane over that lane. */
 static inline __m256i pick_one(__m256i scales8x2, int i) {
     const int16_t lo = (int16_t)(2 * i), hi = (int16_t)(2 * i + 1);
     return _mm256_shuffle_epi8(scales8x2, _mm256_set1_epi16((int16_t)(lo | (hi << 8))));
@@ -531,68 +513,6 @@ static inline ALWAYS_INLINE void tq2_0_dot_tokens(int64_t n, const void *weights
     for (int t = 0; t < n_tokens; t++) out[t] = hsum_ps(acc_f[t]);
 }
 DEFINE_DOT_ENTRY_POINTS(tq2_0_avx2, tq2_0_dot_tokens)
-
-/* TQ1_0 digits by 16-bit multiplies. A byte s of base-3 fixed point has the leading digit
-   (3 * s) >> 8 and the rest 3 * s mod 256: the high and low bytes of the 16-bit product 3 * s.
-   VPMADDUBSW with the weights (3, 0) forms 3 * s from the low byte of every 16-bit word and
-   ignores the high byte, so one instruction yields the digit of each even element and the state
-   that the next one starts from, with no masking between steps; another does the odd elements
-   from (0, 3). Two multiplies, a byte shuffle, an and and an or per 32 digits, where comparing
-   against 86 and 171 took six instructions and the next state two. */
-
-/* factor times the low (low = 1) or the high byte of each 16-bit word of s, as 16 bits */
-static inline __m256i bytes_times(__m256i s, int low, int factor) {
-    return _mm256_maddubs_epi16(s, _mm256_set1_epi16((short)(low ? factor : factor << 8)));
-}
-
-/* The 32 digits of the even and odd elements' products (their high bytes), in element order:
-   the even ones moved down by a byte shuffle, the odd ones masked in place. */
-static inline __m256i tq1_join_digits(__m256i even, __m256i odd) {
-    const __m256i down = _mm256_shuffle_epi8(
-        even, _mm256_setr_epi8(1, -1, 3, -1, 5, -1, 7, -1, 9, -1, 11, -1, 13, -1, 15, -1, 1, -1,
-                               3, -1, 5, -1, 7, -1, 9, -1, 11, -1, 13, -1, 15, -1));
-    return _mm256_or_si256(down, _mm256_and_si256(odd, _mm256_set1_epi16((short)0xFF00)));
-}
-
-/* The 256 unsigned digits u (the level is u - 1) of a TQ1_0 block, in element order, 32 per
-   vector: qs[0..31] hold elements 32n + m as digit n of byte m (five vectors, each step's
-   products being the next one's states); qs[32..47] hold 160 + 16n + m, two digits per vector,
-   whose states come from one multiply by the power of 3 of each 128-bit lane; the fifth of those
-   and qh's four digits of 4 bytes (240 + 4n + m) share the last vector. */
-static inline void tq1_digits_by_products(const block_tq1_0 *x, __m256i digits[8]) {
-    const __m256i q = load32(x->qs);
-    __m256i even = bytes_times(q, 1, 3), odd = bytes_times(q, 0, 3);
-    for (int d = 0; d < 5; d++) {
-        digits[d] = tq1_join_digits(even, odd);
-        if (d < 4) {
-            even = bytes_times(even, 1, 3);
-            odd = bytes_times(odd, 1, 3);
-        }
-    }
-    const __m256i narrow =
-        _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(x->qs + 32)));
-    const __m256i tail =
-        _mm256_blend_epi32(narrow, _mm256_set1_epi32((int)load_u32(x->qh)), 0xF0);
-    /* the multipliers 3^k of the even bytes (low bytes of the words) and of the odd ones (high
-       bytes), per 128-bit lane: states 0 | 1, 2 | 3 of the narrow bytes, and state 4 | the qh
-       bytes' states 0..3 */
-#define X8(k) k, k, k, k, k, k, k, k
-#define LANES(k0, k1) {{X8(k0), X8(k1)}, {X8((k0) << 8), X8((k1) << 8)}}
-    static const int16_t kFactors[3][2][16] = {
-        LANES(1, 3),
-        LANES(9, 27),
-        {{X8(81), 1, 1, 3, 3, 9, 9, 27, 27},
-         {X8(81 << 8), 1 << 8, 1 << 8, 3 << 8, 3 << 8, 9 << 8, 9 << 8, 27 << 8, 27 << 8}},
-    };
-#undef LANES
-#undef X8
-    for (int v = 0; v < 3; v++) {
-        const __m256i src = v < 2 ? narrow : tail;
-        const __m256i e = _mm256_maddubs_epi16(src, load32(kFactors[v][0]));
-        const __m256i o = _mm256_maddubs_epi16(src, load32(kFactors[v][1]));
-        digits[5 + v] = tq1_join_digits(bytes_times(e, 1, 3), bytes_times(o, 1, 3));
-    }
-}
 
 static inline ALWAYS_INLINE void tq1_0_dot_tokens(int64_t n, const void *weights,
                                                   const void *activations, size_t stride,

@@ -453,67 +453,6 @@ static inline ALWAYS_INLINE void tq2_0_dot_tokens(int64_t n, const void *weights
     for (int t = 0; t < n_tokens; t++) out[t] = hsum_ps(acc_f[t]);
 }
 
-/* TQ1_0 digits by 16-bit multiplies. A byte s of base-3 fixed point has the leading digit
-   (3 * s) >> 8 and the rest 3 * s mod 256: the high and low bytes of the 16-bit product 3 * s.
-   VPMADDUBSW with the weights (3, 0) forms 3 * s from the low byte of every 16-bit word and
-   ignores the high byte, so one instruction yields the digit of each even element and the state
-   that the next one starts from, with no masking between steps; another does the odd elements
-   from (0, 3). Two multiplies, a byte shuffle and a VPTERNLOGD per 32 digits, where comparing
-   against 86 and 171 took six instructions and the next state two. */
-/* factor times the low (low = 1) or the high byte of each 16-bit word of s, as 16 bits */
-static inline __m256i bytes_times(__m256i s, int low, int factor) {
-    return _mm256_maddubs_epi16(s, _mm256_set1_epi16((short)(low ? factor : factor << 8)));
-}
-
-/* The 32 digits of the even and odd elements' products (their high bytes), in element order:
-   the even ones moved down by a byte shuffle, the odd ones in place. */
-static inline __m256i tq1_join_digits(__m256i even, __m256i odd) {
-    const __m256i down = _mm256_shuffle_epi8(
-        even, _mm256_setr_epi8(1, -1, 3, -1, 5, -1, 7, -1, 9, -1, 11, -1, 13, -1, 15, -1, 1, -1,
-                               3, -1, 5, -1, 7, -1, 9, -1, 11, -1, 13, -1, 15, -1));
-    /* down | (odd & 0xFF00): A | (B & C), truth table 0xF8 */
-    return _mm256_ternarylogic_epi32(down, odd, _mm256_set1_epi16((short)0xFF00), 0xF8);
-}
-
-/* The digits of words whose low bytes hold the states (the products of a previous step). */
-static inline __m256i tq1_digits_of_states(__m256i even, __m256i odd) {
-    return tq1_join_digits(bytes_times(even, 1, 3), bytes_times(odd, 1, 3));
-}
-
-/* The 256 unsigned digits u (the level is u - 1) of a TQ1_0 block, in element order, 32 per
-   vector: qs[0..31] hold elements 32n + m as digit n of byte m (five vectors, each step's
-   products being the next one's states); qs[32..47] hold 160 + 16n + m, two digits per vector,
-   whose states come from one multiply by the power of 3 of each 128-bit lane; the fifth of those
-   and qh's four digits of 4 bytes (240 + 4n + m) share the last vector. */
-static inline void tq1_digits_by_products(const block_tq1_0 *x, __m256i digits[8]) {
-    const __m256i q = load32(x->qs);
-    __m256i even = bytes_times(q, 1, 3), odd = bytes_times(q, 0, 3);
-    for (int d = 0; d < 5; d++) {
-        digits[d] = tq1_join_digits(even, odd);
-        if (d < 4) {
-            even = bytes_times(even, 1, 3);
-            odd = bytes_times(odd, 1, 3);
-        }
-    }
-    const __m256i narrow =
-        _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(x->qs + 32)));
-    const __m256i tail =
-        _mm256_blend_epi32(narrow, _mm256_set1_epi32((int)load_u32(x->qh)), 0xF0);
-    /* states 0 | 1, 2 | 3 of the narrow bytes, and state 4 | the qh bytes' states 0..3 */
-    static const int16_t kFactors[3][16] = {
-        {1, 1, 1, 1, 1, 1, 1, 1, 3, 3, 3, 3, 3, 3, 3, 3},
-        {9, 9, 9, 9, 9, 9, 9, 9, 27, 27, 27, 27, 27, 27, 27, 27},
-        {81, 81, 81, 81, 81, 81, 81, 81, 1, 1, 3, 3, 9, 9, 27, 27},
-    };
-    for (int v = 0; v < 3; v++) {
-        const __m256i factors = load32(kFactors[v]);
-        const __m256i src = v < 2 ? narrow : tail;
-        const __m256i e = _mm256_maddubs_epi16(src, factors);
-        const __m256i o = _mm256_maddubs_epi16(src, _mm256_slli_epi16(factors, 8));
-        digits[5 + v] = tq1_digits_of_states(e, o);
-    }
-}
-
 static inline ALWAYS_INLINE void tq1_0_dot_tokens(int64_t n, const void *weights,
                                                   const void *activations, size_t stride,
                                                   int n_tokens, float *out) {

@@ -17,23 +17,6 @@
 
 #include <immintrin.h>
 
-/* kPairPick[k] gives scale 2k to the low 128-bit lane and scale 2k + 1 to the high one, of 8
-   sixteen-bit scales held in both lanes (the two 16-element halves of a 32-element sub-block). */
-static const uint8_t kPairPick[4][32] = {
-    {0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1, 0, 1,
-     2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3},
-    {4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5, 4, 5,
-     6, 7, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7, 6, 7},
-    {8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9, 8, 9,
-     10, 11, 10, 11, 10, 11, 10, 11, 10, 11, 10, 11, 10, 11, 10, 11},
-    {12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13, 12, 13,
-     14, 15, 14, 15, 14, 15, 14, 15, 14, 15, 14, 15, 14, 15, 14, 15},
-};
-
-static inline __m256i pick_pair(__m256i scales8x2, int k) {
-    return _mm256_shuffle_epi8(scales8x2, load32(kPairPick[k]));
-}
-
 /* 32 magnitudes negated where their bit of the four sign bytes is set. */
 static inline __m256i apply_signs(__m256i magnitudes, uint32_t signs4) {
     static const uint8_t byte_of_element[32] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
