@@ -12,8 +12,8 @@
  * - each block's product is one VPDPBUSD (u8 x s8, four products per s32 lane), which replaces
  *   VPMADDUBSW + VPMADDWD of AVX2;
  * - the eight blocks' 8-lane sums are folded into one vector, lane i = block i's exact total,
- *   by a tree of VPHADDD (reduce_8_blocks: 9 instructions for 8 blocks), or where the levels
- *   are small enough of VPACKSSDW + VPMADDWD (reduce_8_small_blocks, fewer micro-ops);
+ *   by a tree of VPHADDD (9 instructions for 8 blocks), or where the sums are small enough of
+ *   VPACKSSDW + VPMADDWD (hadd_small, fewer micro-ops);
  * - the eight scales are gathered by plain loads and unpacks, converted with one VCVTPH2PS per
  *   operand and multiplied at once, and one int->float conversion and one FMA per 8 blocks
  *   meet them;
@@ -23,10 +23,18 @@
  * own), so results differ from the references only by the order of the float operations.
  * Signed weights (Q8_0, IQ4_NL) use the sign trick (|w| unsigned, the activation taking w's
  * sign), exact since the activation quantizers never produce -128; so does Q5_0, whose
- * magnitudes and signs come from its high bits by two masked subtractions (sums_q5_0). Q4_0's
+ * magnitudes and signs come from its high bits by masked subtractions (block_sums_q5_0). Q4_0's
  * levels travel as their unsigned stored values q = w + 8, the offset coming off through a
  * second VPDPBUSD of 8 against the same activations (exact for any activation byte). NVFP4 goes
- * four blocks (eight activation blocks) at a time, see dot_nvfp4.
+ * four blocks (eight activation blocks) at a time, see nvfp4_dot_tokens.
+ *
+ * Multi-token kernels (lb_vec_dot_tokens_fn, what lowbit_matmul runs for batches): one weight
+ * row against up to four activation rows, the weights' levels and scales decoded once for all
+ * of them. The bodies are shared with the AVX2 kernels (x86_common.h, DEFINE_SCALED_DOT_TOKENS):
+ * with several tokens, blocks k and k + 4 share a register so that each token's sums take three
+ * folds per eight blocks instead of seven and a join; with one token they keep a block per
+ * register (fewer loads). Both give the same exact totals in the same lanes, so each token's
+ * result is the one-token kernel's bit for bit (tests/test_kernels.c checks it).
  *
  * Measured (single-thread GEMV 4096 x 4096, AMD EPYC Zen 4, AVX2 kernel -> this file's, min of
  * 20 alternating runs; `lowbit bench` medians agree): Q4_0 0.69 -> 0.56 ms (an earlier kernel
@@ -42,7 +50,7 @@
  * against 1.49 with two 256-bit ones, the CPU closing a vector port to 256-bit work while
  * 512-bit work is in flight.
  * The same Xeon, `lowbit bench` warm single-thread GEMV, medians of 6-7 alternating runs,
- * before -> after the scale gathering by unpacks, the small-level tree, sums_q5_0's masked
+ * before -> after the scale gathering by unpacks, the small-level tree, Q5_0's masked
  * form, one activation load in Q4_0 (in_register) and NVFP4's four-block kernel: NVFP4 1.45 ->
  * 0.60 ms, Q5_0 0.77 -> 0.65, Q4_0 0.64 -> 0.56, Q4_1 0.53 -> 0.50, IQ4_NL 0.66 -> 0.61,
  * MXFP4 0.66 -> 0.61, Q8_0 0.68 -> 0.66. Q5_1 stayed at 0.64-0.65: its kernel went 1.14 ->
@@ -64,6 +72,7 @@
  */
 #include "../../formats/blocks.h"
 #include "../kernels.h"
+#include "kquants_x86.h" /* DEFINE_DOT_ENTRY_POINTS, set_dot */
 #include "x86_common.h"
 
 #include <immintrin.h>
@@ -113,9 +122,9 @@ static inline __m256i dot_i8(__m256i w, const int8_t *a) {
 /* Scales of eight blocks                                                                      */
 /* ------------------------------------------------------------------------------------------ */
 
-/* Eight E8M0 bytes at `stride` bytes apart (MXFP4's first field), each as e8m0_half gives it:
-   2^(e - 128), with e = 0 and 1 as the float subnormals 2^-128 and 2^-127. */
-static inline __m256 eight_e8m0_halves(const uint8_t *p, size_t stride) {
+/* eight_e8m0_halves by a mask compare and a masked blend, which AVX-512 has: MXFP4's warm GEMV
+   0.573 -> 0.562 ms against the shift form (medians of eight alternating runs). */
+static inline __m256 eight_e8m0_halves_masked(const uint8_t *p, size_t stride) {
     uint8_t e[8];
     for (int i = 0; i < 8; i++) e[i] = p[i * stride];
     const __m256i wide = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)e));
@@ -129,23 +138,24 @@ static inline __m256 eight_e8m0_halves(const uint8_t *p, size_t stride) {
 #define FP16_SCALE(block) half_to_float((block).d)
 #define FP16_SCALES_8(p, stride) eight_halves(p, stride)
 #define E8M0_SCALE(block) e8m0_half((block).e)
-#define E8M0_SCALES_8(p, stride) eight_e8m0_halves(p, stride)
+#define E8M0_SCALES_8(p, stride) eight_e8m0_halves_masked((const uint8_t *)(p), stride)
 
 /* ------------------------------------------------------------------------------------------ */
-/* Per-block integer sums (8 s32 lanes, exact)                                                 */
+/* One block against one activation block (the one-token kernels and the leftover blocks):    */
+/* 8 s32 lanes, exact                                                                          */
 /* ------------------------------------------------------------------------------------------ */
 
-static inline __m256i sums_q4_1(const block_q4_1 *x, const block_q8_1 *y) {
-    return dot_u8(unpack_nibbles(x->qs), y->qs);
+static inline __m256i block_sums_q4_1(const block_q4_1 *x, const int8_t *qs) {
+    return dot_u8(unpack_nibbles(x->qs), qs);
 }
 
-static inline __m256i sums_q5_1(const block_q5_1 *x, const block_q8_1 *y) {
-    return dot_u8(unpack_5bit(x->qs, x->qh), y->qs);
+static inline __m256i block_sums_q5_1(const block_q5_1 *x, const int8_t *qs) {
+    return dot_u8(unpack_5bit(x->qs, x->qh), qs);
 }
 
-static inline __m256i sums_q4_0(const block_q4_0 *x, const block_q8_0 *y) {
+static inline __m256i block_sums_q4_0(const block_q4_0 *x, const int8_t *qs) {
     /* (q - 8) * a as q * a - 8 * a: exact for any activation byte */
-    const __m256i a = in_register(load_i8x32(y->qs));
+    const __m256i a = in_register(load_i8x32(qs));
     const __m256i zero = _mm256_setzero_si256();
     return _mm256_sub_epi32(_mm256_dpbusd_epi32(zero, unpack_nibbles(x->qs), a),
                             _mm256_dpbusd_epi32(zero, _mm256_set1_epi8(8), a));
@@ -155,32 +165,201 @@ static inline __m256i sums_q4_0(const block_q4_0 *x, const block_q8_0 *y) {
    clear, w = nibble - 16 < 0, so |w| = 16 - nibble and the activation is negated; where it is
    set, w = nibble. Two masked subtractions, one VPDPBUSD: a micro-op fewer than q * a - 16 * a
    (Q5_0 1.07 -> 1.03 ns per block in L2), exact while no activation byte is -128 (never, from
-   the activation quantizers). */
-static inline __m256i sums_q5_0(const block_q5_0 *x, const block_q8_0 *y) {
+   the activation quantizers). pair_q5_0 does the same for two blocks. */
+static inline __m256i block_sums_q5_0(const block_q5_0 *x, const int8_t *qs) {
     const __m256i nibbles = unpack_nibbles(x->qs);
     const __mmask32 negative = _knot_mask32(_cvtu32_mask32(load_u32(x->qh)));
     const __m256i magnitude =
         _mm256_mask_sub_epi8(nibbles, negative, _mm256_set1_epi8(16), nibbles);
-    const __m256i a = load_i8x32(y->qs);
+    const __m256i a = load_i8x32(qs);
     const __m256i signed_a = _mm256_mask_sub_epi8(a, negative, _mm256_setzero_si256(), a);
     return _mm256_dpbusd_epi32(_mm256_setzero_si256(), magnitude, signed_a);
 }
 
-static inline __m256i sums_q8_0(const block_q8_0 *x, const block_q8_0 *y) {
-    return dot_i8(_mm256_loadu_si256((const __m256i *)x->qs), y->qs);
+static inline __m256i block_sums_q8_0(const block_q8_0 *x, const int8_t *qs) {
+    return dot_i8(_mm256_loadu_si256((const __m256i *)x->qs), qs);
 }
 
-static inline __m256i sums_iq4_nl(const block_iq4_nl *x, const block_q8_0 *y) {
+static inline __m256i block_sums_iq4_nl(const block_iq4_nl *x, const int8_t *qs) {
     const __m256i table =
         _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)lb_kvalues_iq4nl));
-    return dot_i8(_mm256_shuffle_epi8(table, unpack_nibbles(x->qs)), y->qs);
+    return dot_i8(_mm256_shuffle_epi8(table, unpack_nibbles(x->qs)), qs);
 }
 
 /* FP4 codes through the doubled-value table (the half is in the scale), signed like IQ4_NL's. */
-static inline __m256i sums_mxfp4(const block_mxfp4 *x, const block_q8_0 *y) {
-    const __m256i table = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)fp4_doubled));
-    return dot_i8(_mm256_shuffle_epi8(table, unpack_nibbles(x->qs)), y->qs);
+static inline __m256i block_sums_mxfp4(const block_mxfp4 *x, const int8_t *qs) {
+    const __m256i table =
+        _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)fp4_doubled));
+    return dot_i8(_mm256_shuffle_epi8(table, unpack_nibbles(x->qs)), qs);
 }
+
+/* ------------------------------------------------------------------------------------------ */
+/* Block levels, decoded once for two weight blocks k and k + 4 (one per 128-bit half), and    */
+/* their sums with a token's two activation blocks (x86_common.h, DEFINE_SCALED_DOT_TOKENS):   */
+/* [k k k k | k+4 k+4 k+4 k+4], exact                                                          */
+/* ------------------------------------------------------------------------------------------ */
+
+/* A token's activation bytes that meet a nibble_pair: elements 0-15 (lo) and 16-31 (hi) of
+   blocks k and k + 4, kept in registers (see in_register). */
+static inline void activation_pair(const int8_t *qs_k, const int8_t *qs_k4, __m256i *lo,
+                                   __m256i *hi) {
+    *lo = in_register(load_2x16(qs_k, qs_k4));
+    *hi = in_register(load_2x16(qs_k + 16, qs_k4 + 16));
+}
+
+/* Unsigned levels (Q4_1, Q5_1): VPDPBUSD straight, both halves into one accumulator. */
+static inline __m256i sums_unsigned_pair(nibble_pair w, const int8_t *qs_k, const int8_t *qs_k4) {
+    return _mm256_dpbusd_epi32(
+        _mm256_dpbusd_epi32(_mm256_setzero_si256(), w.lo, load_2x16(qs_k, qs_k4)), w.hi,
+        load_2x16(qs_k + 16, qs_k4 + 16));
+}
+
+static inline nibble_pair pair_q4_1(const block_q4_1 *k, const block_q4_1 *k4) {
+    return nibbles_of_pair(k->qs, k4->qs);
+}
+
+/* The qh bits of blocks k and k + 4 as the byte masks of a nibble_pair's halves. */
+static inline void high_masks_of_pair(const uint8_t *qh_k, const uint8_t *qh_k4, __mmask32 *lo,
+                                      __mmask32 *hi) {
+    uint32_t lo_bits, hi_bits;
+    high_bits_of_pair(qh_k, qh_k4, &lo_bits, &hi_bits);
+    *lo = _cvtu32_mask32(lo_bits);
+    *hi = _cvtu32_mask32(hi_bits);
+}
+
+/* Q5_1's levels: the nibbles with 16 added where the qh bit is set. */
+static inline nibble_pair pair_q5_1(const block_q5_1 *k, const block_q5_1 *k4) {
+    nibble_pair levels = nibbles_of_pair(k->qs, k4->qs);
+    __mmask32 lo, hi;
+    high_masks_of_pair(k->qh, k4->qh, &lo, &hi);
+    const __m256i sixteen = _mm256_set1_epi8(0x10);
+    levels.lo = _mm256_mask_add_epi8(levels.lo, lo, levels.lo, sixteen);
+    levels.hi = _mm256_mask_add_epi8(levels.hi, hi, levels.hi, sixteen);
+    return levels;
+}
+
+/* Q4_0's stored nibbles q = w + 8, unsigned: (q - 8) * a as q * a - 8 * a, exact for any
+   activation byte, a VPDPBUSD of 8 against the same activations taking the offset off. */
+static inline nibble_pair pair_q4_0(const block_q4_0 *k, const block_q4_0 *k4) {
+    return nibbles_of_pair(k->qs, k4->qs);
+}
+
+static inline __m256i sums_q4_0_pair(nibble_pair q, const int8_t *qs_k, const int8_t *qs_k4) {
+    __m256i a_lo, a_hi;
+    activation_pair(qs_k, qs_k4, &a_lo, &a_hi);
+    const __m256i zero = _mm256_setzero_si256(), eight = _mm256_set1_epi8(8);
+    const __m256i sums = _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(zero, q.lo, a_lo), q.hi, a_hi);
+    const __m256i offset =
+        _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(zero, eight, a_lo), eight, a_hi);
+    return _mm256_sub_epi32(sums, offset);
+}
+
+/* Q5_0: magnitudes and signs as in block_sums_q5_0. */
+typedef struct q5_0_pair {
+    __m256i lo, hi;             /* magnitudes */
+    __mmask32 lo_neg, hi_neg;   /* where the level is negative */
+} q5_0_pair;
+
+static inline q5_0_pair pair_q5_0(const block_q5_0 *k, const block_q5_0 *k4) {
+    const nibble_pair nibbles = nibbles_of_pair(k->qs, k4->qs);
+    __mmask32 lo_set, hi_set;
+    high_masks_of_pair(k->qh, k4->qh, &lo_set, &hi_set);
+    const __mmask32 lo_neg = _knot_mask32(lo_set), hi_neg = _knot_mask32(hi_set);
+    const __m256i sixteen = _mm256_set1_epi8(16);
+    const q5_0_pair levels = {_mm256_mask_sub_epi8(nibbles.lo, lo_neg, sixteen, nibbles.lo),
+                              _mm256_mask_sub_epi8(nibbles.hi, hi_neg, sixteen, nibbles.hi),
+                              lo_neg, hi_neg};
+    return levels;
+}
+
+static inline __m256i sums_q5_0_pair(q5_0_pair w, const int8_t *qs_k, const int8_t *qs_k4) {
+    const __m256i zero = _mm256_setzero_si256();
+    const __m256i a_lo = load_2x16(qs_k, qs_k4), a_hi = load_2x16(qs_k + 16, qs_k4 + 16);
+    const __m256i signed_lo = _mm256_mask_sub_epi8(a_lo, w.lo_neg, zero, a_lo);
+    const __m256i signed_hi = _mm256_mask_sub_epi8(a_hi, w.hi_neg, zero, a_hi);
+    return _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(zero, w.lo, signed_lo), w.hi, signed_hi);
+}
+
+/* Signed levels (Q8_0, IQ4_NL, MXFP4) by the sign trick, the activations taking the levels'
+   signs (never -128). */
+static inline __m256i sums_signed_pair(signed_pair w, const int8_t *qs_k, const int8_t *qs_k4) {
+    const __m256i a_lo = _mm256_sign_epi8(load_2x16(qs_k, qs_k4), w.lo.sign);
+    const __m256i a_hi = _mm256_sign_epi8(load_2x16(qs_k + 16, qs_k4 + 16), w.hi.sign);
+    return _mm256_dpbusd_epi32(
+        _mm256_dpbusd_epi32(_mm256_setzero_si256(), w.lo.magnitude, a_lo), w.hi.magnitude, a_hi);
+}
+
+static inline signed_pair pair_q8_0(const block_q8_0 *k, const block_q8_0 *k4) {
+    const signed_pair levels = {sign_split(load_2x16(k->qs, k4->qs)),
+                                sign_split(load_2x16(k->qs + 16, k4->qs + 16))};
+    return levels;
+}
+
+/* Codes through a 16-entry table of signed levels. */
+static inline signed_pair table_pair(const uint8_t *qs_k, const uint8_t *qs_k4,
+                                     const int8_t table16[16]) {
+    const __m256i table = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)table16));
+    const nibble_pair codes = nibbles_of_pair(qs_k, qs_k4);
+    const signed_pair levels = {sign_split(_mm256_shuffle_epi8(table, codes.lo)),
+                                sign_split(_mm256_shuffle_epi8(table, codes.hi))};
+    return levels;
+}
+
+static inline signed_pair pair_iq4_nl(const block_iq4_nl *k, const block_iq4_nl *k4) {
+    return table_pair(k->qs, k4->qs, lb_kvalues_iq4nl);
+}
+
+/* FP4 codes through the doubled-value table (the half is in the scale). */
+static inline signed_pair pair_mxfp4(const block_mxfp4 *k, const block_mxfp4 *k4) {
+    return table_pair(k->qs, k4->qs, fp4_doubled);
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Row loops (x86_common.h), each one-token kernel the multi-token body with one token         */
+/* ------------------------------------------------------------------------------------------ */
+
+/* One token: a group's scales after its integer sums (x86_common.h): warm GEMVs, medians of
+   six alternating runs against scales first, Q5_1 0.63 -> 0.60 ms, MXFP4 0.61 -> 0.58, Q4_0
+   0.55 -> 0.53, the rest unchanged. */
+enum { SCALES_FIRST = 0 };
+
+/* The folds (FOLD, FOLD_LAST) by the size of the sums, hadd_small while they pack into 16 bits.
+   A pair's lane sums eight products (a block's, in the one-token kernels, four, folded twice
+   before the join): Q4_0 at most 8 * 8 * 127, Q4_1 8 * 15 * 127, Q5_0 8 * 16 * 127 = 16256
+   (twice that, 32512, still packs), MXFP4 8 * 12 * 127; Q5_1's 8 * 31 * 127 packs once but not
+   twice; IQ4_NL's and Q8_0's (8 * 128 * 127) take VPHADDD. */
+
+DEFINE_MIN_DOT_TOKENS(q4_1_dot_tokens, block_q4_1, block_sums_q4_1, nibble_pair, pair_q4_1,
+                      sums_unsigned_pair, hadd_small, hadd_small)
+DEFINE_MIN_DOT_TOKENS(q5_1_dot_tokens, block_q5_1, block_sums_q5_1, nibble_pair, pair_q5_1,
+                      sums_unsigned_pair, hadd_small, _mm256_hadd_epi32)
+DEFINE_SCALED_DOT_TOKENS(q4_0_dot_tokens, block_q4_0, block_q8_0, block_sums_q4_0, nibble_pair,
+                         pair_q4_0, sums_q4_0_pair, hadd_small, hadd_small, FP16_SCALE,
+                         FP16_SCALES_8)
+DEFINE_SCALED_DOT_TOKENS(q5_0_dot_tokens, block_q5_0, block_q8_0, block_sums_q5_0, q5_0_pair,
+                         pair_q5_0, sums_q5_0_pair, hadd_small, hadd_small, FP16_SCALE,
+                         FP16_SCALES_8)
+DEFINE_SCALED_DOT_TOKENS(q8_0_dot_tokens, block_q8_0, block_q8_0, block_sums_q8_0, signed_pair,
+                         pair_q8_0, sums_signed_pair, _mm256_hadd_epi32, _mm256_hadd_epi32,
+                         FP16_SCALE, FP16_SCALES_8)
+DEFINE_SCALED_DOT_TOKENS(iq4_nl_dot_tokens, block_iq4_nl, block_q8_0, block_sums_iq4_nl,
+                         signed_pair, pair_iq4_nl, sums_signed_pair, _mm256_hadd_epi32,
+                         _mm256_hadd_epi32, FP16_SCALE, FP16_SCALES_8)
+DEFINE_SCALED_DOT_TOKENS(mxfp4_dot_tokens, block_mxfp4, block_q8_0, block_sums_mxfp4,
+                         signed_pair, pair_mxfp4, sums_signed_pair, hadd_small, hadd_small,
+                         E8M0_SCALE, E8M0_SCALES_8)
+
+DEFINE_DOT_ENTRY_POINTS(q4_1, q4_1_dot_tokens)
+DEFINE_DOT_ENTRY_POINTS(q5_1, q5_1_dot_tokens)
+DEFINE_DOT_ENTRY_POINTS(q4_0, q4_0_dot_tokens)
+DEFINE_DOT_ENTRY_POINTS(q5_0, q5_0_dot_tokens)
+DEFINE_DOT_ENTRY_POINTS(q8_0, q8_0_dot_tokens)
+DEFINE_DOT_ENTRY_POINTS(iq4_nl, iq4_nl_dot_tokens)
+DEFINE_DOT_ENTRY_POINTS(mxfp4, mxfp4_dot_tokens)
+
+/* ------------------------------------------------------------------------------------------ */
+/* NVFP4                                                                                       */
+/* ------------------------------------------------------------------------------------------ */
 
 /* NVFP4: 32 bytes of FP4 codes per 64 elements; sub-block s (16 elements) sits in bytes 8s..8s + 7,
    element j in byte j's low nibble and j + 8 in its high nibble. 16 bytes (two sub-blocks) as 32
@@ -211,144 +390,127 @@ static inline __m256 nvfp4_block(const block_nvfp4 *x, const block_q8_0 y[2], __
 static const int8_t fp4_doubled_plus12[16] = {12, 13, 14, 15, 16, 18, 20, 24,
                                               12, 11, 10, 9,  8,  6,  4,  0};
 
-/* The sums of one NVFP4 block (four sub-blocks of 16, 32 bytes) against its two Q8_0 blocks, two
-   lanes per sub-block: [s0 s0 s1 s1 | s2 s2 s3 s3]. Byte j of sub-block s holds element j in its
-   low nibble and j + 8 in its high one, so the low nibbles of the 32 bytes are elements 0-7 of
-   each sub-block in turn and the high nibbles elements 8-15: the activation quadwords are picked
-   to match (0 and 2 of each Q8_0 block against the low nibbles, 1 and 3 against the high), and
-   the two halves add up in one accumulator. Unpacking the whole block at once costs one shift
-   and two quadword permutes where two 16-byte halves in element order took two shifts and six
-   shuffles. The levels go in as unsigned fp4_doubled_plus12, 12 * a coming off through two more
-   VPDPBUSDs and a subtraction (exact for any activation byte), an operation fewer than the sign
-   trick's absolute values and signs (1.07 against 1.10 ns per 32 elements). */
-static inline __m256i nvfp4_block_sums(const uint8_t *qs, const block_q8_0 y[2],
-                                       __m256i table12) {
-    const __m256i packed = in_register(_mm256_loadu_si256((const __m256i *)qs));
+/* The levels of one NVFP4 block (four sub-blocks of 16, 32 bytes) as unsigned fp4_doubled_plus12
+   bytes: byte j of sub-block s holds element j in its low nibble and j + 8 in its high one, so
+   the low nibbles of the 32 bytes (lo) are elements 0-7 of each sub-block in turn and the high
+   nibbles (hi) elements 8-15. Unpacking the whole block at once costs one shift where two
+   16-byte halves in element order took two shifts and six shuffles. */
+typedef struct nvfp4_levels {
+    __m256i lo, hi;
+} nvfp4_levels;
+
+static inline nvfp4_levels levels_nvfp4(const block_nvfp4 *x, __m256i table12) {
+    const __m256i packed = in_register(_mm256_loadu_si256((const __m256i *)x->qs));
     const __m256i low4 = _mm256_set1_epi8(0x0F);
-    const __m256i lo = _mm256_shuffle_epi8(table12, _mm256_and_si256(packed, low4));
-    const __m256i hi =
-        _mm256_shuffle_epi8(table12, _mm256_and_si256(_mm256_srli_epi16(packed, 4), low4));
+    const nvfp4_levels levels = {
+        _mm256_shuffle_epi8(table12, _mm256_and_si256(packed, low4)),
+        _mm256_shuffle_epi8(table12, _mm256_and_si256(_mm256_srli_epi16(packed, 4), low4))};
+    return levels;
+}
+
+/* The sums of an NVFP4 block's levels against its two Q8_0 blocks, two lanes per sub-block:
+   [s0 s0 s1 s1 | s2 s2 s3 s3]. The activation quadwords are picked to match the levels (0 and 2
+   of each Q8_0 block against the low nibbles, 1 and 3 against the high), and the two halves add
+   up in one accumulator. The levels go in unsigned, 12 * a coming off through two more VPDPBUSDs
+   and a subtraction (exact for any activation byte), an operation fewer than the sign trick's
+   absolute values and signs (1.07 against 1.10 ns per 32 elements). */
+static inline __m256i nvfp4_block_sums(nvfp4_levels w, const block_q8_0 y[2]) {
     const __m256i a0 = in_register(load_i8x32(y[0].qs)), a1 = in_register(load_i8x32(y[1].qs));
     const __m256i a_lo = _mm256_permutex2var_epi64(a0, _mm256_setr_epi64x(0, 2, 4, 6), a1);
     const __m256i a_hi = _mm256_permutex2var_epi64(a0, _mm256_setr_epi64x(1, 3, 5, 7), a1);
     const __m256i zero = _mm256_setzero_si256(), twelve = _mm256_set1_epi8(12);
-    const __m256i sums = _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(zero, lo, a_lo), hi, a_hi);
+    const __m256i sums = _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(zero, w.lo, a_lo), w.hi, a_hi);
     const __m256i offset =
         _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(zero, twelve, a_lo), twelve, a_hi);
     return _mm256_sub_epi32(sums, offset);
 }
 
-/* Four NVFP4 blocks at a time, for the scale decoding to be shared: per block (nvfp4_block) it
-   cost more than the block's dot products. VPHADDD folds blocks k and k + 2 into
-   [k.s0 k.s1 k+2.s0 k+2.s1 | k.s2 k.s3 k+2.s2 k+2.s3] (k.sS: sub-block S of block k), an order
-   that two word unpacks give the scale bytes of blocks k and k + 2 and that unpacking the eight
-   activation scales, gathered as y0 y4 y2 y6 y1 y5 y3 y7, with themselves gives theirs. The
-   scales are 2^-7 times the halved UE4M3 value, exact, and the sum is scaled back at the end. */
-static float dot_nvfp4(int64_t n, const void *weights, const void *activations) {
+/* The sixteen sub-block scales of four NVFP4 blocks as floats 2^-8 times their UE4M3 values
+   (ue4m3_as_fp16_x16), in the order of the folded sums of nvfp4_dot_tokens' groups: [0] for blocks
+   k = 0 and 2, [1] for 1 and 3, each [k.s0 k.s1 k+2.s0 k+2.s1 | k.s2 k.s3 k+2.s2 k+2.s3]. Two
+   word unpacks give that order. */
+static inline void nvfp4_weight_scales_4(const block_nvfp4 *x, __m256 scales[2]) {
+    const __m128i codes =
+        _mm_unpacklo_epi64(_mm_unpacklo_epi16(dword_at(x[0].d), dword_at(x[2].d)),
+                           _mm_unpacklo_epi16(dword_at(x[1].d), dword_at(x[3].d)));
+    const __m256i halves = ue4m3_as_fp16_x16(codes);
+    scales[0] = _mm256_cvtph_ps(_mm256_castsi256_si128(halves));
+    scales[1] = _mm256_cvtph_ps(_mm256_extracti128_si256(halves, 1));
+}
+
+/* The scales of eight Q8_0 blocks in the order y0 y4 y2 y6 y1 y5 y3 y7, which unpacked with
+   themselves (low: y0 y0 y4 y4 | y1 y1 y5 y5, high: y2 y2 y6 y6 | y3 y3 y7 y7) meet the weight
+   scales of nvfp4_weight_scales_4. */
+static inline __m256 nvfp4_activation_scales_8(const block_q8_0 *y) {
+    const uint8_t *yb = (const uint8_t *)y;
+    const size_t ys = sizeof *y;
+    const __m128i words = _mm_unpacklo_epi64(
+        _mm_unpacklo_epi32(_mm_unpacklo_epi16(dword_at(yb), dword_at(yb + 4 * ys)),
+                           _mm_unpacklo_epi16(dword_at(yb + 2 * ys), dword_at(yb + 6 * ys))),
+        _mm_unpacklo_epi32(_mm_unpacklo_epi16(dword_at(yb + ys), dword_at(yb + 5 * ys)),
+                           _mm_unpacklo_epi16(dword_at(yb + 3 * ys), dword_at(yb + 7 * ys))));
+    return _mm256_cvtph_ps(words);
+}
+
+/* NVFP4 rows against n_tokens activation rows, four blocks (eight activation blocks) at a time,
+   for the scale decoding to be shared: per block (nvfp4_block) it cost more than the block's dot
+   products. Each block's levels and the four blocks' scales are decoded once for all tokens.
+   VPHADDD folds blocks k and k + 2 into [k.s0 k.s1 k+2.s0 k+2.s1 | k.s2 k.s3 k+2.s2 k+2.s3]
+   (k.sS: sub-block S of block k). The scales are 2^-7 times the halved UE4M3 value, exact, and
+   the sum is scaled back at the end. Tried with several tokens and slower: the quadword
+   permutes on the weights' side (once per block), each token's two activation blocks loaded
+   half by half (load_2x16) against them with the sign trick, 1.49 -> 1.70 ns per block and
+   token; VPACKSSDW + VPMADDWD for the VPHADDD (no change). */
+static inline ALWAYS_INLINE void nvfp4_dot_tokens(int64_t n, const void *weights,
+                                                  const void *activations, size_t stride,
+                                                  int n_tokens, float *out) {
     const block_nvfp4 *x = weights;
-    const block_q8_0 *y = activations;
+    const block_q8_0 *y[LB_DOT_TOKENS];
+    __m256 acc[LB_DOT_TOKENS][2];
+    for (int t = 0; t < n_tokens; t++) {
+        y[t] = token_row(activations, stride, t);
+        acc[t][0] = acc[t][1] = _mm256_setzero_ps();
+    }
     const int64_t nb = n / QK_NVFP4;
     const __m256i table12 =
         _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)fp4_doubled_plus12));
-    const size_t ys = sizeof *y;
-    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
     int64_t b = 0;
-    for (; b + 4 <= nb; b += 4, x += 4, y += 8) {
-        prefetch_weights(x, 4 * sizeof *x);
-        __m256i s[4];
-        for (int k = 0; k < 4; k++) s[k] = nvfp4_block_sums(x[k].qs, &y[2 * k], table12);
-        const __m256i sums02 = _mm256_hadd_epi32(s[0], s[2]);
-        const __m256i sums13 = _mm256_hadd_epi32(s[1], s[3]);
-        const __m128i codes = _mm_unpacklo_epi64(
-            _mm_unpacklo_epi16(dword_at(x[0].d), dword_at(x[2].d)),
-            _mm_unpacklo_epi16(dword_at(x[1].d), dword_at(x[3].d)));
-        const __m256i halves = ue4m3_as_fp16_x16(codes);
-        const uint8_t *yb = (const uint8_t *)y;
-        const __m128i dy_words = _mm_unpacklo_epi64(
-            _mm_unpacklo_epi32(_mm_unpacklo_epi16(dword_at(yb), dword_at(yb + 4 * ys)),
-                               _mm_unpacklo_epi16(dword_at(yb + 2 * ys), dword_at(yb + 6 * ys))),
-            _mm_unpacklo_epi32(_mm_unpacklo_epi16(dword_at(yb + ys), dword_at(yb + 5 * ys)),
-                               _mm_unpacklo_epi16(dword_at(yb + 3 * ys), dword_at(yb + 7 * ys))));
-        const __m256 dy = _mm256_cvtph_ps(dy_words);
-        const __m256 d02 = _mm256_mul_ps(_mm256_cvtph_ps(_mm256_castsi256_si128(halves)),
-                                         _mm256_unpacklo_ps(dy, dy));
-        const __m256 d13 = _mm256_mul_ps(_mm256_cvtph_ps(_mm256_extracti128_si256(halves, 1)),
-                                         _mm256_unpackhi_ps(dy, dy));
-        acc[0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums02), d02, acc[0]);
-        acc[1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums13), d13, acc[1]);
+    for (; b + 4 <= nb; b += 4) {
+        prefetch_weights(&x[b], 4 * sizeof *x);
+        __m256i folded[LB_DOT_TOKENS][2];
+        UNROLL_SHORT
+        for (int k = 0; k < 2; k++) {
+            const nvfp4_levels w0 = levels_nvfp4(&x[b + k], table12);
+            const nvfp4_levels w2 = levels_nvfp4(&x[b + k + 2], table12);
+            UNROLL_SHORT
+            for (int t = 0; t < n_tokens; t++) {
+                folded[t][k] = _mm256_hadd_epi32(nvfp4_block_sums(w0, &y[t][2 * (b + k)]),
+                                                 nvfp4_block_sums(w2, &y[t][2 * (b + k + 2)]));
+            }
+        }
+        __m256 dx[2];
+        nvfp4_weight_scales_4(&x[b], dx);
+        UNROLL_SHORT
+        for (int t = 0; t < n_tokens; t++) {
+            const __m256 dy = nvfp4_activation_scales_8(&y[t][2 * b]);
+            const __m256 d02 = _mm256_mul_ps(dx[0], _mm256_unpacklo_ps(dy, dy));
+            const __m256 d13 = _mm256_mul_ps(dx[1], _mm256_unpackhi_ps(dy, dy));
+            acc[t][0] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(folded[t][0]), d02, acc[t][0]);
+            acc[t][1] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(folded[t][1]), d13, acc[t][1]);
+        }
     }
-    __m256 tail = _mm256_setzero_ps();
-    for (; b < nb; b++, x++, y += 2) tail = nvfp4_block(x, y, tail);
-    /* 2^7: the fp16 scale words are 2^-8 of the UE4M3 values, the kernel wants them halved */
-    return hsum_ps(_mm256_fmadd_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_set1_ps(128.0f), tail));
+    /* apart, so that the first loop unrolls and the accumulators stay in registers */
+    __m256 sum[LB_DOT_TOKENS];
+    for (int t = 0; t < n_tokens; t++) sum[t] = _mm256_add_ps(acc[t][0], acc[t][1]);
+    for (int t = 0; t < n_tokens; t++) {
+        __m256 tail = _mm256_setzero_ps();
+        for (int64_t c = b; c < nb; c++) tail = nvfp4_block(&x[c], &y[t][2 * c], tail);
+        /* 2^7: the fp16 scale words are 2^-8 of the UE4M3 values, the kernel wants them halved */
+        out[t] = hsum_ps(_mm256_fmadd_ps(sum[t], _mm256_set1_ps(128.0f), tail));
+    }
 }
 
-/* ------------------------------------------------------------------------------------------ */
-/* Row loops                                                                                   */
-/* ------------------------------------------------------------------------------------------ */
-
-/* Formats whose block scale is d_x * d_y alone (Q4_0, Q5_0, Q8_0, IQ4_NL, MXFP4 against Q8_0),
-   d_x read by SCALE (one block) and SCALES_8 (eight), the eight blocks' sums folded by REDUCE.
-   The blocks left over after the groups of eight are summed one by one. */
-#define DEFINE_SCALED_DOT(NAME, WBLOCK, ABLOCK, ELEMS, SUMS, SCALE, SCALES_8, REDUCE)             \
-    static float NAME(int64_t n, const void *weights, const void *activations) {                 \
-        const WBLOCK *x = weights;                                                               \
-        const ABLOCK *y = activations;                                                           \
-        const int64_t nb = n / (ELEMS);                                                          \
-        __m256 acc = _mm256_setzero_ps();                                                        \
-        int64_t b = 0;                                                                           \
-        for (; b + 8 <= nb; b += 8) {                                                            \
-            prefetch_weights(&x[b], 8 * sizeof *x);                                              \
-            __m256i s[8];                                                                        \
-            for (int k = 0; k < 8; k++) s[k] = SUMS(&x[b + k], &y[b + k]);                       \
-            const __m256 d = _mm256_mul_ps(SCALES_8((const uint8_t *)&x[b], sizeof *x),          \
-                                           eight_halves((const uint8_t *)&y[b], sizeof *y));     \
-            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(REDUCE(s)), d, acc);                        \
-        }                                                                                        \
-        float sum = hsum_ps(acc);                                                                \
-        for (; b < nb; b++) {                                                                    \
-            sum += (float)hsum_i32(SUMS(&x[b], &y[b])) * (SCALE(x[b]) * half_to_float(y[b].d));  \
-        }                                                                                        \
-        return sum;                                                                              \
-    }
-
-/* Formats with a min against Q8_1 (Q4_1, Q5_1): d_x d_y sum(l a) + m_x s_y per block. */
-#define DEFINE_MIN_DOT(NAME, WBLOCK, ELEMS, SUMS)                                                 \
-    static float NAME(int64_t n, const void *weights, const void *activations) {                 \
-        const WBLOCK *x = weights;                                                               \
-        const block_q8_1 *y = activations;                                                       \
-        const int64_t nb = n / (ELEMS);                                                          \
-        __m256 acc = _mm256_setzero_ps(), mins = _mm256_setzero_ps();                            \
-        int64_t b = 0;                                                                           \
-        for (; b + 8 <= nb; b += 8) {                                                            \
-            prefetch_weights(&x[b], 8 * sizeof *x);                                              \
-            __m256i s[8];                                                                        \
-            for (int k = 0; k < 8; k++) s[k] = SUMS(&x[b + k], &y[b + k]);                       \
-            const __m256 d = scales_and_mins_8((const uint8_t *)&x[b], sizeof *x,               \
-                                               (const uint8_t *)&y[b], sizeof *y, &mins);        \
-            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(reduce_8_small_blocks(s)), d, acc);         \
-        }                                                                                        \
-        float sum = hsum_ps(_mm256_add_ps(acc, mins));                                           \
-        for (; b < nb; b++) {                                                                    \
-            sum += (float)hsum_i32(SUMS(&x[b], &y[b])) *                                         \
-                       (half_to_float(x[b].d) * half_to_float(y[b].d)) +                         \
-                   half_to_float(x[b].m) * half_to_float(y[b].s);                                \
-        }                                                                                        \
-        return sum;                                                                              \
-    }
-
-DEFINE_MIN_DOT(dot_q4_1, block_q4_1, QK4_1, sums_q4_1)
-DEFINE_MIN_DOT(dot_q5_1, block_q5_1, QK5_1, sums_q5_1)
-DEFINE_SCALED_DOT(dot_q4_0, block_q4_0, block_q8_0, QK4_0, sums_q4_0, FP16_SCALE, FP16_SCALES_8,
-                  reduce_8_small_blocks)
-DEFINE_SCALED_DOT(dot_q5_0, block_q5_0, block_q8_0, QK5_0, sums_q5_0, FP16_SCALE, FP16_SCALES_8,
-                  reduce_8_small_blocks)
-DEFINE_SCALED_DOT(dot_q8_0, block_q8_0, block_q8_0, QK8_0, sums_q8_0, FP16_SCALE, FP16_SCALES_8,
-                  reduce_8_blocks)
-DEFINE_SCALED_DOT(dot_iq4_nl, block_iq4_nl, block_q8_0, QK4_NL, sums_iq4_nl, FP16_SCALE,
-                  FP16_SCALES_8, reduce_8_blocks)
-DEFINE_SCALED_DOT(dot_mxfp4, block_mxfp4, block_q8_0, QK_MXFP4, sums_mxfp4, E8M0_SCALE,
-                  E8M0_SCALES_8, reduce_8_small_blocks)
+DEFINE_DOT_ENTRY_POINTS(nvfp4, nvfp4_dot_tokens)
 
 /* ------------------------------------------------------------------------------------------ */
 /* F32                                                                                         */
@@ -379,13 +541,13 @@ static float dot_f32(int64_t n, const void *weights, const void *activations) {
 /* ------------------------------------------------------------------------------------------ */
 
 void lb_register_legacy_avx512(lb_kernel_set *set) {
-    set->vec_dot[LOWBIT_TYPE_Q4_0] = dot_q4_0;
-    set->vec_dot[LOWBIT_TYPE_Q4_1] = dot_q4_1;
-    set->vec_dot[LOWBIT_TYPE_Q5_0] = dot_q5_0;
-    set->vec_dot[LOWBIT_TYPE_Q5_1] = dot_q5_1;
-    set->vec_dot[LOWBIT_TYPE_Q8_0] = dot_q8_0;
-    set->vec_dot[LOWBIT_TYPE_IQ4_NL] = dot_iq4_nl;
-    set->vec_dot[LOWBIT_TYPE_MXFP4] = dot_mxfp4;
-    set->vec_dot[LOWBIT_TYPE_NVFP4] = dot_nvfp4;
+    set_dot(set, LOWBIT_TYPE_Q4_0, dot_q4_0, dot_q4_0_tokens);
+    set_dot(set, LOWBIT_TYPE_Q4_1, dot_q4_1, dot_q4_1_tokens);
+    set_dot(set, LOWBIT_TYPE_Q5_0, dot_q5_0, dot_q5_0_tokens);
+    set_dot(set, LOWBIT_TYPE_Q5_1, dot_q5_1, dot_q5_1_tokens);
+    set_dot(set, LOWBIT_TYPE_Q8_0, dot_q8_0, dot_q8_0_tokens);
+    set_dot(set, LOWBIT_TYPE_IQ4_NL, dot_iq4_nl, dot_iq4_nl_tokens);
+    set_dot(set, LOWBIT_TYPE_MXFP4, dot_mxfp4, dot_mxfp4_tokens);
+    set_dot(set, LOWBIT_TYPE_NVFP4, dot_nvfp4, dot_nvfp4_tokens);
     set->vec_dot[LOWBIT_TYPE_F32] = dot_f32;
 }

@@ -1,7 +1,8 @@
 /*
  * The small helpers every x86 kernel file needs (AVX2 + F16C only, so files compiled for AVX2
  * and for AVX-512 can include it): horizontal sums, fp16 scales, unaligned loads, the folding
- * of eight blocks' sums and the gathering of their scales, weight prefetches.
+ * of eight blocks' sums and the gathering of their scales, weight prefetches, and the bodies of
+ * the 32-element formats' kernels, one-token and multi-token alike.
  */
 #ifndef LOWBIT_X86_COMMON_H
 #define LOWBIT_X86_COMMON_H
@@ -82,34 +83,23 @@ static inline __m128i dword_at(const void *p) { return _mm_cvtsi32_si128((int)lo
 /* Blocks eight at a time: their sums folded into one vector, their scales gathered together    */
 /* ------------------------------------------------------------------------------------------ */
 
-/* s[i] are eight blocks' 8-lane partial sums; the result's lane i is block i's total. VPHADDD
-   pairs neighbouring lanes within each 128-bit half: three rounds leave block i's low-half and
-   high-half totals in lane i % 4 of the two halves of vector i / 4, which a cross-half add
-   joins. */
-static inline __m256i reduce_8_blocks(const __m256i s[8]) {
-    const __m256i h01 = _mm256_hadd_epi32(s[0], s[1]), h23 = _mm256_hadd_epi32(s[2], s[3]);
-    const __m256i h45 = _mm256_hadd_epi32(s[4], s[5]), h67 = _mm256_hadd_epi32(s[6], s[7]);
-    const __m256i q0 = _mm256_hadd_epi32(h01, h23), q1 = _mm256_hadd_epi32(h45, h67);
+/* Folding eight blocks' 8-lane partial sums into one vector, lane i holding block i's total:
+   VPHADDD pairs neighbouring lanes within each 128-bit half; three rounds leave block i's
+   low-half and high-half totals in lane i % 4 of the two halves of vector i / 4 (q0 for blocks
+   0-3, q1 for 4-7), which join_block_quads adds across the halves. */
+static inline __m256i join_block_quads(__m256i q0, __m256i q1) {
     /* low lanes: q0's two halves; high lanes: q1's */
     const __m256i crossed = _mm256_permute2x128_si256(q0, q1, 0x21);
     return _mm256_add_epi32(crossed, _mm256_blend_epi32(q0, q1, 0xF0));
 }
 
-/* reduce_8_blocks for sums whose lanes stay within 16 bits: each lane of s[i] below 2^14 in
-   magnitude, as for levels below 32 in magnitude (4 * 31 * 128 < 2^14: the 4- and 5-bit
-   formats, MXFP4). VPACKSSDW + VPMADDWD by ones then does what VPHADDD does, the same lanes
-   summed into the same places, exactly (packing saturates nothing: no sum of two lanes reaches
-   2^15), in two micro-ops where VPHADDD takes three: Q5_0 1.17 -> 1.08 ns per block (AVX-512
-   kernel, a GEMV over a matrix in L2, Intel Xeon, min of 5 alternating runs). */
+/* VPHADDD for sums whose lanes fit 16 bits (the 4- and 5-bit formats, MXFP4; the kernels state
+   their bounds): VPACKSSDW + VPMADDWD by ones sums the same lanes into the same places, exactly
+   (packing saturates nothing), in two micro-ops where VPHADDD takes three: Q5_0 1.17 -> 1.08 ns
+   per block (AVX-512 kernel, a GEMV over a matrix in L2, Intel Xeon, min of 5 alternating
+   runs). */
 static inline __m256i hadd_small(__m256i a, __m256i b) {
     return _mm256_madd_epi16(_mm256_packs_epi32(a, b), _mm256_set1_epi16(1));
-}
-
-static inline __m256i reduce_8_small_blocks(const __m256i s[8]) {
-    const __m256i q0 = hadd_small(hadd_small(s[0], s[1]), hadd_small(s[2], s[3]));
-    const __m256i q1 = hadd_small(hadd_small(s[4], s[5]), hadd_small(s[6], s[7]));
-    const __m256i crossed = _mm256_permute2x128_si256(q0, q1, 0x21);
-    return _mm256_add_epi32(crossed, _mm256_blend_epi32(q0, q1, 0xF0));
 }
 
 /* Eight fp16 scales at `stride` bytes apart (the first field of each block), as floats. Each is
@@ -136,17 +126,39 @@ static inline __m256 four_half_pairs(const void *blocks, size_t stride, int firs
     return _mm256_cvtph_ps(pairs);
 }
 
-/* For blocks with a min (Q4_1, Q5_1 against Q8_1): returns d_x * d_y of eight blocks and adds
-   their m_x * s_y to *mins, lane by lane. The pairs are gathered as blocks 0 1 4 5 and 2 3 6 7,
-   so that SHUFPS picks the products of each kind in block order. */
-static inline __m256 scales_and_mins_8(const void *x, size_t x_stride, const void *y,
-                                       size_t y_stride, __m256 *mins) {
-    const __m256 p0 =
-        _mm256_mul_ps(four_half_pairs(x, x_stride, 0), four_half_pairs(y, y_stride, 0));
-    const __m256 p1 =
-        _mm256_mul_ps(four_half_pairs(x, x_stride, 2), four_half_pairs(y, y_stride, 2));
+/* For blocks with a min (Q4_1, Q5_1 against Q8_1): the weights' (d, m) pairs of eight blocks as
+   floats, gathered as blocks 0 1 4 5 and 2 3 6 7 (see scales_and_mins_8_from). */
+static inline void weight_half_pairs_8(const void *x, size_t x_stride, __m256 pairs[2]) {
+    pairs[0] = four_half_pairs(x, x_stride, 0);
+    pairs[1] = four_half_pairs(x, x_stride, 2);
+}
+
+/* Returns d_x * d_y of eight blocks and adds their m_x * s_y to *mins, lane by lane, from the
+   weights' pairs (weight_half_pairs_8, decoded once for all the activation rows of a
+   multi-token kernel) and the activations' (d, s) pairs, gathered alike, so that SHUFPS picks
+   the products of each kind in block order. */
+static inline __m256 scales_and_mins_8_from(const __m256 x_pairs[2], const void *y,
+                                            size_t y_stride, __m256 *mins) {
+    const __m256 p0 = _mm256_mul_ps(x_pairs[0], four_half_pairs(y, y_stride, 0));
+    const __m256 p1 = _mm256_mul_ps(x_pairs[1], four_half_pairs(y, y_stride, 2));
     *mins = _mm256_add_ps(*mins, _mm256_shuffle_ps(p0, p1, _MM_SHUFFLE(3, 1, 3, 1)));
     return _mm256_shuffle_ps(p0, p1, _MM_SHUFFLE(2, 0, 2, 0));
+}
+
+/* Eight E8M0 bytes at `stride` bytes apart (MXFP4's first field), each as e8m0_half gives it:
+   2^(e - 128), with e = 0 and 1 as the float subnormals 2^-128 and 2^-127. Without a compare or
+   a blend: the normal part (max(e, 1) - 1) << 23 is 0 for e < 2, and the subnormal part
+   0x00400000 >> (1 - e) is 0 for e >= 2, where 1 - e wraps to a shift count above 31. */
+static inline __m256 eight_e8m0_halves(const uint8_t *p, size_t stride) {
+    uint8_t e[8];
+    for (int i = 0; i < 8; i++) e[i] = p[i * stride];
+    const __m256i wide = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)e));
+    const __m256i one = _mm256_set1_epi32(1);
+    const __m256i normal =
+        _mm256_slli_epi32(_mm256_sub_epi32(_mm256_max_epu32(wide, one), one), 23);
+    const __m256i subnormal =
+        _mm256_srlv_epi32(_mm256_set1_epi32(0x00400000), _mm256_sub_epi32(one, wide));
+    return _mm256_castsi256_ps(_mm256_or_si256(normal, subnormal));
 }
 
 /* Sixteen UE4M3 bytes (NVFP4 sub-block scales) as fp16 words worth 2^-8 of their value, as
@@ -196,5 +208,240 @@ static inline __attribute__((always_inline)) void prefetch_weights(const void *b
     const char *near = (const char *)block + WEIGHT_PREFETCH_NEAR_BYTES;
     for (size_t k = 0; k < bytes; k += 64) _mm_prefetch(near + k, _MM_HINT_T0);
 }
+
+/* ------------------------------------------------------------------------------------------ */
+/* Multi-token bodies of the 32-element formats (kernels.h, lb_vec_dot_tokens_fn)               */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Activation row t of a multi-token call, the rows lying `stride` bytes apart. */
+static inline const void *token_row(const void *activations, size_t stride, int t) {
+    return (const uint8_t *)activations + (size_t)t * stride;
+}
+
+/* Signed levels w (any byte) split for the sign trick, once per weight block however many
+   activation rows meet them: |w| as the unsigned operand, w giving the activations their
+   sign. */
+typedef struct signed_levels {
+    __m256i magnitude, sign;
+} signed_levels;
+
+static inline signed_levels sign_split(__m256i w) {
+    const signed_levels levels = {_mm256_abs_epi8(w), w};
+    return levels;
+}
+
+/* 16 bytes at `lo` in the low 128-bit half and 16 at `hi` in the high one: a load and a
+   VINSERTI128 from memory, which runs on any vector port, where the shuffles that would gather
+   the same halves out of registers all take the one shuffle port. */
+static inline __m256i load_2x16(const void *lo, const void *hi) {
+    return _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)lo)),
+                                   _mm_loadu_si128((const __m128i *)hi), 1);
+}
+
+/* The codes of two blocks' 16 packed bytes (Q4_0, Q4_1, Q5_0, Q5_1, IQ4_NL, MXFP4): lo the low
+   nibbles (elements 0-15), hi the high ones (elements 16-31), block k in the low half of each,
+   block k + 4 in the high half (DEFINE_SCALED_DOT_TOKENS). */
+typedef struct nibble_pair {
+    __m256i lo, hi;
+} nibble_pair;
+
+static inline nibble_pair nibbles_of_pair(const uint8_t *qs_k, const uint8_t *qs_k4) {
+    const __m256i packed = load_2x16(qs_k, qs_k4), low4 = _mm256_set1_epi8(0x0F);
+    const nibble_pair codes = {_mm256_and_si256(packed, low4),
+                               _mm256_and_si256(_mm256_srli_epi16(packed, 4), low4)};
+    return codes;
+}
+
+/* The qh bits (bit j: element j) of two blocks k and k + 4 as the bits of a nibble_pair's bytes:
+   elements 0-15 of both blocks (*lo), then 16-31 (*hi). */
+static inline void high_bits_of_pair(const uint8_t *qh_k, const uint8_t *qh_k4, uint32_t *lo,
+                                     uint32_t *hi) {
+    const uint32_t k = load_u32(qh_k), k4 = load_u32(qh_k4);
+    *lo = (k & 0xFFFFu) | (k4 << 16);
+    *hi = (k >> 16) | (k4 & 0xFFFF0000u);
+}
+
+/* Signed levels of a pair of blocks, elements 0-15 (lo) and 16-31 (hi), split for the sign
+   trick. */
+typedef struct signed_pair {
+    signed_levels lo, hi;
+} signed_pair;
+
+/* Before the short loops of the multi-token bodies (blocks, pairs, halves, tokens): GCC's own
+   limits on complete unrolling leave them rolled once a body grows (four tokens of a sign-trick
+   format), and their arrays then live in memory. */
+#define UNROLL_SHORT _Pragma("GCC unroll 8")
+
+/*
+ * The exact integer totals of blocks b .. b + 7 of weight row x against activation rows y[t],
+ * two ways that give the same totals in the same lanes (block i's in lane i):
+ *
+ * - One token: a block per register, BLOCK_SUMS(block, activation qs) giving eight s32 partial
+ *   sums, single[k], folded by GROUP_TOTALS in three rounds of FOLD (hadd_small, or VPHADDD
+ *   where the sums outgrow 16 bits) and a cross-half add (join_block_quads). The fewest loads,
+ *   which the GEMV needs: over a matrix in the last-level cache the pair layout below made the
+ *   one-token Q4_1 kernel 0.86 -> 0.99 ns per block (Q5_1 1.00 -> 1.17).
+ * - Several tokens: blocks k and k + 4 in the two 128-bit halves of a register. PAIR unpacks the
+ *   two weight blocks' levels once (into a LEVELS), PAIR_SUMS meets them with a token's two
+ *   activation blocks, loaded side by side (load_2x16), giving four partial sums of each block,
+ *   [k k k k | k+4 k+4 k+4 k+4]; FOLD puts two pairs together in halves[t][h], and
+ *   GROUP_TOTALS the two halves in block order (FOLD_LAST). Per token and group that is three
+ *   folds where a block per register takes seven and the join (Q4_1 with four tokens 0.70 ->
+ *   0.61 ns per block and token, IQ4_NL 0.82 -> 0.69, over a matrix in L2).
+ *
+ * Tried for several tokens and slower or no better (ns per block and token, four tokens, AVX-512
+ * kernels): the pair's activation halves from two 32-byte loads and two VPERM2I128 (Q4_1 0.62 ->
+ * 0.72) or from four loads and two VPBLENDD (0.74); the activation scales gathered by broadcast
+ * loads and VPBLENDD (Q5_1 0.72 -> 0.80) or VPGATHERDD (IQ4_NL 0.76 -> 0.91); prefetching the
+ * activation rows (no change). What bounds them is not one port: dropping the activation
+ * scales' gathering altogether gained 16-20%, the folds 3-8%.
+ */
+#define PARTIAL_SUMS_OF_8(single, halves, x, y, b, n_tokens, BLOCK_SUMS, LEVELS, PAIR,           \
+                          PAIR_SUMS, FOLD)                                                        \
+    do {                                                                                          \
+        if ((n_tokens) == 1) {                                                                    \
+            UNROLL_SHORT                                                                          \
+            for (int k = 0; k < 8; k++) single[k] = BLOCK_SUMS(&(x)[(b) + k], (y)[0][(b) + k].qs); \
+            break;                                                                                \
+        }                                                                                         \
+        UNROLL_SHORT                                                                              \
+        for (int h = 0; h < 2; h++) {                                                             \
+            __m256i pairs[LB_DOT_TOKENS][2];                                                      \
+            UNROLL_SHORT                                                                          \
+            for (int p = 0; p < 2; p++) {                                                         \
+                const int64_t k = (b) + 2 * h + p;                                                \
+                const LEVELS w = PAIR(&(x)[k], &(x)[k + 4]);                                      \
+                UNROLL_SHORT                                                                      \
+                for (int t = 0; t < (n_tokens); t++) {                                            \
+                    pairs[t][p] = PAIR_SUMS(w, (y)[t][k].qs, (y)[t][k + 4].qs);                   \
+                }                                                                                 \
+            }                                                                                     \
+            UNROLL_SHORT                                                                          \
+            for (int t = 0; t < (n_tokens); t++) halves[t][h] = FOLD(pairs[t][0], pairs[t][1]);   \
+        }                                                                                         \
+    } while (0)
+
+#define GROUP_TOTALS(single, halves, t, n_tokens, FOLD, FOLD_LAST)                                \
+    ((n_tokens) == 1                                                                              \
+         ? join_block_quads(FOLD(FOLD(single[0], single[1]), FOLD(single[2], single[3])),         \
+                            FOLD(FOLD(single[4], single[5]), FOLD(single[6], single[7])))         \
+         : FOLD_LAST(halves[t][0], halves[t][1]))
+
+/* The products of the weights' and each token's scales of blocks b .. b + 7 into d[t], the
+   weights' decoded once: with the fp16 or E8M0 scales of SCALES_8, or (MIN_GROUP_SCALES) the
+   (d, m) pairs of Q4_1 and Q5_1 against Q8_1's (d, s), whose m_x * s_y go to mins[t]. */
+#define SCALED_GROUP_SCALES(d, x, y, b, n_tokens, ABLOCK, SCALES_8)                               \
+    do {                                                                                          \
+        const __m256 dx = SCALES_8(&(x)[b], sizeof *(x));                                         \
+        UNROLL_SHORT                                                                              \
+        for (int t = 0; t < (n_tokens); t++) {                                                    \
+            (d)[t] = _mm256_mul_ps(dx, eight_halves(&(y)[t][b], sizeof(ABLOCK)));                 \
+        }                                                                                         \
+    } while (0)
+
+#define MIN_GROUP_SCALES(d, mins, x, y, b, n_tokens)                                              \
+    do {                                                                                          \
+        __m256 x_pairs[2];                                                                        \
+        weight_half_pairs_8(&(x)[b], sizeof *(x), x_pairs);                                       \
+        UNROLL_SHORT                                                                              \
+        for (int t = 0; t < (n_tokens); t++) {                                                    \
+            (d)[t] = scales_and_mins_8_from(x_pairs, &(y)[t][b], sizeof(block_q8_1), &(mins)[t]); \
+        }                                                                                         \
+    } while (0)
+
+/*
+ * NAME(n, weights, activations, stride, n_tokens, out): one weight row of a 32-element format
+ * against n_tokens <= LB_DOT_TOKENS activation rows, eight blocks at a time (PARTIAL_SUMS_OF_8
+ * and GROUP_TOTALS for the integer sums). The weights' eight scales (SCALES_8) are decoded once,
+ * met by each token's, and one conversion and one FMA per token and group accumulate. The
+ * one-token kernel gathers the scales before the integer work or after it as the file using
+ * these macros sets SCALES_FIRST (a constant, 1 or 0): the same operations, in the order that
+ * measured faster at the file's level (see there), GCC keeping the source order. With several
+ * tokens they come after, which keeps fewer registers live across the integer work. Inlined
+ * with a constant n_tokens (DEFINE_DOT_ENTRY_POINTS), the loops over tokens unroll into
+ * registers; the one-token kernel is this body with one token, and since both ways of summing
+ * give the same exact totals in the same lanes, every token gets the one-token kernel's float
+ * operations exactly. The float lanes are added up once per row; the blocks left over after the
+ * groups of eight are added one by one (SCALE: one weight block's scale).
+ */
+#define DEFINE_SCALED_DOT_TOKENS(NAME, WBLOCK, ABLOCK, BLOCK_SUMS, LEVELS, PAIR, PAIR_SUMS, FOLD, \
+                                 FOLD_LAST, SCALE, SCALES_8)                                      \
+    static inline __attribute__((always_inline)) void NAME(                                       \
+        int64_t n, const void *weights, const void *activations, size_t stride, int n_tokens,     \
+        float *out) {                                                                             \
+        const WBLOCK *x = weights;                                                                \
+        const ABLOCK *y[LB_DOT_TOKENS];                                                           \
+        __m256 acc[LB_DOT_TOKENS];                                                                \
+        for (int t = 0; t < n_tokens; t++) {                                                      \
+            y[t] = token_row(activations, stride, t);                                             \
+            acc[t] = _mm256_setzero_ps();                                                         \
+        }                                                                                         \
+        const int64_t nb = n / 32;                                                                \
+        const int scales_first = SCALES_FIRST && n_tokens == 1;                                   \
+        int64_t b = 0;                                                                            \
+        for (; b + 8 <= nb; b += 8) {                                                             \
+            prefetch_weights(&x[b], 8 * sizeof *x);                                               \
+            __m256 d[LB_DOT_TOKENS];                                                              \
+            if (scales_first) SCALED_GROUP_SCALES(d, x, y, b, n_tokens, ABLOCK, SCALES_8);        \
+            __m256i single[8], halves[LB_DOT_TOKENS][2];                                          \
+            PARTIAL_SUMS_OF_8(single, halves, x, y, b, n_tokens, BLOCK_SUMS, LEVELS, PAIR,        \
+                              PAIR_SUMS, FOLD);                                                   \
+            if (!scales_first) SCALED_GROUP_SCALES(d, x, y, b, n_tokens, ABLOCK, SCALES_8);       \
+            UNROLL_SHORT                                                                          \
+            for (int t = 0; t < n_tokens; t++) {                                                  \
+                const __m256i sums = GROUP_TOTALS(single, halves, t, n_tokens, FOLD, FOLD_LAST);  \
+                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), d[t], acc[t]);                 \
+            }                                                                                     \
+        }                                                                                         \
+        /* apart, so that the first loop unrolls and the accumulators stay in registers */        \
+        for (int t = 0; t < n_tokens; t++) out[t] = hsum_ps(acc[t]);                              \
+        for (int t = 0; t < n_tokens; t++) {                                                      \
+            for (int64_t c = b; c < nb; c++) {                                                    \
+                const float d = SCALE(x[c]) * half_to_float(y[t][c].d);                           \
+                out[t] += (float)hsum_i32(BLOCK_SUMS(&x[c], y[t][c].qs)) * d;                     \
+            }                                                                                     \
+        }                                                                                         \
+    }
+
+/* The same for the formats with a min against Q8_1 (Q4_1, Q5_1): d_x d_y sum(l a) + m_x s_y per
+   block, the m_x * s_y gathered with the scales (scales_and_mins_8_from) into a float vector of
+   their own per token, added to the main one at the end. */
+#define DEFINE_MIN_DOT_TOKENS(NAME, WBLOCK, BLOCK_SUMS, LEVELS, PAIR, PAIR_SUMS, FOLD, FOLD_LAST) \
+    static inline __attribute__((always_inline)) void NAME(                                       \
+        int64_t n, const void *weights, const void *activations, size_t stride, int n_tokens,     \
+        float *out) {                                                                             \
+        const WBLOCK *x = weights;                                                                \
+        const block_q8_1 *y[LB_DOT_TOKENS];                                                       \
+        __m256 acc[LB_DOT_TOKENS], mins[LB_DOT_TOKENS];                                           \
+        for (int t = 0; t < n_tokens; t++) {                                                      \
+            y[t] = token_row(activations, stride, t);                                             \
+            acc[t] = mins[t] = _mm256_setzero_ps();                                               \
+        }                                                                                         \
+        const int64_t nb = n / 32;                                                                \
+        const int scales_first = SCALES_FIRST && n_tokens == 1;                                   \
+        int64_t b = 0;                                                                            \
+        for (; b + 8 <= nb; b += 8) {                                                             \
+            prefetch_weights(&x[b], 8 * sizeof *x);                                               \
+            __m256 d[LB_DOT_TOKENS];                                                              \
+            if (scales_first) MIN_GROUP_SCALES(d, mins, x, y, b, n_tokens);                       \
+            __m256i single[8], halves[LB_DOT_TOKENS][2];                                          \
+            PARTIAL_SUMS_OF_8(single, halves, x, y, b, n_tokens, BLOCK_SUMS, LEVELS, PAIR,        \
+                              PAIR_SUMS, FOLD);                                                   \
+            if (!scales_first) MIN_GROUP_SCALES(d, mins, x, y, b, n_tokens);                      \
+            UNROLL_SHORT                                                                          \
+            for (int t = 0; t < n_tokens; t++) {                                                  \
+                const __m256i sums = GROUP_TOTALS(single, halves, t, n_tokens, FOLD, FOLD_LAST);  \
+                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), d[t], acc[t]);                 \
+            }                                                                                     \
+        }                                                                                         \
+        for (int t = 0; t < n_tokens; t++) out[t] = hsum_ps(_mm256_add_ps(acc[t], mins[t]));     \
+        for (int t = 0; t < n_tokens; t++) {                                                      \
+            for (int64_t c = b; c < nb; c++) {                                                    \
+                const float d = half_to_float(x[c].d) * half_to_float(y[t][c].d);                 \
+                const float m = half_to_float(x[c].m) * half_to_float(y[t][c].s);                 \
+                out[t] += (float)hsum_i32(BLOCK_SUMS(&x[c], y[t][c].qs)) * d + m;                 \
+            }                                                                                     \
+        }                                                                                         \
+    }
 
 #endif
