@@ -15,7 +15,7 @@
  *     rows (the rate does not depend on how many rows there are once they outnumber the threads).
  *     The scalar loop, 10-50x slower, runs fewer rows and samples.
  * Beside the table: the memory read bandwidth (a streaming sum over a buffer far larger than the
- * last-level cache, one core and all cores, the faster of a plain and a prefetching read:
+ * last-level cache, one core and all cores, the fastest of plain and prefetching reads:
  * programs/measure.h), the ceiling of a cold GEMV; and per format the read rate of the same sum
  * over a cache-resident buffer of the matrix's size, the ceiling of a warm GEMV. A warm 4096 x
  * 4096 matrix does not fit a core's L2, so on most machines it is served from a shared L3 whose

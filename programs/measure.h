@@ -21,11 +21,11 @@ double measure_median(double *values, int n);
  * Read bandwidth in GB/s (1e9 bytes per second) of a streaming sum over `mib` MiB, on one thread
  * (gbs[0]) and on the pool's threads (gbs[1]); each the median of `reps` passes.
  *
- * Two read loops are timed and the faster one counts: a plain sum with independent chains, and the
- * same sum prefetching 8 KiB ahead into L2, as the GEMV kernels do. Some machines stream faster with
- * the prefetch (an Intel Xeon VM: 13 -> 17 GB/s on one thread, 25 -> 33 GB/s on two), others less
- * so; either way the figure is the best rate a plain read reaches, so a kernel's
- * share of it means what it says. Returns 0 (and gbs[] = 0) when the buffer cannot be allocated.
+ * Four read loops are timed and the fastest one counts: a plain sum with independent chains, the
+ * same sum prefetching 8 KiB ahead into L2, as the GEMV kernels do, and both again with the widest
+ * vector loads. Some machines stream faster with the prefetch (an Intel Xeon VM: 13 -> 17 GB/s on
+ * one thread, 25 -> 33 GB/s on two), others less so; either way the figure is the best rate a
+ * plain read reaches, so a kernel's share of it means what it says. Returns 0 (and gbs[] = 0) when the buffer cannot be allocated.
  */
 int measure_read_bandwidth(int64_t mib, lowbit_pool *pool, int reps, double gbs[2]);
 
