@@ -24,13 +24,11 @@
 
 #include <immintrin.h>
 
-#define ALWAYS_INLINE inline __attribute__((always_inline))
-
 /* One block group of 8 rows: 8 fp16 scales, then the chunks (32 bytes each). */
 enum { Q4_0_X8_BYTES = 8 * 18, Q8_0_X8_BYTES = 8 * 34, SCALES_BYTES = 16 };
 
 /* 4 activation bytes from q, broadcast to every int32 lane. */
-static ALWAYS_INLINE __m256i broadcast4(const int8_t *q) {
+static inline ALWAYS_INLINE __m256i broadcast4(const int8_t *q) {
     int32_t v;
     memcpy(&v, q, sizeof v);
     return _mm256_set1_epi32(v);
@@ -38,13 +36,13 @@ static ALWAYS_INLINE __m256i broadcast4(const int8_t *q) {
 
 /* The 8 rows' fp16 scales times the activation block's scale (exact conversions, one rounding
    per product, as the reference's d_w * d_a). */
-static ALWAYS_INLINE __m256 block_scales(const uint8_t *bg, const block_q8_0 *a) {
+static inline ALWAYS_INLINE __m256 block_scales(const uint8_t *bg, const block_q8_0 *a) {
     const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)bg));
     return _mm256_mul_ps(dw, _mm256_set1_ps(_cvtsh_ss(a->d)));
 }
 
 /* acc + (float)sums * scales, the reference's unfused order. */
-static ALWAYS_INLINE __m256 add_scaled(__m256 acc, __m256i sums, __m256 scales) {
+static inline ALWAYS_INLINE __m256 add_scaled(__m256 acc, __m256i sums, __m256 scales) {
     return _mm256_add_ps(acc, _mm256_mul_ps(_mm256_cvtepi32_ps(sums), scales));
 }
 
@@ -54,7 +52,7 @@ static ALWAYS_INLINE __m256 add_scaled(__m256 acc, __m256i sums, __m256 scales) 
 
 /* nt (1..4, a constant after inlining) tokens against one group; token t's activation blocks at
    a + t * nb, its block sums at sums + t * nb. */
-static ALWAYS_INLINE void q4_0_x8_tile(int64_t nb, const uint8_t *group, const block_q8_0 *a,
+static inline ALWAYS_INLINE void q4_0_x8_tile(int64_t nb, const uint8_t *group, const block_q8_0 *a,
                                        const int32_t *sums, int nt, float *out,
                                        int64_t out_stride) {
     const __m256i low4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
@@ -90,7 +88,7 @@ static ALWAYS_INLINE void q4_0_x8_tile(int64_t nb, const uint8_t *group, const b
 /* Q8_0x8                                                                                      */
 /* ------------------------------------------------------------------------------------------ */
 
-static ALWAYS_INLINE void q8_0_x8_tile(int64_t nb, const uint8_t *group, const block_q8_0 *a,
+static inline ALWAYS_INLINE void q8_0_x8_tile(int64_t nb, const uint8_t *group, const block_q8_0 *a,
                                        const int32_t *sums, int nt, float *out,
                                        int64_t out_stride) {
     (void)sums;

@@ -20,22 +20,20 @@
 
 #include <immintrin.h>
 
-#define ALWAYS_INLINE inline __attribute__((always_inline))
-
 enum { Q4_0_X8_BYTES = 8 * 18, Q8_0_X8_BYTES = 8 * 34, SCALES_BYTES = 16 };
 
-static ALWAYS_INLINE __m256i broadcast4(const int8_t *q) {
+static inline ALWAYS_INLINE __m256i broadcast4(const int8_t *q) {
     int32_t v;
     memcpy(&v, q, sizeof v);
     return _mm256_set1_epi32(v);
 }
 
-static ALWAYS_INLINE __m256 block_scales(const uint8_t *bg, const block_q8_0 *a) {
+static inline ALWAYS_INLINE __m256 block_scales(const uint8_t *bg, const block_q8_0 *a) {
     const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)bg));
     return _mm256_mul_ps(dw, _mm256_set1_ps(_cvtsh_ss(a->d)));
 }
 
-static ALWAYS_INLINE __m256 add_scaled(__m256 acc, __m256i sums, __m256 scales) {
+static inline ALWAYS_INLINE __m256 add_scaled(__m256 acc, __m256i sums, __m256 scales) {
     return _mm256_add_ps(acc, _mm256_mul_ps(_mm256_cvtepi32_ps(sums), scales));
 }
 
@@ -43,7 +41,7 @@ static ALWAYS_INLINE __m256 add_scaled(__m256 acc, __m256i sums, __m256 scales) 
    cycles) would bound a single token's chain of 8 per block column, so with one or two tokens the
    chunks alternate between two accumulators (integer sums: the order changes nothing); with more,
    the tokens' chains overlap. */
-static ALWAYS_INLINE void q4_0_x8_tile(int64_t nb, const uint8_t *group, const block_q8_0 *a,
+static inline ALWAYS_INLINE void q4_0_x8_tile(int64_t nb, const uint8_t *group, const block_q8_0 *a,
                                        const int32_t *sums, int nt, float *out,
                                        int64_t out_stride) {
     const __m256i low4 = _mm256_set1_epi8(0x0F);
@@ -75,7 +73,7 @@ static ALWAYS_INLINE void q4_0_x8_tile(int64_t nb, const uint8_t *group, const b
     for (int t = 0; t < nt; t++) _mm256_storeu_ps(out + t * out_stride, acc[t]);
 }
 
-static ALWAYS_INLINE void q8_0_x8_tile(int64_t nb, const uint8_t *group, const block_q8_0 *a,
+static inline ALWAYS_INLINE void q8_0_x8_tile(int64_t nb, const uint8_t *group, const block_q8_0 *a,
                                        const int32_t *sums, int nt, float *out,
                                        int64_t out_stride) {
     const __m256i sign_bit = _mm256_set1_epi8((char)0x80);

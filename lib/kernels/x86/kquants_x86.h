@@ -186,38 +186,12 @@ static inline void tq1_digits_by_products(const block_tq1_0 *x, __m256i digits[8
     }
 }
 
-#define ALWAYS_INLINE __attribute__((always_inline))
 
 /* Block b of activation row t, the rows lying `stride` bytes apart. */
 static inline const block_q8_K *q8_K_block(const void *activations, size_t stride, int t,
                                            int64_t b) {
     return (const block_q8_K *)(const void *)((const uint8_t *)activations + (size_t)t * stride) +
            b;
-}
-
-/* The entry points: the one-token kernels, and the multi-token ones with a constant token count
-   for each case, so that the loops over tokens unroll and keep their accumulators in registers. */
-#define DEFINE_DOT_ENTRY_POINTS(name, call)                                                        \
-    static float dot_##name(int64_t n, const void *weights, const void *activations) {           \
-        float out;                                                                                \
-        call(n, weights, activations, 0, 1, &out);                                                \
-        return out;                                                                               \
-    }                                                                                             \
-    static void dot_##name##_tokens(int64_t n, const void *weights, const void *activations,     \
-                                    size_t stride, int n_tokens, float *out) {                    \
-        switch (n_tokens) {                                                                       \
-        case 4: call(n, weights, activations, stride, 4, out); break;                             \
-        case 3: call(n, weights, activations, stride, 3, out); break;                             \
-        case 2: call(n, weights, activations, stride, 2, out); break;                             \
-        default: call(n, weights, activations, stride, 1, out); break;                            \
-        }                                                                                         \
-    }
-
-/* Installs a type's one-token kernel and the multi-token kernel that reproduces it. */
-static inline void set_dot(lb_kernel_set *set, lowbit_type type, lowbit_vec_dot_fn dot,
-                           lb_vec_dot_tokens_fn dot_tokens) {
-    set->vec_dot[type] = set->tokens_pair[type] = dot;
-    set->vec_dot_tokens[type] = dot_tokens;
 }
 
 #endif

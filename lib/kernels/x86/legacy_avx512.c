@@ -72,7 +72,6 @@
  */
 #include "../../formats/blocks.h"
 #include "../kernels.h"
-#include "kquants_x86.h" /* DEFINE_DOT_ENTRY_POINTS, set_dot */
 #include "x86_common.h"
 
 #include <immintrin.h>

@@ -8,6 +8,7 @@
 #define LOWBIT_X86_COMMON_H
 
 #include "../../formats/blocks.h"
+#include "../kernels.h"
 
 #include <immintrin.h>
 #include <string.h>
@@ -212,6 +213,34 @@ static inline __attribute__((always_inline)) void prefetch_weights(const void *b
 /* ------------------------------------------------------------------------------------------ */
 /* Multi-token bodies of the 32-element formats (kernels.h, lb_vec_dot_tokens_fn)               */
 /* ------------------------------------------------------------------------------------------ */
+
+/* For the row bodies that every entry point instantiates with a constant token count. */
+#define ALWAYS_INLINE __attribute__((always_inline))
+
+/* The entry points: the one-token kernels, and the multi-token ones with a constant token count
+   for each case, so that the loops over tokens unroll and keep their accumulators in registers. */
+#define DEFINE_DOT_ENTRY_POINTS(name, call)                                                        \
+    static float dot_##name(int64_t n, const void *weights, const void *activations) {           \
+        float out;                                                                                \
+        call(n, weights, activations, 0, 1, &out);                                                \
+        return out;                                                                               \
+    }                                                                                             \
+    static void dot_##name##_tokens(int64_t n, const void *weights, const void *activations,     \
+                                    size_t stride, int n_tokens, float *out) {                    \
+        switch (n_tokens) {                                                                       \
+        case 4: call(n, weights, activations, stride, 4, out); break;                             \
+        case 3: call(n, weights, activations, stride, 3, out); break;                             \
+        case 2: call(n, weights, activations, stride, 2, out); break;                             \
+        default: call(n, weights, activations, stride, 1, out); break;                            \
+        }                                                                                         \
+    }
+
+/* Installs a type's one-token kernel and the multi-token kernel that reproduces it. */
+static inline void set_dot(lb_kernel_set *set, lowbit_type type, lowbit_vec_dot_fn dot,
+                           lb_vec_dot_tokens_fn dot_tokens) {
+    set->vec_dot[type] = set->tokens_pair[type] = dot;
+    set->vec_dot_tokens[type] = dot_tokens;
+}
 
 /* Activation row t of a multi-token call, the rows lying `stride` bytes apart. */
 static inline const void *token_row(const void *activations, size_t stride, int t) {
