@@ -11,8 +11,10 @@
  *    activation vectors quantized to Q8_K, agree with the scalar reference within 1e-5 of the sum
  *    of |terms| (the kernels' integer sums are exact; they accumulate the super-blocks' float
  *    terms in vector lanes, in another order than the reference). On x86-64 the kernels of
- *    kquants_avx2.c (with iq1_avx2.c and lattice_avx2.c) and kquants_avx512.c are also checked alone over the scalar
- *    references, so that the AVX2 ones stay tested where AVX-512 kernels override them.
+ *    kquants_avx2.c (with iq1_avx2.c and lattice_avx2.c) and kquants_avx512.c are also checked
+ *    alone over the scalar references, so that the AVX2 ones stay tested where AVX-512 kernels override them.
+ *    Where a level has a multi-token kernel for a format, it gives the level's one-token results
+ *    bit for bit, for 1..LB_DOT_TOKENS tokens.
  * 2. The Q8_K quantizer writes the reference's bytes on random rows, zeros, one huge value among
  *    small ones, denormals, ties of magnitude, infinities and NaN.
  */
@@ -264,11 +266,44 @@ static void check_q8_K_quantizer(const level_under_test *level) {
     check_q8_K_row(level, x, "infinities and NaN");
 }
 
+/* The level's multi-token kernel (where it has one for the format) against its one-token kernel,
+   bit for bit, for every token count, on random rows and on extreme ones. Formats without an
+   encoder (IQ1, the lattice formats) meet multi-token kernels only here: test_kernels' matmul
+   checks start from encoded weights. */
+static void check_tokens_dots(const level_under_test *level, const kq_format *f) {
+    const lb_vec_dot_tokens_fn tokens = level->set.vec_dot_tokens[f->type];
+    const lowbit_vec_dot_fn one = level->set.vec_dot[f->type];
+    if (!tokens || level->set.tokens_pair[f->type] != one) return;
+    static uint8_t w[MAX_BLOCKS * 256];
+    static block_q8_K a[LB_DOT_TOKENS][MAX_BLOCKS];
+    int differ = 0, checked = 0;
+    for (int trial = 0; trial < 2 * MAX_BLOCKS + 2; trial++) {
+        const int n_blocks = 1 + trial % MAX_BLOCKS, extreme = trial >= 2 * MAX_BLOCKS;
+        make_weights(f, n_blocks, extreme ? 0xFF : -1, w);
+        for (int t = 0; t < LB_DOT_TOKENS; t++) {
+            make_activations(n_blocks, extreme ? 2 : 0, t % 2 ? 127 : -128, a[t]);
+        }
+        const int64_t n = (int64_t)n_blocks * QK_K;
+        for (int count = 1; count <= LB_DOT_TOKENS; count++) {
+            float got[LB_DOT_TOKENS];
+            tokens(n, w, a[0], sizeof a[0], count, got);
+            for (int t = 0; t < count; t++) {
+                const float want = one(n, w, a[t]);
+                differ += memcmp(&got[t], &want, sizeof want) != 0;
+                checked++;
+            }
+        }
+    }
+    CHECK(differ == 0, "%s %s: multi-token kernel differs from the one-token kernel on %d of %d",
+          level->name, f->name, differ, checked);
+}
+
 static void check_level(const level_under_test *level) {
     for (int i = 0; i < N_FORMATS; i++) {
         if (!level->set.vec_dot[kFormats[i].type]) continue;
         check_random_dots(level, &kFormats[i]);
         check_golden_dots(level, &kFormats[i]);
+        check_tokens_dots(level, &kFormats[i]);
     }
     check_q8_K_quantizer(level);
 }
