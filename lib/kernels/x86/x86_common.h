@@ -356,10 +356,16 @@ typedef struct signed_pair {
                             FOLD(FOLD(single[4], single[5]), FOLD(single[6], single[7])))         \
          : FOLD_LAST(halves[t][0], halves[t][1]))
 
-/* The products of the weights' and each token's scales of blocks b .. b + 7 into d[t], the
-   weights' decoded once: with the fp16 or E8M0 scales of SCALES_8, or (MIN_GROUP_SCALES) the
-   (d, m) pairs of Q4_1 and Q5_1 against Q8_1's (d, s), whose m_x * s_y go to mins[t]. */
-#define SCALED_GROUP_SCALES(d, x, y, b, n_tokens, ABLOCK, SCALES_8)                               \
+/* The two ways the 32-element formats scale their blocks, each as three hooks of
+   DEFINE_GROUPED_DOT_TOKENS: GROUP_SCALES_<KIND> puts the products of the weights' and each
+   token's scales of blocks b .. b + 7 into d[t] (the weights' decoded once), BLOCK_TERM_<KIND>
+   is one left-over block's float term from its exact integer sum, ROW_TOTAL_<KIND> a token's
+   float lanes before they are added up.
+   - SCALED: the fp16 or E8M0 scales of SCALES_8 (one block's: SCALE) against Q8_0's d.
+   - MIN: the (d, m) pairs of Q4_1 and Q5_1 against Q8_1's (d, s), d_x d_y sum(l a) + m_x s_y per
+     block; the m_x s_y are gathered with the scales (scales_and_mins_8_from) into a float vector
+     of their own per token, mins[t], added to the main one at the end. */
+#define GROUP_SCALES_SCALED(d, mins, x, y, b, n_tokens, ABLOCK, SCALES_8)                         \
     do {                                                                                          \
         const __m256 dx = SCALES_8(&(x)[b], sizeof *(x));                                         \
         UNROLL_SHORT                                                                              \
@@ -367,80 +373,46 @@ typedef struct signed_pair {
             (d)[t] = _mm256_mul_ps(dx, eight_halves(&(y)[t][b], sizeof(ABLOCK)));                 \
         }                                                                                         \
     } while (0)
+#define BLOCK_TERM_SCALED(xb, yb, sum, SCALE) ((sum) * (SCALE(xb) * half_to_float((yb).d)))
+#define ROW_TOTAL_SCALED(acc, mins) (acc)
 
-#define MIN_GROUP_SCALES(d, mins, x, y, b, n_tokens)                                              \
+#define GROUP_SCALES_MIN(d, mins, x, y, b, n_tokens, ABLOCK, SCALES_8)                            \
     do {                                                                                          \
         __m256 x_pairs[2];                                                                        \
         weight_half_pairs_8(&(x)[b], sizeof *(x), x_pairs);                                       \
         UNROLL_SHORT                                                                              \
         for (int t = 0; t < (n_tokens); t++) {                                                    \
-            (d)[t] = scales_and_mins_8_from(x_pairs, &(y)[t][b], sizeof(block_q8_1), &(mins)[t]); \
+            (d)[t] = scales_and_mins_8_from(x_pairs, &(y)[t][b], sizeof(ABLOCK), &(mins)[t]);     \
         }                                                                                         \
     } while (0)
+#define BLOCK_TERM_MIN(xb, yb, sum, SCALE)                                                        \
+    ((sum) * (half_to_float((xb).d) * half_to_float((yb).d)) +                                    \
+     half_to_float((xb).m) * half_to_float((yb).s))
+#define ROW_TOTAL_MIN(acc, mins) _mm256_add_ps((acc), (mins))
 
 /*
  * NAME(n, weights, activations, stride, n_tokens, out): one weight row of a 32-element format
  * against n_tokens <= LB_DOT_TOKENS activation rows, eight blocks at a time (PARTIAL_SUMS_OF_8
- * and GROUP_TOTALS for the integer sums). The weights' eight scales (SCALES_8) are decoded once,
- * met by each token's, and one conversion and one FMA per token and group accumulate. The
- * one-token kernel gathers the scales before the integer work or after it as the file using
- * these macros sets SCALES_FIRST (a constant, 1 or 0): the same operations, in the order that
- * measured faster at the file's level (see there), GCC keeping the source order. With several
- * tokens they come after, which keeps fewer registers live across the integer work. Inlined
- * with a constant n_tokens (DEFINE_DOT_ENTRY_POINTS), the loops over tokens unroll into
- * registers; the one-token kernel is this body with one token, and since both ways of summing
- * give the same exact totals in the same lanes, every token gets the one-token kernel's float
- * operations exactly. The float lanes are added up once per row; the blocks left over after the
- * groups of eight are added one by one (SCALE: one weight block's scale).
+ * and GROUP_TOTALS for the integer sums). The weights' eight scales are decoded once, met by
+ * each token's (GROUP_SCALES_<KIND>, KIND being SCALED or MIN), and one conversion and one FMA
+ * per token and group accumulate. The one-token kernel gathers the scales before the integer
+ * work or after it as the file using these macros sets SCALES_FIRST (a constant, 1 or 0): the
+ * same operations, in the order that measured faster at the file's level (see there), GCC
+ * keeping the source order. With several tokens they come after, which keeps fewer registers
+ * live across the integer work. Inlined with a constant n_tokens (DEFINE_DOT_ENTRY_POINTS), the
+ * loops over tokens unroll into registers; the one-token kernel is this body with one token, and
+ * since both ways of summing give the same exact totals in the same lanes, every token gets the
+ * one-token kernel's float operations exactly. The float lanes are added up once per row; the
+ * blocks left over after the groups of eight are added one by one. SCALE and SCALES_8 are the
+ * SCALED kind's (one block's scale, eight blocks' scales); the MIN kind ignores them.
  */
-#define DEFINE_SCALED_DOT_TOKENS(NAME, WBLOCK, ABLOCK, BLOCK_SUMS, LEVELS, PAIR, PAIR_SUMS, FOLD, \
-                                 FOLD_LAST, SCALE, SCALES_8)                                      \
+#define DEFINE_GROUPED_DOT_TOKENS(NAME, KIND, WBLOCK, ABLOCK, BLOCK_SUMS, LEVELS, PAIR, PAIR_SUMS, \
+                                  FOLD, FOLD_LAST, SCALE, SCALES_8)                               \
     static inline __attribute__((always_inline)) void NAME(                                       \
         int64_t n, const void *weights, const void *activations, size_t stride, int n_tokens,     \
         float *out) {                                                                             \
         const WBLOCK *x = weights;                                                                \
         const ABLOCK *y[LB_DOT_TOKENS];                                                           \
-        __m256 acc[LB_DOT_TOKENS];                                                                \
-        for (int t = 0; t < n_tokens; t++) {                                                      \
-            y[t] = token_row(activations, stride, t);                                             \
-            acc[t] = _mm256_setzero_ps();                                                         \
-        }                                                                                         \
-        const int64_t nb = n / 32;                                                                \
-        const int scales_first = SCALES_FIRST && n_tokens == 1;                                   \
-        int64_t b = 0;                                                                            \
-        for (; b + 8 <= nb; b += 8) {                                                             \
-            prefetch_weights(&x[b], 8 * sizeof *x);                                               \
-            __m256 d[LB_DOT_TOKENS];                                                              \
-            if (scales_first) SCALED_GROUP_SCALES(d, x, y, b, n_tokens, ABLOCK, SCALES_8);        \
-            __m256i single[8], halves[LB_DOT_TOKENS][2];                                          \
-            PARTIAL_SUMS_OF_8(single, halves, x, y, b, n_tokens, BLOCK_SUMS, LEVELS, PAIR,        \
-                              PAIR_SUMS, FOLD);                                                   \
-            if (!scales_first) SCALED_GROUP_SCALES(d, x, y, b, n_tokens, ABLOCK, SCALES_8);       \
-            UNROLL_SHORT                                                                          \
-            for (int t = 0; t < n_tokens; t++) {                                                  \
-                const __m256i sums = GROUP_TOTALS(single, halves, t, n_tokens, FOLD, FOLD_LAST);  \
-                acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), d[t], acc[t]);                 \
-            }                                                                                     \
-        }                                                                                         \
-        /* apart, so that the first loop unrolls and the accumulators stay in registers */        \
-        for (int t = 0; t < n_tokens; t++) out[t] = hsum_ps(acc[t]);                              \
-        for (int t = 0; t < n_tokens; t++) {                                                      \
-            for (int64_t c = b; c < nb; c++) {                                                    \
-                const float d = SCALE(x[c]) * half_to_float(y[t][c].d);                           \
-                out[t] += (float)hsum_i32(BLOCK_SUMS(&x[c], y[t][c].qs)) * d;                     \
-            }                                                                                     \
-        }                                                                                         \
-    }
-
-/* The same for the formats with a min against Q8_1 (Q4_1, Q5_1): d_x d_y sum(l a) + m_x s_y per
-   block, the m_x * s_y gathered with the scales (scales_and_mins_8_from) into a float vector of
-   their own per token, added to the main one at the end. */
-#define DEFINE_MIN_DOT_TOKENS(NAME, WBLOCK, BLOCK_SUMS, LEVELS, PAIR, PAIR_SUMS, FOLD, FOLD_LAST) \
-    static inline __attribute__((always_inline)) void NAME(                                       \
-        int64_t n, const void *weights, const void *activations, size_t stride, int n_tokens,     \
-        float *out) {                                                                             \
-        const WBLOCK *x = weights;                                                                \
-        const block_q8_1 *y[LB_DOT_TOKENS];                                                       \
         __m256 acc[LB_DOT_TOKENS], mins[LB_DOT_TOKENS];                                           \
         for (int t = 0; t < n_tokens; t++) {                                                      \
             y[t] = token_row(activations, stride, t);                                             \
@@ -452,25 +424,34 @@ typedef struct signed_pair {
         for (; b + 8 <= nb; b += 8) {                                                             \
             prefetch_weights(&x[b], 8 * sizeof *x);                                               \
             __m256 d[LB_DOT_TOKENS];                                                              \
-            if (scales_first) MIN_GROUP_SCALES(d, mins, x, y, b, n_tokens);                       \
+            if (scales_first) GROUP_SCALES_##KIND(d, mins, x, y, b, n_tokens, ABLOCK, SCALES_8);  \
             __m256i single[8], halves[LB_DOT_TOKENS][2];                                          \
             PARTIAL_SUMS_OF_8(single, halves, x, y, b, n_tokens, BLOCK_SUMS, LEVELS, PAIR,        \
                               PAIR_SUMS, FOLD);                                                   \
-            if (!scales_first) MIN_GROUP_SCALES(d, mins, x, y, b, n_tokens);                      \
+            if (!scales_first) GROUP_SCALES_##KIND(d, mins, x, y, b, n_tokens, ABLOCK, SCALES_8); \
             UNROLL_SHORT                                                                          \
             for (int t = 0; t < n_tokens; t++) {                                                  \
                 const __m256i sums = GROUP_TOTALS(single, halves, t, n_tokens, FOLD, FOLD_LAST);  \
                 acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sums), d[t], acc[t]);                 \
             }                                                                                     \
         }                                                                                         \
-        for (int t = 0; t < n_tokens; t++) out[t] = hsum_ps(_mm256_add_ps(acc[t], mins[t]));     \
+        /* apart, so that the first loop unrolls and the accumulators stay in registers */        \
+        for (int t = 0; t < n_tokens; t++) out[t] = hsum_ps(ROW_TOTAL_##KIND(acc[t], mins[t]));  \
         for (int t = 0; t < n_tokens; t++) {                                                      \
             for (int64_t c = b; c < nb; c++) {                                                    \
-                const float d = half_to_float(x[c].d) * half_to_float(y[t][c].d);                 \
-                const float m = half_to_float(x[c].m) * half_to_float(y[t][c].s);                 \
-                out[t] += (float)hsum_i32(BLOCK_SUMS(&x[c], y[t][c].qs)) * d + m;                 \
+                const float sum = (float)hsum_i32(BLOCK_SUMS(&x[c], y[t][c].qs));                 \
+                out[t] += BLOCK_TERM_##KIND(x[c], y[t][c], sum, SCALE);                           \
             }                                                                                     \
         }                                                                                         \
     }
+
+/* The formats scaled by d alone (SCALED) and those with a min against Q8_1 (MIN). */
+#define DEFINE_SCALED_DOT_TOKENS(NAME, WBLOCK, ABLOCK, BLOCK_SUMS, LEVELS, PAIR, PAIR_SUMS, FOLD, \
+                                 FOLD_LAST, SCALE, SCALES_8)                                      \
+    DEFINE_GROUPED_DOT_TOKENS(NAME, SCALED, WBLOCK, ABLOCK, BLOCK_SUMS, LEVELS, PAIR, PAIR_SUMS,  \
+                              FOLD, FOLD_LAST, SCALE, SCALES_8)
+#define DEFINE_MIN_DOT_TOKENS(NAME, WBLOCK, BLOCK_SUMS, LEVELS, PAIR, PAIR_SUMS, FOLD, FOLD_LAST) \
+    DEFINE_GROUPED_DOT_TOKENS(NAME, MIN, WBLOCK, block_q8_1, BLOCK_SUMS, LEVELS, PAIR, PAIR_SUMS, \
+                              FOLD, FOLD_LAST, NO_SCALE, NO_SCALES_8)
 
 #endif
