@@ -12,7 +12,8 @@
  *    of |terms| (the kernels' integer sums are exact; they accumulate the super-blocks' float
  *    terms in vector lanes, in another order than the reference). On x86-64 the kernels of
  *    kquants_avx2.c (with iq1_avx2.c and lattice_avx2.c) and kquants_avx512.c are also checked
- *    alone over the scalar references, so that the AVX2 ones stay tested where AVX-512 kernels override them.
+ *    alone over the scalar references, so that the AVX2 ones stay tested where AVX-512 kernels
+ *    override them.
  *    Where a level has a multi-token kernel for a format, it gives the level's one-token results
  *    bit for bit, for 1..LB_DOT_TOKENS tokens.
  * 2. The Q8_K quantizer writes the reference's bytes on random rows, zeros, one huge value among
