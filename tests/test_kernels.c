@@ -308,22 +308,29 @@ static void check_golden_rows(const lowbit_type_traits *t, const lb_kernel_set *
 enum { MM_ROWS = 7, MM_COLS = 512, MM_TOKENS = 6 };
 
 /* Every level's multi-token kernel (not only the active level's, which matmul runs) against
-   its one-token kernel, bit for bit, for each token count it takes. */
+   its one-token kernel, bit for bit, for each token count it takes, on whole rows and on their
+   first n elements for the n below that are whole blocks: row lengths that leave the kernels'
+   tail loops work (blocks after the groups of eight, float elements after the vectors). */
 static void check_tokens_kernels(const lowbit_type_traits *t, const lb_kernel_set *sets,
                                  int n_levels, const uint8_t *w, size_t w_row, const uint8_t *qa,
                                  size_t a_row) {
+    static const int64_t lengths[] = {MM_COLS, 1, 7, 23, 33, 79, 100, 256, 288, 480, 509};
     for (int l = 0; l < n_levels; l++) {
         const lb_vec_dot_tokens_fn tokens = sets[l].vec_dot_tokens[t->type];
         const lowbit_vec_dot_fn one = sets[l].vec_dot[t->type];
         if (!tokens || sets[l].tokens_pair[t->type] != one) continue;
         int differ = 0;
-        for (int r = 0; r < MM_ROWS; r++) {
-            for (int count = 1; count <= LB_DOT_TOKENS && count <= MM_TOKENS; count++) {
-                float got[LB_DOT_TOKENS];
-                tokens(MM_COLS, w + r * w_row, qa, a_row, count, got);
-                for (int i = 0; i < count; i++) {
-                    const float want = one(MM_COLS, w + r * w_row, qa + i * a_row);
-                    differ += memcmp(&got[i], &want, sizeof want) != 0;
+        for (size_t k = 0; k < sizeof lengths / sizeof lengths[0]; k++) {
+            const int64_t n = lengths[k];
+            if (n % t->block_size != 0) continue;
+            for (int r = 0; r < MM_ROWS; r++) {
+                for (int count = 1; count <= LB_DOT_TOKENS && count <= MM_TOKENS; count++) {
+                    float got[LB_DOT_TOKENS];
+                    tokens(n, w + r * w_row, qa, a_row, count, got);
+                    for (int i = 0; i < count; i++) {
+                        const float want = one(n, w + r * w_row, qa + i * a_row);
+                        differ += memcmp(&got[i], &want, sizeof want) != 0;
+                    }
                 }
             }
         }

@@ -11,7 +11,7 @@
  * -128 (the activation quantizers produce -127..127 only; weights may be -128). The integer sums
  * are converted to float and accumulated with FMA at the block's scale, so results differ from
  * the scalar references only by the order of the float additions. The 32-element formats go
- * eight blocks at a time (DEFINE_SCALED_DOT_TOKENS, x86_common.h), NVFP4 four: their sums are
+ * eight blocks at a time (DEFINE_GROUPED_DOT_TOKENS, x86_common.h), NVFP4 four: their sums are
  * folded into one vector and their scales decoded together, which per block had cost as much as
  * the products. Measured (`lowbit bench` at LOWBIT_CPU=avx2, warm single-thread GEMV 4096 x
  * 4096, Intel Xeon, medians of five alternating runs, before -> after): Q4_0 0.90 -> 0.70 ms,
@@ -31,6 +31,10 @@
  * with their activations; the prefetch gained them nothing there, but on an Intel Xeon, whose
  * hardware prefetchers fall behind a streaming kernel (x86_common.h), it took the cold F16 GEMV
  * from 2.97 to 2.3 ms, so they prefetch too. So do the block kernels, a line or so per block.
+ * Their multi-token kernels (DEFINE_FLOAT_DOT_TOKENS) load and widen each weight vector once for
+ * two tokens here, four at the AVX-512 level: `lowbit bench` GEMM, 512 weight rows x 512 tokens,
+ * both cores, medians of three alternating runs on the Intel Xeon (VNNI level), one dot product
+ * per token -> multi-token: F32 116 -> 64 ms, F16 68 -> 50, BF16 109 -> 54; the GEMVs alike.
  *
  * Activation quantizers: bytes identical to the type table's quantize_ref (same float operations
  * in the same order, the same rounding: roundf's ties away from zero for Q8_0/Q8_1, the
@@ -430,41 +434,15 @@ DEFINE_DOT_ENTRY_POINTS(nvfp4, nvfp4_dot_tokens)
 /* Float formats: 32 elements per iteration in four accumulators, the tail in scalar code       */
 /* ------------------------------------------------------------------------------------------ */
 
-static inline __m256 load_f32x8(const float *p) { return _mm256_loadu_ps(p); }
-
-static inline __m256 load_f16x8(const uint16_t *p) {
-    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
-}
-
-static inline __m256 load_bf16x8(const uint16_t *p) {
-    const __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
-    return _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16));
-}
-
-#define DEFINE_FLOAT_DOT(NAME, ELEM, LOAD, TO_F32)                                                \
-    static float NAME(int64_t n, const void *weights, const void *activations) {                 \
-        const ELEM *w = weights, *a = activations;                                               \
-        __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),         \
-                         _mm256_setzero_ps()};                                                   \
-        int64_t i = 0;                                                                           \
-        for (; i + 32 <= n; i += 32) {                                                           \
-            prefetch_weights_to_l2(w + i, 32 * sizeof(ELEM));                                    \
-            for (int k = 0; k < 4; k++) {                                                        \
-                acc[k] = _mm256_fmadd_ps(LOAD(w + i + 8 * k), LOAD(a + i + 8 * k), acc[k]);      \
-            }                                                                                    \
-        }                                                                                        \
-        for (; i + 8 <= n; i += 8) acc[0] = _mm256_fmadd_ps(LOAD(w + i), LOAD(a + i), acc[0]);   \
-        float sum = hsum_ps(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]),                         \
-                                             _mm256_add_ps(acc[2], acc[3])));                    \
-        for (; i < n; i++) sum += TO_F32(w[i]) * TO_F32(a[i]);                                   \
-        return sum;                                                                              \
-    }
-
-static inline float f32_identity(float v) { return v; }
-
-DEFINE_FLOAT_DOT(dot_f32, float, load_f32x8, f32_identity)
-DEFINE_FLOAT_DOT(dot_f16, uint16_t, load_f16x8, lb_fp16_to_fp32)
-DEFINE_FLOAT_DOT(dot_bf16, uint16_t, load_bf16x8, lb_bf16_to_fp32)
+/* Two tokens per pass: four accumulators per token, with the weights' vectors and the
+   activations' loads, fill the sixteen vector registers; a third and fourth token take a second
+   pass over the row, which is in L1 or L2 by then. */
+DEFINE_FLOAT_DOT_TOKENS(f32_dot_tokens, float, load_f32x8, f32_identity, 2)
+DEFINE_FLOAT_DOT_TOKENS(f16_dot_tokens, uint16_t, load_f16x8, lb_fp16_to_fp32, 2)
+DEFINE_FLOAT_DOT_TOKENS(bf16_dot_tokens, uint16_t, load_bf16x8, lb_bf16_to_fp32, 2)
+DEFINE_DOT_ENTRY_POINTS(f32, f32_dot_tokens)
+DEFINE_DOT_ENTRY_POINTS(f16, f16_dot_tokens)
+DEFINE_DOT_ENTRY_POINTS(bf16, bf16_dot_tokens)
 
 /* ------------------------------------------------------------------------------------------ */
 /* Activation quantizers                                                                       */
@@ -607,9 +585,9 @@ void lb_register_legacy_avx2(lb_kernel_set *set) {
     set_dot(set, LOWBIT_TYPE_IQ4_NL, dot_iq4_nl, dot_iq4_nl_tokens);
     set_dot(set, LOWBIT_TYPE_MXFP4, dot_mxfp4, dot_mxfp4_tokens);
     set_dot(set, LOWBIT_TYPE_NVFP4, dot_nvfp4, dot_nvfp4_tokens);
-    set->vec_dot[LOWBIT_TYPE_F32] = dot_f32;
-    set->vec_dot[LOWBIT_TYPE_F16] = dot_f16;
-    set->vec_dot[LOWBIT_TYPE_BF16] = dot_bf16;
+    set_dot(set, LOWBIT_TYPE_F32, dot_f32, dot_f32_tokens);
+    set_dot(set, LOWBIT_TYPE_F16, dot_f16, dot_f16_tokens);
+    set_dot(set, LOWBIT_TYPE_BF16, dot_bf16, dot_bf16_tokens);
     set->quantize_activation[LOWBIT_TYPE_Q8_0] = quantize_q8_0;
     set->quantize_activation[LOWBIT_TYPE_Q8_1] = quantize_q8_1;
     set->quantize_activation[LOWBIT_TYPE_Q8_K] = quantize_q8_K;

@@ -1,9 +1,9 @@
 /*
  * AVX-512 VL + BW + VNNI kernels of the 32-element block formats Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
- * IQ4_NL, MXFP4 and NVFP4 (256-bit registers), and of F32 (512-bit registers).
+ * IQ4_NL, MXFP4 and NVFP4 (256-bit registers), of F32 (512-bit registers), and of F16 and BF16
+ * (the AVX2 body on 256-bit registers, with more tokens at a time).
  * lb_register_legacy_avx512 is called only on a CPU with VNNI; the AVX2 kernels of legacy_avx2.c
- * stay the fallback (F16 and BF16 keep them at every level), the type table's scalar references
- * the ground truth.
+ * stay the fallback, the type table's scalar references the ground truth.
  *
  * Block formats. A block's integer work is small (one VPDPBUSD for 32 products), so what it
  * costs around that decides the speed. The AVX2 kernels pay per block two fp16 scale
@@ -67,8 +67,9 @@
  * ones with the same prefetch (2.5-2.6 vs 2.6-2.75 ms). Tried and slower: T0 prefetch of the
  * weights (18 GB/s), NTA (12-20 GB/s), prefetching the activations (14-17 GB/s), 8
  * accumulators instead of 4 (no change). F16 and BF16 rows take 8 KiB, row plus activations fit
- * L1, and 512-bit loads did not make them faster (they keep the AVX2 kernels). The block kernels
- * prefetch a group's lines 8 KiB ahead as well (prefetch_weights, x86_common.h).
+ * L1, and 512-bit loads did not make them faster (they keep the AVX2 body; with 32 vector
+ * registers its multi-token kernel takes four tokens per pass where AVX2 takes two). The block
+ * kernels prefetch a group's lines 8 KiB ahead as well (prefetch_weights, x86_common.h).
  */
 #include "../../formats/blocks.h"
 #include "../kernels.h"
@@ -515,27 +516,51 @@ DEFINE_DOT_ENTRY_POINTS(nvfp4, nvfp4_dot_tokens)
 /* F32                                                                                         */
 /* ------------------------------------------------------------------------------------------ */
 
-/* 64 elements per iteration in four accumulators, the rest 16 at a time, then one by one. */
-static float dot_f32(int64_t n, const void *weights, const void *activations) {
-    const float *w = weights, *a = activations;
-    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
-                     _mm512_setzero_ps()};
+/* 64 elements per iteration in four accumulators per token, the rest 16 at a time into the
+   first, then one by one. Each weight vector is loaded once for all the tokens: four tokens'
+   sixteen accumulators and the weights fit the 32 vector registers. Every token gets the
+   one-token kernel's operations in its order. */
+static inline ALWAYS_INLINE void f32_dot_tokens(int64_t n, const void *weights,
+                                                const void *activations, size_t stride,
+                                                int n_tokens, float *out) {
+    const float *w = weights, *a[LB_DOT_TOKENS];
+    __m512 acc[LB_DOT_TOKENS][4];
+    for (int t = 0; t < n_tokens; t++) {
+        a[t] = token_row(activations, stride, t);
+        for (int k = 0; k < 4; k++) acc[t][k] = _mm512_setzero_ps();
+    }
     int64_t i = 0;
     for (; i + 64 <= n; i += 64) {
         prefetch_weights_to_l2(w + i, 256);
         for (int k = 0; k < 4; k++) {
-            acc[k] = _mm512_fmadd_ps(_mm512_loadu_ps(w + i + 16 * k),
-                                     _mm512_loadu_ps(a + i + 16 * k), acc[k]);
+            const __m512 wk = _mm512_loadu_ps(w + i + 16 * k);
+            for (int t = 0; t < n_tokens; t++) {
+                acc[t][k] = _mm512_fmadd_ps(wk, _mm512_loadu_ps(a[t] + i + 16 * k), acc[t][k]);
+            }
         }
     }
     for (; i + 16 <= n; i += 16) {
-        acc[0] = _mm512_fmadd_ps(_mm512_loadu_ps(w + i), _mm512_loadu_ps(a + i), acc[0]);
+        const __m512 wk = _mm512_loadu_ps(w + i);
+        for (int t = 0; t < n_tokens; t++) {
+            acc[t][0] = _mm512_fmadd_ps(wk, _mm512_loadu_ps(a[t] + i), acc[t][0]);
+        }
     }
-    float sum = _mm512_reduce_add_ps(
-        _mm512_add_ps(_mm512_add_ps(acc[0], acc[1]), _mm512_add_ps(acc[2], acc[3])));
-    for (; i < n; i++) sum += w[i] * a[i];
-    return sum;
+    for (int t = 0; t < n_tokens; t++) {
+        float sum = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(acc[t][0], acc[t][1]),
+                                                       _mm512_add_ps(acc[t][2], acc[t][3])));
+        for (int64_t j = i; j < n; j++) sum += w[j] * a[t][j];
+        out[t] = sum;
+    }
 }
+
+DEFINE_DOT_ENTRY_POINTS(f32, f32_dot_tokens)
+
+/* F16 and BF16: the AVX2 kernels' 256-bit body, four tokens per pass where the AVX2 level, with
+   sixteen registers, takes two. */
+DEFINE_FLOAT_DOT_TOKENS(f16_dot_tokens, uint16_t, load_f16x8, lb_fp16_to_fp32, 4)
+DEFINE_FLOAT_DOT_TOKENS(bf16_dot_tokens, uint16_t, load_bf16x8, lb_bf16_to_fp32, 4)
+DEFINE_DOT_ENTRY_POINTS(f16, f16_dot_tokens)
+DEFINE_DOT_ENTRY_POINTS(bf16, bf16_dot_tokens)
 
 /* ------------------------------------------------------------------------------------------ */
 
@@ -548,5 +573,7 @@ void lb_register_legacy_avx512(lb_kernel_set *set) {
     set_dot(set, LOWBIT_TYPE_IQ4_NL, dot_iq4_nl, dot_iq4_nl_tokens);
     set_dot(set, LOWBIT_TYPE_MXFP4, dot_mxfp4, dot_mxfp4_tokens);
     set_dot(set, LOWBIT_TYPE_NVFP4, dot_nvfp4, dot_nvfp4_tokens);
-    set->vec_dot[LOWBIT_TYPE_F32] = dot_f32;
+    set_dot(set, LOWBIT_TYPE_F32, dot_f32, dot_f32_tokens);
+    set_dot(set, LOWBIT_TYPE_F16, dot_f16, dot_f16_tokens);
+    set_dot(set, LOWBIT_TYPE_BF16, dot_bf16, dot_bf16_tokens);
 }

@@ -454,4 +454,77 @@ typedef struct signed_pair {
     DEFINE_GROUPED_DOT_TOKENS(NAME, MIN, WBLOCK, block_q8_1, BLOCK_SUMS, LEVELS, PAIR, PAIR_SUMS, \
                               FOLD, FOLD_LAST, NO_SCALE, NO_SCALES_8)
 
+
+/* ------------------------------------------------------------------------------------------ */
+/* Float formats (F32, F16, BF16 against activations of their own type)                        */
+/* ------------------------------------------------------------------------------------------ */
+
+static inline __m256 load_f32x8(const float *p) { return _mm256_loadu_ps(p); }
+
+static inline __m256 load_f16x8(const uint16_t *p) {
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+}
+
+static inline __m256 load_bf16x8(const uint16_t *p) {
+    const __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p));
+    return _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16));
+}
+
+static inline float f32_identity(float v) { return v; }
+
+/*
+ * NAME(n, weights, activations, stride, n_tokens, out): a float weight row against n_tokens
+ * activation rows, 32 elements per iteration in four accumulators per token (element 8k + j of
+ * each 32 in lane j of accumulator k), the rest 8 at a time into the first, then one by one.
+ * Each weight vector is loaded and widened once for all the tokens of a pass, PASS tokens at most
+ * (as many as the registers hold); more tokens take further passes over the row. Every token
+ * gets the one-token kernel's operations in its order, so the results are bit-identical.
+ * The weights are prefetched 8 KiB ahead into L2 (legacy_avx2.c says why).
+ */
+#define DEFINE_FLOAT_DOT_TOKENS(NAME, ELEM, LOAD, TO_F32, PASS)                                   \
+    static inline ALWAYS_INLINE void NAME##_pass(int64_t n, const ELEM *w,                       \
+                                                 const void *activations, size_t stride,         \
+                                                 int n_tokens, float *out) {                     \
+        const ELEM *a[PASS];                                                                      \
+        __m256 acc[PASS][4];                                                                      \
+        for (int t = 0; t < n_tokens; t++) {                                                      \
+            a[t] = token_row(activations, stride, t);                                             \
+            for (int k = 0; k < 4; k++) acc[t][k] = _mm256_setzero_ps();                          \
+        }                                                                                         \
+        int64_t i = 0;                                                                            \
+        for (; i + 32 <= n; i += 32) {                                                            \
+            prefetch_weights_to_l2(w + i, 32 * sizeof(ELEM));                                     \
+            for (int k = 0; k < 4; k++) {                                                         \
+                const __m256 wk = LOAD(w + i + 8 * k);                                            \
+                for (int t = 0; t < n_tokens; t++) {                                              \
+                    acc[t][k] = _mm256_fmadd_ps(wk, LOAD(a[t] + i + 8 * k), acc[t][k]);           \
+                }                                                                                 \
+            }                                                                                     \
+        }                                                                                         \
+        for (; i + 8 <= n; i += 8) {                                                              \
+            const __m256 wk = LOAD(w + i);                                                        \
+            for (int t = 0; t < n_tokens; t++) {                                                  \
+                acc[t][0] = _mm256_fmadd_ps(wk, LOAD(a[t] + i), acc[t][0]);                       \
+            }                                                                                     \
+        }                                                                                         \
+        for (int t = 0; t < n_tokens; t++) {                                                      \
+            float sum = hsum_ps(_mm256_add_ps(_mm256_add_ps(acc[t][0], acc[t][1]),                \
+                                              _mm256_add_ps(acc[t][2], acc[t][3])));              \
+            for (int64_t j = i; j < n; j++) sum += TO_F32(w[j]) * TO_F32(a[t][j]);                \
+            out[t] = sum;                                                                         \
+        }                                                                                         \
+    }                                                                                             \
+    static inline ALWAYS_INLINE void NAME(int64_t n, const void *weights,                        \
+                                          const void *activations, size_t stride, int n_tokens,  \
+                                          float *out) {                                          \
+        int t = 0;                                                                                \
+        for (; t + (PASS) <= n_tokens; t += (PASS)) {                                             \
+            NAME##_pass(n, weights, token_row(activations, stride, t), stride, PASS, out + t);    \
+        }                                                                                         \
+        if (t < n_tokens) {                                                                       \
+            NAME##_pass(n, weights, token_row(activations, stride, t), stride, n_tokens - t,      \
+                        out + t);                                                                 \
+        }                                                                                         \
+    }
+
 #endif
