@@ -1,7 +1,8 @@
 /*
  * AArch64 Advanced SIMD (baseline NEON) kernels: the dot products of Q4_0, Q4_1, Q5_0, Q5_1,
  * Q8_0 and IQ4_NL with Q8_0/Q8_1 activations, of Q2_K, Q3_K, Q4_K, Q5_K, Q6_K and IQ4_XS with
- * Q8_K activations, and the activation quantizers Q8_0, Q8_1 and Q8_K.
+ * Q8_K activations, of the float formats F32, F16 and BF16 (with multi-token versions), and the
+ * activation quantizers Q8_0, Q8_1 and Q8_K.
  *
  * Dot products: each block's weights are unpacked into signed bytes laid out like the activation
  * block's qs (element j in byte j), multiplied by the activation bytes with widening multiplies
@@ -9,7 +10,8 @@
  * (vpadalq), so every block's integer sum is exactly the scalar reference's. Per-sub-block scales
  * of the K-quants are applied to those s32 lanes (vmlaq_n_s32), still in exact integers. The
  * integer sums are then combined with the block scales in float in the reference's own order, so
- * the results equal the references bit for bit.
+ * the results equal the references bit for bit. The float formats' sums go in vector lanes, so
+ * theirs differ from the references by the order of the additions.
  *
  * Activation quantizers: bytes identical to quantize_ref, by doing the same float operations: the
  * largest magnitude is a max (order free), the rounding is roundf's ties-away (FCVTAS) for
@@ -377,6 +379,102 @@ static float dot_iq4_xs(int64_t n, const void *weights, const void *activations)
 /* ------------------------------------------------------------------------------------------ */
 /* Activation quantizers                                                                        */
 /* ------------------------------------------------------------------------------------------ */
+/* Float formats: F32, F16, BF16 against activations of their own type                         */
+/* ------------------------------------------------------------------------------------------ */
+
+static inline float32x4_t load_f32x4(const float *p) { return vld1q_f32(p); }
+
+/* fp16 -> fp32 (FCVTL) and bf16 -> fp32 (a shift into the high half) are exact. */
+static inline float32x4_t load_f16x4(const uint16_t *p) {
+    return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p)));
+}
+
+static inline float32x4_t load_bf16x4(const uint16_t *p) {
+    return vreinterpretq_f32_u32(vshll_n_u16(vld1_u16(p), 16));
+}
+
+static inline float f32_identity(float v) { return v; }
+
+/* Accumulators per token: 32 elements per iteration, element 4k + j of each 32 in lane j of
+   accumulator k. Eight chains of FMLA hide its latency on cores with several FMA pipes. */
+#define FLOAT_ACCS 8
+/* Tokens per pass over the weights: two tokens' sixteen accumulators and the eight weight
+   vectors fit the 32 vector registers; more tokens take further passes over the row. */
+#define FLOAT_PASS 2
+
+/*
+ * NAME(n, weights, activations, stride, n_tokens, out): a float weight row against n_tokens
+ * activation rows lying stride bytes apart. Each weight vector is loaded and widened once per
+ * pass, for all its tokens; the rest after the 32-element steps goes 4 at a time into the first
+ * accumulator, then one by one. Every token gets the one-token kernel's operations in its order,
+ * so the results are bit-identical, and equal the references to the order of the additions.
+ */
+#define DEFINE_FLOAT_DOT(NAME, ELEM, LOAD, TO_F32)                                                \
+    static inline __attribute__((always_inline)) void NAME##_pass(                               \
+        int64_t n, const ELEM *w, const void *activations, size_t stride, int n_tokens,          \
+        float *out) {                                                                             \
+        const ELEM *a[FLOAT_PASS];                                                                \
+        float32x4_t acc[FLOAT_PASS][FLOAT_ACCS];                                                  \
+        for (int t = 0; t < n_tokens; t++) {                                                      \
+            a[t] = (const ELEM *)((const uint8_t *)activations + (size_t)t * stride);             \
+            for (int k = 0; k < FLOAT_ACCS; k++) acc[t][k] = vdupq_n_f32(0.0f);                   \
+        }                                                                                         \
+        int64_t i = 0;                                                                            \
+        for (; i + 4 * FLOAT_ACCS <= n; i += 4 * FLOAT_ACCS) {                                    \
+            for (int k = 0; k < FLOAT_ACCS; k++) {                                                \
+                const float32x4_t wk = LOAD(w + i + 4 * k);                                       \
+                for (int t = 0; t < n_tokens; t++) {                                              \
+                    acc[t][k] = vfmaq_f32(acc[t][k], wk, LOAD(a[t] + i + 4 * k));                 \
+                }                                                                                 \
+            }                                                                                     \
+        }                                                                                         \
+        for (; i + 4 <= n; i += 4) {                                                              \
+            const float32x4_t wk = LOAD(w + i);                                                   \
+            for (int t = 0; t < n_tokens; t++) {                                                  \
+                acc[t][0] = vfmaq_f32(acc[t][0], wk, LOAD(a[t] + i));                             \
+            }                                                                                     \
+        }                                                                                         \
+        for (int t = 0; t < n_tokens; t++) {                                                      \
+            for (int k = FLOAT_ACCS / 2; k > 0; k /= 2) {                                         \
+                for (int j = 0; j < k; j++) acc[t][j] = vaddq_f32(acc[t][j], acc[t][j + k]);      \
+            }                                                                                     \
+            float sum = vaddvq_f32(acc[t][0]);                                                    \
+            for (int64_t j = i; j < n; j++) sum += TO_F32(w[j]) * TO_F32(a[t][j]);                \
+            out[t] = sum;                                                                         \
+        }                                                                                         \
+    }                                                                                             \
+    static inline __attribute__((always_inline)) void NAME##_tokens_body(                        \
+        int64_t n, const void *weights, const void *activations, size_t stride, int n_tokens,    \
+        float *out) {                                                                             \
+        const uint8_t *act = activations;                                                         \
+        int t = 0;                                                                                \
+        for (; t + FLOAT_PASS <= n_tokens; t += FLOAT_PASS) {                                     \
+            NAME##_pass(n, weights, act + (size_t)t * stride, stride, FLOAT_PASS, out + t);       \
+        }                                                                                         \
+        if (t < n_tokens) {                                                                       \
+            NAME##_pass(n, weights, act + (size_t)t * stride, stride, n_tokens - t, out + t);     \
+        }                                                                                         \
+    }                                                                                             \
+    static float NAME(int64_t n, const void *weights, const void *activations) {                 \
+        float out;                                                                                \
+        NAME##_tokens_body(n, weights, activations, 0, 1, &out);                                  \
+        return out;                                                                               \
+    }                                                                                             \
+    static void NAME##_tokens(int64_t n, const void *weights, const void *activations,           \
+                              size_t stride, int n_tokens, float *out) {                          \
+        switch (n_tokens) {                                                                       \
+        case 4: NAME##_tokens_body(n, weights, activations, stride, 4, out); break;               \
+        case 3: NAME##_tokens_body(n, weights, activations, stride, 3, out); break;               \
+        case 2: NAME##_tokens_body(n, weights, activations, stride, 2, out); break;               \
+        default: NAME##_tokens_body(n, weights, activations, stride, 1, out); break;              \
+        }                                                                                         \
+    }
+
+DEFINE_FLOAT_DOT(dot_f32, float, load_f32x4, f32_identity)
+DEFINE_FLOAT_DOT(dot_f16, uint16_t, load_f16x4, lb_fp16_to_fp32)
+DEFINE_FLOAT_DOT(dot_bf16, uint16_t, load_bf16x4, lb_bf16_to_fp32)
+
+/* ------------------------------------------------------------------------------------------ */
 
 /* Largest |x| over n floats (n a multiple of 16). NaN never wins: FMAXNM returns the number, as
    the scalar loop's `ax > amax` skips NaN. */
@@ -471,6 +569,13 @@ void lb_register_neon(lb_kernel_set *set) {
     set->vec_dot[LOWBIT_TYPE_Q5_K] = dot_q5_K;
     set->vec_dot[LOWBIT_TYPE_Q6_K] = dot_q6_K;
     set->vec_dot[LOWBIT_TYPE_IQ4_XS] = dot_iq4_xs;
+    /* the float formats with their multi-token kernels (kernels.h) */
+    set->vec_dot[LOWBIT_TYPE_F32] = set->tokens_pair[LOWBIT_TYPE_F32] = dot_f32;
+    set->vec_dot_tokens[LOWBIT_TYPE_F32] = dot_f32_tokens;
+    set->vec_dot[LOWBIT_TYPE_F16] = set->tokens_pair[LOWBIT_TYPE_F16] = dot_f16;
+    set->vec_dot_tokens[LOWBIT_TYPE_F16] = dot_f16_tokens;
+    set->vec_dot[LOWBIT_TYPE_BF16] = set->tokens_pair[LOWBIT_TYPE_BF16] = dot_bf16;
+    set->vec_dot_tokens[LOWBIT_TYPE_BF16] = dot_bf16_tokens;
     set->quantize_activation[LOWBIT_TYPE_Q8_0] = quantize_q8_0;
     set->quantize_activation[LOWBIT_TYPE_Q8_1] = quantize_q8_1;
     set->quantize_activation[LOWBIT_TYPE_Q8_K] = quantize_q8_K;
