@@ -1,8 +1,9 @@
 /*
  * Pieces shared by the x86 kernels of IQ1_S and IQ1_M (iq1_avx2.c and iq1_avx512.c): the odd
  * sub-block scales 2s + 1, IQ1_M's super-scale, and the shares of the constants that make the
- * weights unsigned, which the kernels take out through Q8_K's bsums. AVX2 + F16C only, so either
- * file can include it.
+ * weights unsigned, which the kernels take out through Q8_K's bsums: their factors per block
+ * (iq1_s_offset_scales, iq1_m_offset_scales), which the multi-token kernels compute once and
+ * meet with each token's bsums. AVX2 + F16C only, so either file can include it.
  */
 #ifndef LOWBIT_IQ1_X86_H
 #define LOWBIT_IQ1_X86_H
@@ -27,11 +28,12 @@ static inline __m128i iq1_s_odd_scales(__m128i qh) {
 }
 
 /* IQ1_S: with u = q + 1, 8q + delta = 8u - (8 - delta), 8 - delta being 7 or 9 (bit 15 of
-   qh[ib] set: delta negative). Lane ib: (2s + 1) (8 - delta) times the sub-block's two bsums. */
-static inline __m256i iq1_s_offsets(__m128i qh, __m128i odd, const int16_t *bsums) {
+   qh[ib] set: delta negative). Lane ib: (2s + 1) (8 - delta) in both words, for the sub-block's
+   two bsums; a block's, shared by the tokens of the multi-token kernels. */
+static inline __m256i iq1_s_offset_scales(__m128i qh, __m128i odd) {
     const __m128i eight_minus_delta =
         _mm_add_epi16(_mm_slli_epi16(_mm_srli_epi16(qh, 15), 1), _mm_set1_epi16(7));
-    return _mm256_madd_epi16(load32(bsums), pair_each16(_mm_mullo_epi16(odd, eight_minus_delta)));
+    return pair_each16(_mm_mullo_epi16(odd, eight_minus_delta));
 }
 
 /* IQ1_M: the 16 odd scales 2s + 1 (s16, half j of the block in slot j): s = bits 3 (j % 4) .. +2
@@ -54,10 +56,11 @@ static inline float iq1_m_super_scale(uint64_t words) {
     return half_to_float(bits);
 }
 
-/* IQ1_M: the share of the constant 9 in the unsigned stand-in 8q + delta + 9 (0..18), 9 (2s + 1)
-   times each half's bsum (lane i: halves 2i and 2i + 1). */
-static inline __m256i iq1_m_offsets(__m256i odd, const int16_t *bsums) {
-    return _mm256_madd_epi16(load32(bsums), _mm256_mullo_epi16(odd, _mm256_set1_epi16(9)));
+/* IQ1_M: the share of the constant 9 in the unsigned stand-in 8q + delta + 9 (0..18) is
+   9 (2s + 1) times each half's bsum: these factors, madd with the bsums giving lane i the
+   offsets of halves 2i and 2i + 1. */
+static inline __m256i iq1_m_offset_scales(__m256i odd) {
+    return _mm256_mullo_epi16(odd, _mm256_set1_epi16(9));
 }
 
 #endif
