@@ -1,6 +1,7 @@
 /*
  * AVX2 (+FMA, F16C) kernels of the 256-element formats: the dot products of Q2_K, Q3_K, Q4_K,
- * Q5_K, Q6_K, IQ4_XS, TQ1_0 and TQ2_0 with Q8_K activations, and the Q8_K activation quantizer.
+ * Q5_K, Q6_K, IQ4_XS, TQ1_0, TQ2_0 and Q8_K (as weights) with Q8_K activations, and the Q8_K
+ * activation quantizer.
  *
  * Every dot product computes each super-block's integer sums exactly (the same integers as the
  * scalar references of the type table), keeps them in vector lanes, and scales them into float
@@ -540,6 +541,42 @@ static inline ALWAYS_INLINE void tq1_0_dot_tokens(int64_t n, const void *weights
 DEFINE_DOT_ENTRY_POINTS(tq1_0_avx2, tq1_0_dot_tokens)
 
 /* ------------------------------------------------------------------------------------------ */
+/* Q8_K as a weight format, against Q8_K activations                                           */
+/* ------------------------------------------------------------------------------------------ */
+
+/* Both operands may be -128 (Q8_K's quantizer uses the full byte range), so neither the sign
+   trick nor an unsigned offset fits VPMADDUBSW's 16-bit pair sums: the bytes are widened to 16
+   bits (the weights once per block for all tokens) and multiplied by VPMADDWD, exact. */
+static inline ALWAYS_INLINE void q8_K_dot_tokens(int64_t n, const void *weights,
+                                                 const void *activations, size_t stride,
+                                                 int n_tokens, float *out) {
+    const block_q8_K *x = weights;
+    __m256 acc_f[LB_DOT_TOKENS];
+    for (int t = 0; t < n_tokens; t++) acc_f[t] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        prefetch_weights(&x[b], sizeof *x);
+        __m256i acc[LB_DOT_TOKENS];
+        for (int t = 0; t < n_tokens; t++) acc[t] = _mm256_setzero_si256();
+        for (int k = 0; k < QK_K / 16; k++) {
+            const __m128i bytes = _mm_loadu_si128((const __m128i *)(x[b].qs + 16 * k));
+            const __m256i w = _mm256_cvtepi8_epi16(bytes);
+            for (int t = 0; t < n_tokens; t++) {
+                const int8_t *qa = q8_K_block(activations, stride, t, b)->qs + 16 * k;
+                const __m256i a = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)qa));
+                acc[t] = _mm256_add_epi32(acc[t], _mm256_madd_epi16(w, a));
+            }
+        }
+        for (int t = 0; t < n_tokens; t++) {
+            acc_f[t] = accumulate_scaled(acc_f[t], acc[t],
+                                         x[b].d * q8_K_block(activations, stride, t, b)->d);
+        }
+    }
+    for (int t = 0; t < n_tokens; t++) out[t] = hsum_ps(acc_f[t]);
+}
+
+DEFINE_DOT_ENTRY_POINTS(q8_K_avx2, q8_K_dot_tokens)
+
+/* ------------------------------------------------------------------------------------------ */
 
 void lb_register_kquants_avx2(lb_kernel_set *set) {
     set->quantize_activation[LOWBIT_TYPE_Q8_K] = quantize_q8_K_avx2;
@@ -551,4 +588,5 @@ void lb_register_kquants_avx2(lb_kernel_set *set) {
     set_dot(set, LOWBIT_TYPE_IQ4_XS, dot_iq4_xs_avx2, dot_iq4_xs_avx2_tokens);
     set_dot(set, LOWBIT_TYPE_TQ1_0, dot_tq1_0_avx2, dot_tq1_0_avx2_tokens);
     set_dot(set, LOWBIT_TYPE_TQ2_0, dot_tq2_0_avx2, dot_tq2_0_avx2_tokens);
+    set_dot(set, LOWBIT_TYPE_Q8_K, dot_q8_K_avx2, dot_q8_K_avx2_tokens);
 }

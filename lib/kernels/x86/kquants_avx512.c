@@ -1,6 +1,7 @@
 /*
  * AVX-512 VL + VNNI kernels of the 256-element formats, on 256-bit registers: Q2_K, Q3_K, Q4_K,
- * Q5_K, Q6_K, IQ4_XS, TQ1_0 and TQ2_0 with Q8_K activations, each also in a multi-token version
+ * Q5_K, Q6_K, IQ4_XS, TQ1_0, TQ2_0 and Q8_K (as weights) with Q8_K activations, each also in a
+ * multi-token version
  * (DEFINE_DOT_ENTRY_POINTS). lb_register_kquants_avx512 is called only on a CPU with VNNI;
  * the AVX2 kernels of kquants_avx2.c stay the fallback, and the scalar references of the type
  * table the ground truth.
@@ -476,7 +477,37 @@ static inline ALWAYS_INLINE void tq1_0_dot_tokens(int64_t n, const void *weights
     for (int t = 0; t < n_tokens; t++) out[t] = hsum_ps(acc_f[t]);
 }
 
+/* Q8_K as a weight format, against Q8_K activations. Both operands may be -128, so the weights
+   travel as the unsigned u = w + 128 (one XOR of the sign bits, once per block for all tokens)
+   and 128 times the activations' sum comes off through their bsums (which the quantizer writes
+   as the sums of qs): sum(w a) = sum(u a) - 128 sum(a), exact in 32 bits. */
+static inline ALWAYS_INLINE void q8_K_dot_tokens(int64_t n, const void *weights,
+                                                 const void *activations, size_t stride,
+                                                 int n_tokens, float *out) {
+    const block_q8_K *x = weights;
+    const __m256i sign_bits = _mm256_set1_epi8((char)0x80);
+    __m256 acc_f[LB_DOT_TOKENS];
+    for (int t = 0; t < n_tokens; t++) acc_f[t] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        prefetch_weights(&x[b], sizeof *x);
+        __m256i u[QK_K / 32];
+        for (int v = 0; v < QK_K / 32; v++) {
+            u[v] = _mm256_xor_si256(load32(x[b].qs + 32 * v), sign_bits);
+        }
+        for (int t = 0; t < n_tokens; t++) {
+            const block_q8_K *y = q8_K_block(activations, stride, t, b);
+            __m256i acc = _mm256_madd_epi16(load32(y->bsums), _mm256_set1_epi16(-128));
+            for (int v = 0; v < QK_K / 32; v++) {
+                acc = _mm256_dpbusd_epi32(acc, u[v], load32(y->qs + 32 * v));
+            }
+            acc_f[t] = accumulate_scaled(acc_f[t], acc, x[b].d * y->d);
+        }
+    }
+    for (int t = 0; t < n_tokens; t++) out[t] = hsum_ps(acc_f[t]);
+}
+
 DEFINE_DOT_ENTRY_POINTS(q2_K, q2_K_dot_tokens)
+DEFINE_DOT_ENTRY_POINTS(q8_K, q8_K_dot_tokens)
 #define Q3_K_CALL(n, w, a, stride, count, out) offset16_dot_tokens(n, w, 0, a, stride, count, out)
 #define Q6_K_CALL(n, w, a, stride, count, out) offset16_dot_tokens(n, w, 1, a, stride, count, out)
 DEFINE_DOT_ENTRY_POINTS(q3_K, Q3_K_CALL)
@@ -494,4 +525,5 @@ void lb_register_kquants_avx512(lb_kernel_set *set) {
     set_dot(set, LOWBIT_TYPE_IQ4_XS, dot_iq4_xs, dot_iq4_xs_tokens);
     set_dot(set, LOWBIT_TYPE_TQ1_0, dot_tq1_0, dot_tq1_0_tokens);
     set_dot(set, LOWBIT_TYPE_TQ2_0, dot_tq2_0, dot_tq2_0_tokens);
+    set_dot(set, LOWBIT_TYPE_Q8_K, dot_q8_K, dot_q8_K_tokens);
 }

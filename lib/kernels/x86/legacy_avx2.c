@@ -1,6 +1,6 @@
 /*
  * AVX2 (+FMA, F16C) kernels of the 32-element block formats (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
- * IQ4_NL, MXFP4), NVFP4, the float formats (F32, F16, BF16), and the activation quantizers
+ * IQ4_NL, MXFP4, and Q8_1 as weights), NVFP4, the float formats (F32, F16, BF16), and the activation quantizers
  * Q8_0, Q8_1 and Q8_K.
  *
  * Dot products: each block's weights are unpacked into 32 bytes laid out like the activation
@@ -126,6 +126,10 @@ static inline __m256i block_sums_q8_0(const block_q8_0 *x, const int8_t *qs) {
     return dot_i8_i8(load32(x->qs), load32(qs));
 }
 
+static inline __m256i block_sums_q8_1(const block_q8_1 *x, const int8_t *qs) {
+    return dot_i8_i8(load32(x->qs), load32(qs));
+}
+
 static inline __m256i block_sums_iq4_nl(const block_iq4_nl *x, const int8_t *qs) {
     const __m256i w = _mm256_shuffle_epi8(table16(lb_kvalues_iq4nl), unpack_nibbles_32(x->qs));
     return dot_i8_i8(w, load32(qs));
@@ -219,9 +223,11 @@ static inline nibble_pair pair_q5_1(const block_q5_1 *k, const block_q5_1 *k4) {
 }
 
 static inline signed_pair pair_q8_0(const block_q8_0 *k, const block_q8_0 *k4) {
-    const signed_pair levels = {sign_split(load_2x16(k->qs, k4->qs)),
-                                sign_split(load_2x16(k->qs + 16, k4->qs + 16))};
-    return levels;
+    return pair_of_i8_levels(k->qs, k4->qs);
+}
+
+static inline signed_pair pair_q8_1(const block_q8_1 *k, const block_q8_1 *k4) {
+    return pair_of_i8_levels(k->qs, k4->qs);
 }
 
 /* Codes through a 16-entry table of signed levels. */
@@ -285,6 +291,12 @@ DEFINE_DOT_ENTRY_POINTS(q4_1, q4_1_dot_tokens)
 DEFINE_DOT_ENTRY_POINTS(q5_0, q5_0_dot_tokens)
 DEFINE_DOT_ENTRY_POINTS(q5_1, q5_1_dot_tokens)
 DEFINE_DOT_ENTRY_POINTS(q8_0, q8_0_dot_tokens)
+/* Q8_1 as a weight format, against Q8_1 activations: Q8_0's kernel on Q8_1's blocks (its sum
+   field s is not needed: the products are exact integers). */
+DEFINE_SCALED_DOT_TOKENS(q8_1_dot_tokens, block_q8_1, block_q8_1, block_sums_q8_1, signed_pair,
+                         pair_q8_1, sums_signed_pair, _mm256_hadd_epi32, _mm256_hadd_epi32,
+                         FP16_SCALE, eight_halves)
+DEFINE_DOT_ENTRY_POINTS(q8_1, q8_1_dot_tokens)
 DEFINE_DOT_ENTRY_POINTS(iq4_nl, iq4_nl_dot_tokens)
 DEFINE_DOT_ENTRY_POINTS(mxfp4, mxfp4_dot_tokens)
 
@@ -582,6 +594,7 @@ void lb_register_legacy_avx2(lb_kernel_set *set) {
     set_dot(set, LOWBIT_TYPE_Q5_0, dot_q5_0, dot_q5_0_tokens);
     set_dot(set, LOWBIT_TYPE_Q5_1, dot_q5_1, dot_q5_1_tokens);
     set_dot(set, LOWBIT_TYPE_Q8_0, dot_q8_0, dot_q8_0_tokens);
+    set_dot(set, LOWBIT_TYPE_Q8_1, dot_q8_1, dot_q8_1_tokens);
     set_dot(set, LOWBIT_TYPE_IQ4_NL, dot_iq4_nl, dot_iq4_nl_tokens);
     set_dot(set, LOWBIT_TYPE_MXFP4, dot_mxfp4, dot_mxfp4_tokens);
     set_dot(set, LOWBIT_TYPE_NVFP4, dot_nvfp4, dot_nvfp4_tokens);

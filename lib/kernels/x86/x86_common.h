@@ -296,6 +296,13 @@ typedef struct signed_pair {
     signed_levels lo, hi;
 } signed_pair;
 
+/* Two blocks' 32 signed bytes each (Q8_0, Q8_1 weights), split for the sign trick. */
+static inline signed_pair pair_of_i8_levels(const int8_t *qs_k, const int8_t *qs_k4) {
+    const signed_pair levels = {sign_split(load_2x16(qs_k, qs_k4)),
+                                sign_split(load_2x16(qs_k + 16, qs_k4 + 16))};
+    return levels;
+}
+
 /* Before the short loops of the multi-token bodies (blocks, pairs, halves, tokens): GCC's own
    limits on complete unrolling leave them rolled once a body grows (four tokens of a sign-trick
    format), and their arrays then live in memory. */
