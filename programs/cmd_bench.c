@@ -5,7 +5,9 @@
  * noisy machine. bench/bench_gemv.c builds the same code as its own program.
  *
  * Per format, on a rows x cols matrix (default 4096 x 4096) of normal weights encoded by the
- * reference encoder:
+ * reference encoder; the formats that lowbit decodes but cannot encode yet (IQ1_S, IQ1_M, IQ2_XXS,
+ * IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S) get a synthetic matrix of random valid blocks instead, marked
+ * "*" in the table and "weights": "synthetic" in the JSON (only speed is measured):
  *   - GEMV on one thread and on all cores, median time of --reps calls, as GFLOP/s-equivalent
  *     (2 rows cols / time) and weight bytes read per second;
  *     warm: repeated on the same matrix (it stays in cache when it fits);
@@ -36,6 +38,7 @@
 #include "../lib/kernels/interleaved.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,7 +62,8 @@ static void print_usage(FILE *out) {
     fprintf(out,
             "usage: lowbit bench [options]\n"
             "  GEMV/GEMM speed per format, SIMD kernels beside the scalar reference.\n"
-            "  --types LIST      formats to run, e.g. q4_0,q4_K (default: all with a dot product)\n"
+            "  --types LIST      formats to run, e.g. q4_0,q4_K (default: all with a dot product;\n"
+            "                    those without an encoder, IQ1-IQ3, on random valid blocks)\n"
             "  --reps N          timing samples per figure, median reported (default 15)\n"
             "  --quick           a few formats, fewer samples, smaller cold set\n"
             "  --threads N       threads of the all-core runs (default: all cores)\n"
@@ -266,13 +270,11 @@ static double weight_gbs(const format_result *r, int f, double seconds) {
 }
 
 /* Encodes a rows x cols matrix of normal-ish weights (a fixed sum of uniforms: no libm needed
-   for speed, deterministic) and copies it `copies` times. */
-static uint8_t *make_matrices(const lowbit_type_traits *t, int64_t rows, int64_t cols, int copies,
-                              lowbit_pool *pool, size_t *matrix_bytes) {
+   for speed, deterministic) with the type's reference encoder. */
+static int encode_matrix(const lowbit_type_traits *t, int64_t rows, int64_t cols,
+                         lowbit_pool *pool, uint8_t *m) {
     float *x = malloc((size_t)(rows * cols) * sizeof *x);
-    *matrix_bytes = lowbit_row_bytes(t->type, cols) * (size_t)rows;
-    uint8_t *m = malloc(*matrix_bytes * (size_t)copies);
-    if (!x || !m) goto fail;
+    if (!x) return 0;
     uint64_t state = 0x6C6F77626974ull;
     for (int64_t i = 0; i < rows * cols; i++) {
         float sum = 0.0f;
@@ -282,14 +284,114 @@ static uint8_t *make_matrices(const lowbit_type_traits *t, int64_t rows, int64_t
         }
         x[i] = (sum - 2.0f) * 1.7f;
     }
-    if (lowbit_quantize_rows_ref(t->type, x, m, rows, cols, pool, NULL) != LOWBIT_OK) goto fail;
+    const int ok = lowbit_quantize_rows_ref(t->type, x, m, rows, cols, pool, NULL) == LOWBIT_OK;
+    free(x);
+    return ok;
+}
+
+/* Formats without an encoder (IQ1-IQ3) get a matrix of random blocks instead: their bytes are
+   all valid encodings (every codebook index is in range), and only the scales need care. A
+   block is redrawn until it decodes to finite values whose largest magnitude lies in
+   [SYNTHETIC_MIN_PEAK, SYNTHETIC_MAX_PEAK]. The lower bound keeps the fp16 scale normal: in these
+   formats no decoded value exceeds 500 times the scale, so a peak of 0.1 needs a scale above
+   2e-4, past the fp16 subnormals (< 6.1e-5) whose conversion may take a slow path. The upper
+   bound rules out infinities and NaN scales. About two in five random blocks pass, so the
+   redraws cost little. */
+#define SYNTHETIC_MIN_PEAK 0.1f
+#define SYNTHETIC_MAX_PEAK 1000.0f
+#define SYNTHETIC_MAX_DRAWS 10000 /* far beyond need: a format whose blocks never pass fails */
+
+typedef struct synthetic_job {
+    const lowbit_type_traits *type;
+    uint8_t *matrix;
+    size_t row_bytes;
+    int64_t cols;
+    atomic_int failed;
+} synthetic_job;
+
+/* splitmix64: a well-mixed stream from any seed, so each row can seed its own by its index. */
+static uint64_t next_random(uint64_t *state) {
+    uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static int block_is_sane(const float *values, int n) {
+    float peak = 0.0f;
+    for (int i = 0; i < n; i++) {
+        const float a = values[i] < 0 ? -values[i] : values[i];
+        if (!(a <= SYNTHETIC_MAX_PEAK)) return 0; /* also NaN */
+        peak = a > peak ? a : peak;
+    }
+    return peak >= SYNTHETIC_MIN_PEAK;
+}
+
+static int draw_sane_block(const lowbit_type_traits *t, uint64_t *state, uint8_t *block,
+                           float *values) {
+    for (int draw = 0; draw < SYNTHETIC_MAX_DRAWS; draw++) {
+        for (int i = 0; i < t->block_bytes; i += 8) {
+            const uint64_t bits = next_random(state);
+            const int n = t->block_bytes - i < 8 ? t->block_bytes - i : 8;
+            memcpy(block + i, &bits, (size_t)n); /* the byte order only changes the stream */
+        }
+        t->dequantize(block, values, t->block_size);
+        if (block_is_sane(values, t->block_size)) return 1;
+    }
+    return 0;
+}
+
+static void synthesize_rows(void *p, int64_t begin, int64_t end) {
+    synthetic_job *job = p;
+    const lowbit_type_traits *t = job->type;
+    float *values = malloc((size_t)t->block_size * sizeof *values);
+    if (!values) {
+        atomic_store(&job->failed, 1);
+        return;
+    }
+    for (int64_t r = begin; r < end && !atomic_load(&job->failed); r++) {
+        uint64_t state = 0x73796E746865ull ^ ((uint64_t)r << 20); /* the same for any pool */
+        uint8_t *row = job->matrix + (size_t)r * job->row_bytes;
+        for (int64_t b = 0; b < job->cols / t->block_size; b++) {
+            if (!draw_sane_block(t, &state, row + (size_t)b * t->block_bytes, values)) {
+                atomic_store(&job->failed, 1);
+                break;
+            }
+        }
+    }
+    free(values);
+}
+
+static int synthesize_matrix(const lowbit_type_traits *t, int64_t rows, int64_t cols,
+                             lowbit_pool *pool, uint8_t *m) {
+    synthetic_job job = {t, m, lowbit_row_bytes(t->type, cols), cols, 0};
+    lowbit_pool_run(pool, rows, synthesize_rows, &job);
+    return !atomic_load(&job.failed);
+}
+
+/* Whether a format's matrix is made of random blocks rather than encoded weights. */
+static int has_synthetic_weights(const lowbit_type_traits *t) { return !t->quantize_ref; }
+
+/* Whether a format can be benchmarked: it has a dot product, and an encoder or a decoder to
+   check its synthetic blocks with. */
+static int is_benchable(const lowbit_type_traits *t) {
+    return t->vec_dot && (t->quantize_ref || t->dequantize);
+}
+
+/* The weight matrix, encoded or synthetic, `copies` times over. */
+static uint8_t *make_matrices(const lowbit_type_traits *t, int64_t rows, int64_t cols, int copies,
+                              lowbit_pool *pool, size_t *matrix_bytes) {
+    *matrix_bytes = lowbit_row_bytes(t->type, cols) * (size_t)rows;
+    uint8_t *m = malloc(*matrix_bytes * (size_t)copies);
+    if (!m) return NULL;
+    const int ok = has_synthetic_weights(t) ? synthesize_matrix(t, rows, cols, pool, m)
+                                            : encode_matrix(t, rows, cols, pool, m);
+    if (!ok) {
+        free(m);
+        return NULL;
+    }
     for (int c = 1; c < copies; c++) memcpy(m + (size_t)c * *matrix_bytes, m, *matrix_bytes);
-    free(x);
     return m;
-fail:
-    free(x);
-    free(m);
-    return NULL;
 }
 
 static void measure(gemv_setup *s, format_result *r, int f, lowbit_pool *pool, int64_t n_rows,
@@ -350,6 +452,7 @@ static int bench_format(const lowbit_type_traits *t, const bench_options *o, low
     r->type = t;
     snprintf(r->name, sizeof r->name, "%s", t->name);
     r->cols = o->cols;
+    if (lowbit_row_bytes(t->type, o->cols) == 0) return 0; /* cols not whole blocks */
     const double row_mib = (double)lowbit_row_bytes(t->type, o->cols) * (double)o->rows / MIB;
     int copies = (int)((double)o->cold_mib / row_mib + 0.999);
     copies = copies < 2 ? 2 : copies;
@@ -413,7 +516,9 @@ static void print_table_header(int threads, int with_bandwidth) {
 
 /* bw_1t, bw_nt: the measured read bandwidths (GB/s), 0 when not measured. */
 static void print_table_row(const format_result *r, double bw_1t, double bw_nt) {
-    printf("%-8s %6.2f", r->name, lowbit_bits_per_weight(r->type->type));
+    char name[sizeof r->name + 1];
+    snprintf(name, sizeof name, "%s%s", r->name, has_synthetic_weights(r->type) ? "*" : "");
+    printf("%-8s %6.2f", name, lowbit_bits_per_weight(r->type->type));
     for (int f = 0; f < N_FIGURES; f++) {
         char cell[80];
         const double t = r->simd_s[f], ts = r->scalar_s[f];
@@ -443,11 +548,16 @@ static void print_table_row(const format_result *r, double bw_1t, double bw_nt) 
     fflush(stdout);
 }
 
+static void print_synthetic_footnote(void) {
+    printf("\n* synthetic matrix: random valid blocks with sane scales, as the format has no "
+           "encoder yet;\n  only the speed is measured.\n");
+}
+
 static void print_json_row(const format_result *r, int first) {
-    printf("%s\n    {\"type\": \"%s\", \"bits_per_weight\": %.4f, \"cold_copies\": %d,\n"
-           "     \"cache_read_gbs_1t\": %.3f, \"cache_read_gbs_nt\": %.3f",
-           first ? "" : ",", r->name, lowbit_bits_per_weight(r->type->type), r->copies,
-           r->cache_gbs[0], r->cache_gbs[1]);
+    printf("%s\n    {\"type\": \"%s\", \"weights\": \"%s\", \"bits_per_weight\": %.4f, "
+           "\"cold_copies\": %d,\n     \"cache_read_gbs_1t\": %.3f, \"cache_read_gbs_nt\": %.3f",
+           first ? "" : ",", r->name, has_synthetic_weights(r->type) ? "synthetic" : "encoded",
+           lowbit_bits_per_weight(r->type->type), r->copies, r->cache_gbs[0], r->cache_gbs[1]);
     for (int f = 0; f < N_FIGURES; f++) {
         const double t = r->simd_s[f], ts = r->scalar_s[f];
         printf(",\n     \"%s\": {\"rows\": %lld, \"tokens\": %lld, \"simd_ms\": %.4f, "
@@ -464,8 +574,7 @@ static void print_json_row(const format_result *r, int first) {
 static int type_selected(const char *list, const lowbit_type_traits *t) {
     if (!list) {
         /* every weight format with a dot product; Q8_1 and Q8_K are activation formats only */
-        return t->vec_dot && t->quantize_ref && t->type != LOWBIT_TYPE_Q8_1 &&
-               t->type != LOWBIT_TYPE_Q8_K;
+        return is_benchable(t) && t->type != LOWBIT_TYPE_Q8_1 && t->type != LOWBIT_TYPE_Q8_K;
     }
     char name[32];
     for (const char *p = list; *p;) {
@@ -487,10 +596,9 @@ static int check_type_list(const char *list) {
         size_t len = strcspn(p, ",");
         lowbit_type type;
         snprintf(name, sizeof name, "%.*s", (int)(len < 31 ? len : 31), p);
-        if (lowbit_type_from_name(name, &type) != LOWBIT_OK || !lowbit_type_info(type)->vec_dot ||
-            !lowbit_type_info(type)->quantize_ref) {
-            fprintf(stderr, "lowbit bench: '%s' is not a format with an encoder and a dot product\n",
-                    name);
+        if (lowbit_type_from_name(name, &type) != LOWBIT_OK ||
+            !is_benchable(lowbit_type_info(type))) {
+            fprintf(stderr, "lowbit bench: '%s' is not a format with a dot product\n", name);
             return 0;
         }
         p += len + (p[len] == ',');
@@ -539,7 +647,7 @@ int cmd_bench(int argc, char **argv) {
         }
         print_table_header(threads, o.bandwidth_mib > 0);
     }
-    int status = CLI_OK, first = 1;
+    int status = CLI_OK, first = 1, any_synthetic = 0;
     for (int i = 0; i < lowbit_type_count(); i++) {
         const lowbit_type_traits *t = lowbit_type_at(i);
         if (!type_selected(o.types, t)) continue;
@@ -553,10 +661,12 @@ int cmd_bench(int argc, char **argv) {
         if (o.json) print_json_row(&r, first);
         else print_table_row(&r, bw1, bwn);
         first = 0;
+        any_synthetic |= has_synthetic_weights(t);
         if (has_il && o.json) print_json_row(&il, 0);
         else if (has_il) print_table_row(&il, bw1, bwn);
     }
     if (o.json) printf("\n  ]\n}\n");
+    else if (any_synthetic) print_synthetic_footnote();
     free(x);
     free(out);
     lowbit_pool_destroy(pool);

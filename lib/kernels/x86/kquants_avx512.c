@@ -1,10 +1,9 @@
 /*
  * AVX-512 VL + VNNI kernels of the 256-element formats, on 256-bit registers: Q2_K, Q3_K, Q4_K,
  * Q5_K, Q6_K, IQ4_XS, TQ1_0, TQ2_0 and Q8_K (as weights) with Q8_K activations, each also in a
- * multi-token version
- * (DEFINE_DOT_ENTRY_POINTS). lb_register_kquants_avx512 is called only on a CPU with VNNI;
- * the AVX2 kernels of kquants_avx2.c stay the fallback, and the scalar references of the type
- * table the ground truth.
+ * multi-token version (DEFINE_DOT_ENTRY_POINTS). lb_register_kquants_avx512 is called only on a
+ * CPU with VNNI; the AVX2 kernels of kquants_avx2.c stay the fallback, and the scalar references
+ * of the type table the ground truth.
  *
  * Why VNNI helps here: these GEMVs are bound by the vector multiply units, not by memory, while
  * the matrix sits in cache. The AVX2 kernels spend two multiply-unit instructions per 32 weights
