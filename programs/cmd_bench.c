@@ -5,7 +5,7 @@
  * noisy machine. bench/bench_gemv.c builds the same code as its own program.
  *
  * Per format, on a rows x cols matrix (default 4096 x 4096) of normal weights encoded by the
- * reference encoder; the formats that lowbit decodes but cannot encode yet (IQ1_S, IQ1_M, IQ2_XXS,
+ * reference encoder; the formats that lowbit decodes but does not encode (IQ1_S, IQ1_M, IQ2_XXS,
  * IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S) get a synthetic matrix of random valid blocks instead, marked
  * "*" in the table and "weights": "synthetic" in the JSON (only speed is measured):
  *   - GEMV on one thread and on all cores, median time of --reps calls, as GFLOP/s-equivalent
@@ -549,8 +549,8 @@ static void print_table_row(const format_result *r, double bw_1t, double bw_nt) 
 }
 
 static void print_synthetic_footnote(void) {
-    printf("\n* synthetic matrix: random valid blocks with sane scales, as the format has no "
-           "encoder yet;\n  only the speed is measured.\n");
+    printf("\n* synthetic matrix: random valid blocks with sane scales, the format has no encoder "
+           "here;\n  only the speed is measured.\n");
 }
 
 static void print_json_row(const format_result *r, int first) {
