@@ -1,8 +1,8 @@
 /*
  * AArch64 Advanced SIMD (baseline NEON) kernels: the dot products of Q4_0, Q4_1, Q5_0, Q5_1,
- * Q8_0 and IQ4_NL with Q8_0/Q8_1 activations, of Q2_K, Q3_K, Q4_K, Q5_K, Q6_K and IQ4_XS with
- * Q8_K activations, of the float formats F32, F16 and BF16 (with multi-token versions), and the
- * activation quantizers Q8_0, Q8_1 and Q8_K.
+ * Q8_0, IQ4_NL and Q8_1 with Q8_0/Q8_1 activations, of Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS and
+ * Q8_K with Q8_K activations, of the float formats F32, F16 and BF16 (with multi-token
+ * versions), and the activation quantizers Q8_0, Q8_1 and Q8_K.
  *
  * Dot products: each block's weights are unpacked into signed bytes laid out like the activation
  * block's qs (element j in byte j), multiplied by the activation bytes with widening multiplies
@@ -128,6 +128,18 @@ static float dot_q8_0(int64_t n, const void *weights, const void *activations) {
     const block_q8_0 *x = weights, *y = activations;
     float sum = 0.0f;
     for (int64_t b = 0; b < n / QK8_0; b++) {
+        int32x4_t acc = dot16(vdupq_n_s32(0), load_i8(x[b].qs), load_i8(y[b].qs));
+        acc = dot16(acc, load_i8(x[b].qs + 16), load_i8(y[b].qs + 16));
+        sum += (float)vaddvq_s32(acc) * (half_to_float(x[b].d) * half_to_float(y[b].d));
+    }
+    return sum;
+}
+
+/* Q8_1 as a weight format, against Q8_1 activations: Q8_0's products on Q8_1's blocks. */
+static float dot_q8_1(int64_t n, const void *weights, const void *activations) {
+    const block_q8_1 *x = weights, *y = activations;
+    float sum = 0.0f;
+    for (int64_t b = 0; b < n / QK8_1; b++) {
         int32x4_t acc = dot16(vdupq_n_s32(0), load_i8(x[b].qs), load_i8(y[b].qs));
         acc = dot16(acc, load_i8(x[b].qs + 16), load_i8(y[b].qs + 16));
         sum += (float)vaddvq_s32(acc) * (half_to_float(x[b].d) * half_to_float(y[b].d));
@@ -378,6 +390,20 @@ static float dot_iq4_xs(int64_t n, const void *weights, const void *activations)
 
 /* ------------------------------------------------------------------------------------------ */
 /* Activation quantizers                                                                        */
+/* Q8_K as a weight format, against Q8_K activations: widening products (exact for -128 too). */
+static float dot_q8_K(int64_t n, const void *weights, const void *activations) {
+    const block_q8_K *x = weights, *y = activations;
+    float sum = 0.0f;
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        int32x4_t acc = vdupq_n_s32(0);
+        for (int k = 0; k < QK_K / 16; k++) {
+            acc = dot16(acc, load_i8(x[b].qs + 16 * k), load_i8(y[b].qs + 16 * k));
+        }
+        sum += x[b].d * y[b].d * (float)vaddvq_s32(acc);
+    }
+    return sum;
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* Float formats: F32, F16, BF16 against activations of their own type                         */
 /* ------------------------------------------------------------------------------------------ */
@@ -569,6 +595,8 @@ void lb_register_neon(lb_kernel_set *set) {
     set->vec_dot[LOWBIT_TYPE_Q5_K] = dot_q5_K;
     set->vec_dot[LOWBIT_TYPE_Q6_K] = dot_q6_K;
     set->vec_dot[LOWBIT_TYPE_IQ4_XS] = dot_iq4_xs;
+    set->vec_dot[LOWBIT_TYPE_Q8_1] = dot_q8_1;
+    set->vec_dot[LOWBIT_TYPE_Q8_K] = dot_q8_K;
     /* the float formats with their multi-token kernels (kernels.h) */
     set->vec_dot[LOWBIT_TYPE_F32] = set->tokens_pair[LOWBIT_TYPE_F32] = dot_f32;
     set->vec_dot_tokens[LOWBIT_TYPE_F32] = dot_f32_tokens;
