@@ -51,18 +51,12 @@ static inline __m256i add_scaled_pair(__m256i acc, __m256i p, __m256i q, __m256i
 }
 
 /* Shuffles that spread 16-bit scales (eight per 128-bit lane) over the words of a packed pair.
-   kSubScale[j]: scale j to every word, for IQ4_XS, whose 32-element sub-blocks each fill a
-   vector (and whose products are not packed).
    kQuarterPairs[k / 2]: for planes k and k + 1 of 16-element sub-blocks (Q3_K, Q6_K), whose low
    128-bit lane holds sub-block 2k (then 2k + 2) and high lane 2k + 1 (then 2k + 3).
    Signed scales need these 16-bit sources; unsigned ones (Q2_K, Q4_K, Q5_K) are spread straight
    from their bytes by the patterns further down, which saves widening them first. */
 #define WORD4(s) (2 * (s)), (2 * (s) + 1), (2 * (s)), (2 * (s) + 1), (2 * (s)), (2 * (s) + 1), \
                  (2 * (s)), (2 * (s) + 1)
-#define WORD16(s) WORD4(s), WORD4(s), WORD4(s), WORD4(s)
-static const uint8_t kSubScale[8][32] = {{WORD16(0)}, {WORD16(1)}, {WORD16(2)}, {WORD16(3)},
-                                         {WORD16(4)}, {WORD16(5)}, {WORD16(6)}, {WORD16(7)}};
-#undef WORD16
 static const uint8_t kQuarterPairs[2][32] = {
     {WORD4(0), WORD4(2), WORD4(1), WORD4(3)},
     {WORD4(4), WORD4(6), WORD4(5), WORD4(7)},
@@ -386,19 +380,27 @@ static inline ALWAYS_INLINE void iq4_xs_dot_tokens(int64_t n, const void *weight
         __m256i acc[LB_DOT_TOKENS];
         for (int t = 0; t < n_tokens; t++) acc[t] = _mm256_setzero_si256();
         for (int p = 0; p < 4; p++) {
-            __m256i w[2];
-            iq4_xs_pair_weights(&x[b], p, w);
-            /* each of w covers one sub-block: its scale in every word */
-            const __m256i scale[2] = {spread_scales(scales, kSubScale[2 * p]),
-                                      spread_scales(scales, kSubScale[2 * p + 1])};
+            /* Sub-blocks 2p and 2p + 1 as they come out of the 16-byte halves of one load: the
+               low nibbles (elements 0-15 of each) in w[0], the high ones (16-31) in w[1], sub-block
+               2p in the low 128-bit lane and 2p + 1 in the high one. The activations are loaded
+               to match (load_2x16) rather than the weights permuted into element order: that
+               takes two lane permutes and a scale shuffle off the shuffle port per 64 weights
+               (warm GEMV 0.556 -> 0.520 ms, GEMM unchanged; Intel Xeon, five runs). */
+            const __m256i grid =
+                _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)lb_kvalues_iq4nl));
+            const __m256i q = load32(x[b].qs + 32 * p), nibble = _mm256_set1_epi8(0x0F);
+            const __m256i w[2] = {
+                _mm256_shuffle_epi8(grid, _mm256_and_si256(q, nibble)),
+                _mm256_shuffle_epi8(grid, _mm256_and_si256(_mm256_srli_epi16(q, 4), nibble))};
+            const __m256i scale = pick_pair(scales, p);
             for (int t = 0; t < n_tokens; t++) {
                 const int8_t *qa = q8_K_block(activations, stride, t, b)->qs + 64 * p;
                 for (int s = 0; s < 2; s++) {
                     /* both signed: |a| (exact as u8, even for -128) times w with a's sign */
-                    const __m256i a = load32(qa + 32 * s);
+                    const __m256i a = load_2x16(qa + 16 * s, qa + 32 + 16 * s);
                     const __m256i prod =
                         _mm256_maddubs_epi16(_mm256_abs_epi8(a), _mm256_sign_epi8(w[s], a));
-                    acc[t] = _mm256_dpwssd_epi32(acc[t], prod, scale[s]);
+                    acc[t] = _mm256_dpwssd_epi32(acc[t], prod, scale);
                 }
             }
         }

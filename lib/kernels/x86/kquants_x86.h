@@ -90,19 +90,6 @@ static inline __m256i move_bit(__m256i v, int from, int to) {
     return from <= to ? _mm256_slli_epi16(v, to - from) : _mm256_srli_epi16(v, from - to);
 }
 
-/* The signed weights of sub-blocks 2p and 2p + 1 of an IQ4_XS block, from the IQ4 grid: bytes
-   32p..32p + 15 hold sub-block 2p (low nibbles first, then high), the next 16 bytes 2p + 1. */
-static inline void iq4_xs_pair_weights(const block_iq4_xs *x, int p, __m256i w[2]) {
-    const __m256i grid =
-        _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)lb_kvalues_iq4nl));
-    const __m256i nibble = _mm256_set1_epi8(0x0F);
-    const __m256i q = load32(x->qs + 32 * p);
-    const __m256i lo = _mm256_shuffle_epi8(grid, _mm256_and_si256(q, nibble));
-    const __m256i hi = _mm256_shuffle_epi8(grid, _mm256_and_si256(_mm256_srli_epi16(q, 4), nibble));
-    w[0] = _mm256_permute2x128_si256(lo, hi, 0x20);
-    w[1] = _mm256_permute2x128_si256(lo, hi, 0x31);
-}
-
 /* Multi-token kernels (kernels.h, lb_vec_dot_tokens_fn) */
 
 /* Picking per-sub-block scales out of 8 sixteen-bit scales per 128-bit lane: kPairPick[k] gives
