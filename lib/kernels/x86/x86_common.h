@@ -195,7 +195,9 @@ static inline __m256i ue4m3_as_fp16_x16(__m128i codes) {
 #ifndef WEIGHT_PREFETCH_BYTES
 #define WEIGHT_PREFETCH_BYTES 8192
 #endif
+#ifndef WEIGHT_PREFETCH_NEAR_BYTES
 #define WEIGHT_PREFETCH_NEAR_BYTES 1024
+#endif
 
 static inline __attribute__((always_inline)) void prefetch_weights_to_l2(const void *block,
                                                                          size_t bytes) {
