@@ -32,6 +32,18 @@
  * 0.87. Plain loads in place of the gathers (wrong sums, for the timing) ran 15-20% faster for
  * IQ2 and 35% for IQ3, whose sixteen-element gathers fill the load ports: the rest is shuffles
  * and multiplies, about evenly.
+ *
+ * Each kernel is one body (NAME_dot_tokens) for up to LB_DOT_TOKENS activation rows, the
+ * one-token kernel being it with one token (DEFINE_DOT_ENTRY_POINTS; GCC makes the same
+ * instructions of it as of the former one-token kernels, so every token gets their result bit
+ * for bit and the GEMV its speed). The several tokens share all the weight work: the sign masks
+ * and scales of each super-block, each step's gather, its masked subtraction and its scales;
+ * per token and step there remain a load, VPMADDUBSW and VPDPWSSD, and per super-block the
+ * bsum offsets and the float accumulation. lowbit_matmul with 32 tokens on two threads (same
+ * CPU, busy with other work, medians of five alternating runs, one-token kernels -> these, in
+ * GFLOP/s): IQ2_XXS 30 -> 65, IQ2_XS 32 -> 64, IQ2_S 36 -> 69, IQ3_XXS 26 -> 60, IQ3_S 25 -> 65;
+ * in quieter runs 45-56 -> 93-107. The GEMV: IQ2_XXS 0.72 -> 0.75 ms, IQ2_XS 0.66 -> 0.66,
+ * IQ2_S 0.60 -> 0.60, IQ3_XXS 0.84 -> 0.84, IQ3_S 0.85 -> 0.85 (the same instructions: noise).
  */
 #include "../../formats/blocks.h"
 #include "../../formats/iq_grids.h"
@@ -102,25 +114,61 @@ static inline __m512i step_scales_from_words(__m256i half_words, int p) {
                                     _mm512_zextsi256_si512(half_words));
 }
 
-/* The super-block's integer accumulator, starting at minus the share of the 64s: 64 times each
-   half's odd scale (half_words) times its bsum, in 8 lanes. */
-static inline __m512i start_at_minus_offsets(__m256i half_words, const int16_t *bsums) {
-    const __m256i offsets = _mm256_slli_epi32(_mm256_madd_epi16(half_words, load32(bsums)), 6);
-    return _mm512_zextsi256_si512(_mm256_sub_epi32(_mm256_setzero_si256(), offsets));
+/* The super-block's integer accumulators of the n_tokens activation rows y[t] (block b),
+   starting at minus the share of the 64s: 64 times each half's odd scale (half_words, decoded
+   once for all the tokens) times the token's bsum, in 8 lanes. */
+static inline ALWAYS_INLINE void start_at_minus_offsets(__m512i acc[], __m256i half_words,
+                                                        const block_q8_K *const y[], int64_t b,
+                                                        int n_tokens) {
+    UNROLL_SHORT
+    for (int t = 0; t < n_tokens; t++) {
+        acc[t] = _mm512_zextsi256_si512(minus_offsets(half_words, y[t][b].bsums));
+    }
 }
 
-/* acc + the products of 64 weights with their activations, each pair times its 16-bit scale.
-   offset_u: the weights' magnitudes as 64 + u; negative: their signs. */
-static inline __m512i add_step(__m512i acc, __m512i offset_u, __mmask64 negative, const int8_t *a,
-                               __m512i scales) {
+/* Step p's 64 weights w as the unsigned 64 + w, once for all the tokens. offset_u: their
+   magnitudes as 64 + u; negative: their signs. */
+static inline __m512i offset_weights(__m512i offset_u, __mmask64 negative) {
     /* 128 - (64 + u) = 64 - u where the weight is negative */
-    const __m512i w = _mm512_mask_sub_epi8(offset_u, negative, _mm512_set1_epi8(-128), offset_u);
-    return _mm512_dpwssd_epi32(acc, _mm512_maddubs_epi16(w, _mm512_loadu_si512(a)), scales);
+    return _mm512_mask_sub_epi8(offset_u, negative, _mm512_set1_epi8(-128), offset_u);
 }
 
-/* acc_f + scale * (float)sums, lane by lane; the lanes are added up once per row. */
-static inline __m512 accumulate_scaled16(__m512 acc_f, __m512i sums, float scale) {
-    return _mm512_fmadd_ps(_mm512_set1_ps(scale), _mm512_cvtepi32_ps(sums), acc_f);
+/* acc[t] + the products of step p's 64 weights (offset_weights) with token t's activations of
+   block b, each pair times its 16-bit scale. */
+static inline ALWAYS_INLINE void add_step(__m512i acc[], __m512i w, const block_q8_K *const y[],
+                                          int64_t b, int p, __m512i scales, int n_tokens) {
+    UNROLL_SHORT
+    for (int t = 0; t < n_tokens; t++) {
+        const __m512i a = _mm512_loadu_si512(y[t][b].qs + 64 * p);
+        acc[t] = _mm512_dpwssd_epi32(acc[t], _mm512_maddubs_epi16(w, a), scales);
+    }
+}
+
+/* acc_f[t] + scale_x * d_t * (float)acc[t], lane by lane (d_t: token t's block scale; scale_x
+   times it first, as the one-token kernel multiplies them); the lanes are added up once per
+   row. */
+static inline ALWAYS_INLINE void accumulate_scaled16(__m512 acc_f[], const __m512i acc[],
+                                                     float scale_x, const block_q8_K *const y[],
+                                                     int64_t b, int n_tokens) {
+    UNROLL_SHORT
+    for (int t = 0; t < n_tokens; t++) {
+        acc_f[t] = _mm512_fmadd_ps(_mm512_set1_ps(scale_x * y[t][b].d),
+                                   _mm512_cvtepi32_ps(acc[t]), acc_f[t]);
+    }
+}
+
+/* The activation rows of a multi-token call and their float accumulators, zeroed. */
+static inline ALWAYS_INLINE void start_tokens(const void *activations, size_t stride,
+                                              int n_tokens, const block_q8_K *y[],
+                                              __m512 acc_f[]) {
+    for (int t = 0; t < n_tokens; t++) {
+        y[t] = token_row(activations, stride, t);
+        acc_f[t] = _mm512_setzero_ps();
+    }
+}
+
+static inline ALWAYS_INLINE void finish_tokens(const __m512 acc_f[], int n_tokens, float *out) {
+    for (int t = 0; t < n_tokens; t++) out[t] = _mm512_reduce_add_ps(acc_f[t]);
 }
 
 static inline __mmask64 load_mask64(const void *p) {
@@ -160,14 +208,6 @@ static inline __m256i sign_bytes_of_words(__m256i aux) {
     return with_parity_bit(_mm256_and_si256(r3, _mm256_set1_epi8(0x7F)));
 }
 
-/* IQ2_XXS and IQ3_XXS: the odd scales 2s + 1 of the eight sub-blocks (s: bits 28-31 of each word
-   of aux) as the 16 half scales, sub-block ib's in words 2 ib and 2 ib + 1. */
-static inline __m256i odd_half_words_of_words(__m256i aux) {
-    /* (aux >> 27) | 1 = 2s + 1: bit 27 gives way to the 1 */
-    const __m256i odd = _mm256_or_si256(_mm256_srli_epi32(aux, 27), _mm256_set1_epi32(1));
-    return _mm256_or_si256(odd, _mm256_slli_epi32(odd, 16));
-}
-
 /* The four 64-bit sign masks of a super-block's steps from its 32 sign bytes, through memory: a
    mask register loads from memory in one load, where the compiler's way, taking each quarter out
    of the vector register, costs three shuffle-port instructions (the empty asm keeps it from
@@ -182,16 +222,19 @@ static inline void store_sign_masks(__m256i sign_bytes, __mmask64 masks[4]) {
 /* IQ2_XXS                                                                                     */
 /* ------------------------------------------------------------------------------------------ */
 
-static float vec_dot_iq2_xxs_vnni(int64_t n, const void *weights, const void *activations) {
+static inline ALWAYS_INLINE void iq2_xxs_dot_tokens(int64_t n, const void *weights,
+                                                    const void *activations, size_t stride,
+                                                    int n_tokens, float *out) {
     const block_iq2_xxs *x = weights;
-    const block_q8_K *y = activations;
     /* step p's 16 bytes: indices 0-3, a word, indices 4-7, a word; the indices made 32-bit */
     const __m256i index_bytes = _mm256_setr_epi8(
         0, -1, -1, -1, 1, -1, -1, -1, 2, -1, -1, -1, 3, -1, -1, -1,
         8, -1, -1, -1, 9, -1, -1, -1, 10, -1, -1, -1, 11, -1, -1, -1);
     const __m512i odd_words =
         _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 1, 3, 5, 7, 9, 11, 13, 15);
-    __m512 acc_f = _mm512_setzero_ps();
+    const block_q8_K *y[LB_DOT_TOKENS];
+    __m512 acc_f[LB_DOT_TOKENS];
+    start_tokens(activations, stride, n_tokens, y, acc_f);
     for (int64_t b = 0; b < n / QK_K; b++) {
         prefetch_weights(&x[b], sizeof *x);
         const uint8_t *qs = (const uint8_t *)x[b].qs;
@@ -201,19 +244,22 @@ static float vec_dot_iq2_xxs_vnni(int64_t n, const void *weights, const void *ac
         __mmask64 negative[4];
         store_sign_masks(sign_bytes_of_words(aux), negative);
         const __m256i half_words = odd_half_words_of_words(aux);
-        __m512i acc = start_at_minus_offsets(half_words, y[b].bsums);
+        __m512i acc[LB_DOT_TOKENS];
+        start_at_minus_offsets(acc, half_words, y, b, n_tokens);
         for (int p = 0; p < 4; p++) {
             const __m256i idx = _mm256_shuffle_epi8(
                 _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(qs + 16 * p))),
                 index_bytes);
             const __m512i u = _mm512_i32gather_epi64(idx, (const void *)iq2xxs_offset_grid, 8);
-            acc = add_step(acc, u, negative[p], y[b].qs + 64 * p,
-                           step_scales_from_words(half_words, p));
+            add_step(acc, offset_weights(u, negative[p]), y, b, p,
+                     step_scales_from_words(half_words, p), n_tokens);
         }
-        acc_f = accumulate_scaled16(acc_f, acc, 0.125f * half_to_float(x[b].d) * y[b].d);
+        accumulate_scaled16(acc_f, acc, 0.125f * half_to_float(x[b].d), y, b, n_tokens);
     }
-    return _mm512_reduce_add_ps(acc_f);
+    finish_tokens(acc_f, n_tokens, out);
 }
+
+DEFINE_DOT_ENTRY_POINTS(iq2_xxs, iq2_xxs_dot_tokens)
 
 /* ------------------------------------------------------------------------------------------ */
 /* IQ2_XS                                                                                      */
@@ -231,49 +277,59 @@ static inline __m256i iq2_xs_sign_bytes(const uint16_t qs[32]) {
     return _mm512_cvtepi16_epi8(full);
 }
 
-static float vec_dot_iq2_xs_vnni(int64_t n, const void *weights, const void *activations) {
+static inline ALWAYS_INLINE void iq2_xs_dot_tokens(int64_t n, const void *weights,
+                                                   const void *activations, size_t stride,
+                                                   int n_tokens, float *out) {
     const block_iq2_xs *x = weights;
-    const block_q8_K *y = activations;
     const __m256i nine_bits = _mm256_set1_epi32(511);
-    __m512 acc_f = _mm512_setzero_ps();
+    const block_q8_K *y[LB_DOT_TOKENS];
+    __m512 acc_f[LB_DOT_TOKENS];
+    start_tokens(activations, stride, n_tokens, y, acc_f);
     for (int64_t b = 0; b < n / QK_K; b++) {
         prefetch_weights(&x[b], sizeof *x);
         __mmask64 negative[4];
         store_sign_masks(iq2_xs_sign_bytes(x[b].qs), negative);
         const __m128i half_bytes = iq2_odd_half_scales(x[b].scales);
         const __m512i half_bytes_x4 = _mm512_broadcast_i32x4(half_bytes);
-        __m512i acc = start_at_minus_offsets(_mm256_cvtepu8_epi16(half_bytes), y[b].bsums);
+        __m512i acc[LB_DOT_TOKENS];
+        start_at_minus_offsets(acc, _mm256_cvtepu8_epi16(half_bytes), y, b, n_tokens);
         for (int p = 0; p < 4; p++) {
             const __m128i group_words = _mm_loadu_si128((const __m128i *)(x[b].qs + 8 * p));
             const __m256i idx = _mm256_and_si256(_mm256_cvtepu16_epi32(group_words), nine_bits);
             const __m512i u = _mm512_i32gather_epi64(idx, (const void *)iq2xs_offset_grid, 8);
-            acc = add_step(acc, u, negative[p], y[b].qs + 64 * p,
-                           step_scales_from_bytes(half_bytes_x4, p));
+            add_step(acc, offset_weights(u, negative[p]), y, b, p,
+                     step_scales_from_bytes(half_bytes_x4, p), n_tokens);
         }
-        acc_f = accumulate_scaled16(acc_f, acc, 0.125f * half_to_float(x[b].d) * y[b].d);
+        accumulate_scaled16(acc_f, acc, 0.125f * half_to_float(x[b].d), y, b, n_tokens);
     }
-    return _mm512_reduce_add_ps(acc_f);
+    finish_tokens(acc_f, n_tokens, out);
 }
+
+DEFINE_DOT_ENTRY_POINTS(iq2_xs, iq2_xs_dot_tokens)
 
 /* ------------------------------------------------------------------------------------------ */
 /* IQ2_S                                                                                       */
 /* ------------------------------------------------------------------------------------------ */
 
-static float vec_dot_iq2_s_vnni(int64_t n, const void *weights, const void *activations) {
+static inline ALWAYS_INLINE void iq2_s_dot_tokens(int64_t n, const void *weights,
+                                                  const void *activations, size_t stride,
+                                                  int n_tokens, float *out) {
     const block_iq2_s *x = weights;
-    const block_q8_K *y = activations;
     /* group l (0-15) of sub-blocks 4h..4h + 3: bits 2l, 2l + 1 of the 32-bit word at qh + 4h,
        rotated to bits 8-9 */
     const __m512i rot =
         _mm512_setr_epi32(8, 6, 4, 2, 0, 30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10);
     const __m512i two_bits = _mm512_set1_epi32(0x300);
-    __m512 acc_f = _mm512_setzero_ps();
+    const block_q8_K *y[LB_DOT_TOKENS];
+    __m512 acc_f[LB_DOT_TOKENS];
+    start_tokens(activations, stride, n_tokens, y, acc_f);
     for (int64_t b = 0; b < n / QK_K; b++) {
         prefetch_weights(&x[b], sizeof *x);
         const uint8_t *signs = x[b].qs + QK_K / 8;
         const __m128i half_bytes = iq2_odd_half_scales(x[b].scales);
         const __m512i half_bytes_x4 = _mm512_broadcast_i32x4(half_bytes);
-        __m512i acc = start_at_minus_offsets(_mm256_cvtepu8_epi16(half_bytes), y[b].bsums);
+        __m512i acc[LB_DOT_TOKENS];
+        start_at_minus_offsets(acc, _mm256_cvtepu8_epi16(half_bytes), y, b, n_tokens);
         /* the indices of 16 groups at a time: 0.67 -> 0.65 ms against 8 */
         for (int h = 0; h < 2; h++) {
             const __m512i low =
@@ -287,66 +343,68 @@ static float vec_dot_iq2_s_vnni(int64_t n, const void *weights, const void *acti
                 const __m256i idx8 =
                     i ? _mm512_extracti64x4_epi64(idx, 1) : _mm512_castsi512_si256(idx);
                 const __m512i u = _mm512_i32gather_epi64(idx8, (const void *)iq2s_offset_grid, 8);
-                acc = add_step(acc, u, load_mask64(signs + 8 * p), y[b].qs + 64 * p,
-                               step_scales_from_bytes(half_bytes_x4, p));
+                add_step(acc, offset_weights(u, load_mask64(signs + 8 * p)), y, b, p,
+                         step_scales_from_bytes(half_bytes_x4, p), n_tokens);
             }
         }
-        acc_f = accumulate_scaled16(acc_f, acc, 0.125f * half_to_float(x[b].d) * y[b].d);
+        accumulate_scaled16(acc_f, acc, 0.125f * half_to_float(x[b].d), y, b, n_tokens);
     }
-    return _mm512_reduce_add_ps(acc_f);
+    finish_tokens(acc_f, n_tokens, out);
 }
+
+DEFINE_DOT_ENTRY_POINTS(iq2_s, iq2_s_dot_tokens)
 
 /* ------------------------------------------------------------------------------------------ */
 /* IQ3_XXS                                                                                     */
 /* ------------------------------------------------------------------------------------------ */
 
-static float vec_dot_iq3_xxs_vnni(int64_t n, const void *weights, const void *activations) {
+static inline ALWAYS_INLINE void iq3_xxs_dot_tokens(int64_t n, const void *weights,
+                                                    const void *activations, size_t stride,
+                                                    int n_tokens, float *out) {
     const block_iq3_xxs *x = weights;
-    const block_q8_K *y = activations;
-    __m512 acc_f = _mm512_setzero_ps();
+    const block_q8_K *y[LB_DOT_TOKENS];
+    __m512 acc_f[LB_DOT_TOKENS];
+    start_tokens(activations, stride, n_tokens, y, acc_f);
     for (int64_t b = 0; b < n / QK_K; b++) {
         prefetch_weights(&x[b], sizeof *x);
         const __m256i aux = load32(x[b].qs + QK_K / 4);
         uint64_t negative[4]; /* not store_sign_masks: see there */
         _mm256_storeu_si256((__m256i *)(void *)negative, sign_bytes_of_words(aux));
         const __m256i half_words = odd_half_words_of_words(aux);
-        __m512i acc = start_at_minus_offsets(half_words, y[b].bsums);
+        __m512i acc[LB_DOT_TOKENS];
+        start_at_minus_offsets(acc, half_words, y, b, n_tokens);
         for (int p = 0; p < 4; p++) {
             const __m512i idx =
                 _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(x[b].qs + 16 * p)));
             const __m512i u = _mm512_i32gather_epi32(idx, (const void *)iq3xxs_offset_grid, 4);
-            acc = add_step(acc, u, _cvtu64_mask64(negative[p]), y[b].qs + 64 * p,
-                           step_scales_from_words(half_words, p));
+            add_step(acc, offset_weights(u, _cvtu64_mask64(negative[p])), y, b, p,
+                     step_scales_from_words(half_words, p), n_tokens);
         }
-        acc_f = accumulate_scaled16(acc_f, acc, 0.25f * half_to_float(x[b].d) * y[b].d);
+        accumulate_scaled16(acc_f, acc, 0.25f * half_to_float(x[b].d), y, b, n_tokens);
     }
-    return _mm512_reduce_add_ps(acc_f);
+    finish_tokens(acc_f, n_tokens, out);
 }
+
+DEFINE_DOT_ENTRY_POINTS(iq3_xxs, iq3_xxs_dot_tokens)
 
 /* ------------------------------------------------------------------------------------------ */
 /* IQ3_S                                                                                       */
 /* ------------------------------------------------------------------------------------------ */
 
-/* The 16 half scales of an IQ3_S block as bytes: sub-block ib's 2s + 1 (s: nibble ib % 2 of
-   scales[ib / 2]) in bytes 2 ib and 2 ib + 1. */
-static inline __m128i iq3_s_odd_half_scales(const uint8_t scales[4]) {
-    const __m128i packed = _mm_cvtsi32_si128((int)load_u32(scales));
-    const __m128i nibbles = _mm_and_si128(_mm_unpacklo_epi8(packed, _mm_srli_epi16(packed, 4)),
-                                          _mm_set1_epi8(0x0F));
-    const __m128i odd = _mm_add_epi8(_mm_add_epi8(nibbles, nibbles), _mm_set1_epi8(1));
-    return _mm_unpacklo_epi8(odd, odd);
-}
-
-static float vec_dot_iq3_s_vnni(int64_t n, const void *weights, const void *activations) {
+static inline ALWAYS_INLINE void iq3_s_dot_tokens(int64_t n, const void *weights,
+                                                  const void *activations, size_t stride,
+                                                  int n_tokens, float *out) {
     const block_iq3_s *x = weights;
-    const block_q8_K *y = activations;
     const __m512i ninth_bit = _mm512_set1_epi32(256);
-    __m512 acc_f = _mm512_setzero_ps();
+    const block_q8_K *y[LB_DOT_TOKENS];
+    __m512 acc_f[LB_DOT_TOKENS];
+    start_tokens(activations, stride, n_tokens, y, acc_f);
     for (int64_t b = 0; b < n / QK_K; b++) {
         prefetch_weights(&x[b], sizeof *x);
         const __m128i half_bytes = iq3_s_odd_half_scales(x[b].scales);
         const __m512i half_bytes_x4 = _mm512_broadcast_i32x4(half_bytes);
-        __m512i acc = start_at_minus_offsets(_mm256_cvtepu8_epi16(half_bytes), y[b].bsums);
+        __m512i acc[LB_DOT_TOKENS];
+        start_at_minus_offsets(acc, _mm256_cvtepu8_epi16(half_bytes), y, b, n_tokens);
         for (int p = 0; p < 4; p++) {
             /* entry i of the step takes bit i of qh[2p] | qh[2p + 1] << 8 as its ninth bit */
             uint16_t ninth_bits;
@@ -356,21 +414,23 @@ static float vec_dot_iq3_s_vnni(int64_t n, const void *weights, const void *acti
             const __m512i idx =
                 _mm512_mask_or_epi32(low, _cvtu32_mask16(ninth_bits), low, ninth_bit);
             const __m512i u = _mm512_i32gather_epi32(idx, (const void *)iq3s_offset_grid, 4);
-            acc = add_step(acc, u, load_mask64(x[b].signs + 8 * p), y[b].qs + 64 * p,
-                           step_scales_from_bytes(half_bytes_x4, p));
+            add_step(acc, offset_weights(u, load_mask64(x[b].signs + 8 * p)), y, b, p,
+                     step_scales_from_bytes(half_bytes_x4, p), n_tokens);
         }
-        acc_f = accumulate_scaled16(acc_f, acc, half_to_float(x[b].d) * y[b].d);
+        accumulate_scaled16(acc_f, acc, half_to_float(x[b].d), y, b, n_tokens);
     }
-    return _mm512_reduce_add_ps(acc_f);
+    finish_tokens(acc_f, n_tokens, out);
 }
+
+DEFINE_DOT_ENTRY_POINTS(iq3_s, iq3_s_dot_tokens)
 
 /* ------------------------------------------------------------------------------------------ */
 
 void lb_register_lattice_avx512(lb_kernel_set *set) {
     pthread_once(&offset_grids_once, fill_offset_grids);
-    set->vec_dot[LOWBIT_TYPE_IQ2_XXS] = vec_dot_iq2_xxs_vnni;
-    set->vec_dot[LOWBIT_TYPE_IQ2_XS] = vec_dot_iq2_xs_vnni;
-    set->vec_dot[LOWBIT_TYPE_IQ2_S] = vec_dot_iq2_s_vnni;
-    set->vec_dot[LOWBIT_TYPE_IQ3_XXS] = vec_dot_iq3_xxs_vnni;
-    set->vec_dot[LOWBIT_TYPE_IQ3_S] = vec_dot_iq3_s_vnni;
+    set_dot(set, LOWBIT_TYPE_IQ2_XXS, dot_iq2_xxs, dot_iq2_xxs_tokens);
+    set_dot(set, LOWBIT_TYPE_IQ2_XS, dot_iq2_xs, dot_iq2_xs_tokens);
+    set_dot(set, LOWBIT_TYPE_IQ2_S, dot_iq2_s, dot_iq2_s_tokens);
+    set_dot(set, LOWBIT_TYPE_IQ3_XXS, dot_iq3_xxs, dot_iq3_xxs_tokens);
+    set_dot(set, LOWBIT_TYPE_IQ3_S, dot_iq3_s, dot_iq3_s_tokens);
 }
