@@ -314,7 +314,7 @@ enum { MM_ROWS = 7, MM_COLS = 512, MM_TOKENS = 6 };
 static void check_tokens_kernels(const lowbit_type_traits *t, const lb_kernel_set *sets,
                                  int n_levels, const uint8_t *w, size_t w_row, const uint8_t *qa,
                                  size_t a_row) {
-    static const int64_t lengths[] = {MM_COLS, 1, 7, 23, 33, 79, 100, 256, 288, 480, 509};
+    static const int64_t lengths[] = {MM_COLS, 1, 7, 23, 33, 79, 100, 192, 256, 288, 448, 480, 509};
     for (int l = 0; l < n_levels; l++) {
         const lb_vec_dot_tokens_fn tokens = sets[l].vec_dot_tokens[t->type];
         const lowbit_vec_dot_fn one = sets[l].vec_dot[t->type];

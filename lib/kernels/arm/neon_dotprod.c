@@ -1,18 +1,22 @@
 /*
  * AArch64 kernels with the dot-product extension (SDOT, armv8.2-a+dotprod; this file alone is
- * built with it): the dot products of Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and IQ4_NL with Q8_0/Q8_1
- * activations and of Q2_K, Q3_K, Q4_K, Q5_K, Q6_K and IQ4_XS with Q8_K activations, replacing
- * neon.c's at this level, each with a multi-token version (kernels.h, lb_vec_dot_tokens_fn).
- * The activation quantizers stay with neon.c.
+ * built with it): the dot products of Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, MXFP4 and NVFP4
+ * with Q8_0/Q8_1 activations and of Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS, TQ1_0 and TQ2_0 with
+ * Q8_K activations, replacing neon.c's (or, for the FP4 and ternary formats, the scalar
+ * references) at this level, each with a multi-token version (kernels.h,
+ * lb_vec_dot_tokens_fn). The activation quantizers stay with neon.c.
  *
  * Integer parts, exact: a block's weights are unpacked to bytes laid out like the activation
  * block's qs (element j in byte j) and SDOT sums four s8 x s8 products into each s32 lane
  * without rounding or overflow. Where it saves instructions a format is unpacked to its levels
- * plus a constant (taken off through Q8_K's bsums: Q3_K, Q6_K) or times a power of two (Q4_0,
- * Q2_K, Q3_K), which comes off exactly in the int -> float conversion (SCVTF with fraction bits).
- * The four lanes of each block (or sub-block) are summed by pairwise adds, four blocks to a
- * vector, and the K-quants' sub-scales, mins and offsets applied in int32, so every block's
- * integer sum is the scalar reference's.
+ * plus a constant (taken off through Q8_K's bsums: Q3_K, Q6_K, TQ2_0) or times a power of two
+ * (Q4_0, Q2_K, Q3_K, TQ2_0), which comes off exactly in the int -> float conversion (SCVTF with
+ * fraction bits) or by an arithmetic shift of the int32 sums. The FP4 formats' codes go through
+ * the table of doubled E2M1 values, their scales decoded halved as fp4.c does (exact powers of
+ * two from E8M0, UE4M3 through fp16, subnormals included); TQ1_0's base-3 digits come from the
+ * bytes times powers of 3 by two comparisons. The four lanes of each block (or sub-block) are
+ * summed by pairwise adds, four blocks to a vector, and the K-quants' sub-scales, mins and
+ * offsets applied in int32, so every block's integer sum is the scalar reference's.
  *
  * Float parts, equal to the references to rounding, not bit for bit: instead of reducing each
  * block to a scalar and adding it into one float chain, the exact integer sums are converted to
@@ -206,6 +210,39 @@ static inline void iq4_nl_weights(const block_iq4_nl *x, int8x16_t w[2]) {
     w[1] = vqtbl1q_s8(values, high_nibbles(q));
 }
 
+/* The doubled E2M1 values by 4-bit code (bit 3 the sign), as fp4.c keeps them: the block
+   scales are decoded halved to match, so that a block's sum stays an integer. */
+static const int8_t kFp4Doubled[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
+
+/* MXFP4: element j in the low nibble of qs[j], element j + 16 in the high one. */
+static inline void mxfp4_weights(const block_mxfp4 *x, int8x16_t w[2]) {
+    const int8x16_t values = vld1q_s8(kFp4Doubled);
+    const uint8x16_t q = load_u8(x->qs);
+    w[0] = vqtbl1q_s8(values, low_nibbles(q));
+    w[1] = vqtbl1q_s8(values, high_nibbles(q));
+}
+
+static inline float float_from_bits(uint32_t bits) {
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+/* The E8M0 scale halved, 2^(e - 128), as fp4.c decodes it: e = 0 and 1 are float subnormals
+   (2^21 << e as bits), from e = 2 up the exponent field is e - 1. */
+static inline float e8m0_half(uint8_t e) {
+    return float_from_bits(e < 2 ? 0x00200000u << e : (uint32_t)(e - 1) << 23);
+}
+#define E8M0_HALF(p) e8m0_half((p)->e)
+
+/* The same for the E8M0 bytes of blocks x[0..3], the two cases chosen lane by lane. */
+static inline float32x4_t e8m0_halves4(const block_mxfp4 *x) {
+    const uint32x4_t e = {x[0].e, x[1].e, x[2].e, x[3].e};
+    const uint32x4_t normal = vshlq_n_u32(vsubq_u32(e, vdupq_n_u32(1)), 23);
+    const uint32x4_t subnormal = vshlq_u32(vdupq_n_u32(0x00200000u), vreinterpretq_s32_u32(e));
+    return vreinterpretq_f32_u32(vbslq_u32(vcltq_u32(e, vdupq_n_u32(2)), subnormal, normal));
+}
+
 /* Four blocks' exact sums as floats, divided by 2^shift: 16 (shift 4) for Q4_0's weights,
    unpacked 16 times too large, which SCVTF's fraction bits take off exactly. */
 static inline float32x4_t block_sums_float(int32x4_t sums, int shift) {
@@ -228,9 +265,10 @@ static inline float32x4_t add_affine4(float32x4_t acc, int32x4_t sums, const flo
    four blocks per step, their weights unpacked once for all tokens, each token's four exact
    sums (lane_sums4) meeting its four scale products in one multiply-add; then the blocks left
    over one by one, into a scalar float chain per token. SCALED: d_x d_y sumi (Q4_0, Q5_0, Q8_0,
-   IQ4_NL against Q8_0; SHIFT as block_sums_float). AFFINE: d_x d_y sumi + m_x s_y (Q4_1, Q5_1
+   IQ4_NL, MXFP4 against Q8_0; SHIFT as block_sums_float; SCALES4(p) the weight scales of blocks
+   p..p + 3 as floats, SCALE(p) that of block p). AFFINE: d_x d_y sumi + m_x s_y (Q4_1, Q5_1
    against Q8_1). */
-#define DEFINE_SCALED_BODY(NAME, WBLOCK, ELEMS, WEIGHTS_FN, SHIFT)                               \
+#define DEFINE_SCALED_BODY(NAME, WBLOCK, ELEMS, WEIGHTS_FN, SHIFT, SCALES4, SCALE)               \
     static inline ALWAYS_INLINE void NAME##_tokens_body(int64_t n, const void *weights,          \
                                                         const void *activations, size_t stride,  \
                                                         int n_tokens, float *out) {              \
@@ -242,7 +280,7 @@ static inline float32x4_t add_affine4(float32x4_t acc, int32x4_t sums, const flo
         for (; b < nb4; b += 4) {                                                                \
             int8x16_t w[4][2];                                                                   \
             for (int i = 0; i < 4; i++) WEIGHTS_FN(x + b + i, w[i]);                             \
-            const float32x4_t x_d = halves4(&x[b].d, sizeof *x);                                 \
+            const float32x4_t x_d = SCALES4(x + b);                                              \
             UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) {                                   \
                 const block_q8_0 *y = (const block_q8_0 *)token_row(activations, stride, t) + b; \
                 int32x4_t d[4];                                                                  \
@@ -256,7 +294,7 @@ static inline float32x4_t add_affine4(float32x4_t acc, int32x4_t sums, const flo
         for (; b < nb; b++) {                                                                    \
             int8x16_t w[2];                                                                      \
             WEIGHTS_FN(x + b, w);                                                                \
-            const float x_d = half_to_float(x[b].d);                                             \
+            const float x_d = SCALE(x + b);                                                      \
             UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) {                                   \
                 const block_q8_0 *y = (const block_q8_0 *)token_row(activations, stride, t) + b; \
                 const int32_t sumi = vaddvq_s32(dot32(w[0], w[1], y->qs)) / (1 << (SHIFT));      \
@@ -302,18 +340,116 @@ static inline float32x4_t add_affine4(float32x4_t acc, int32x4_t sums, const flo
         UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) out[t] = sum[t];                        \
     }
 
-DEFINE_SCALED_BODY(q4_0, block_q4_0, QK4_0, q4_0_weights, 4)
+/* The fp16 scales d of blocks p..p + 3, and of block p. */
+#define FP16_SCALES4(p) halves4(&(p)->d, sizeof *(p))
+#define FP16_SCALE(p) half_to_float((p)->d)
+
+DEFINE_SCALED_BODY(q4_0, block_q4_0, QK4_0, q4_0_weights, 4, FP16_SCALES4, FP16_SCALE)
 DEFINE_AFFINE_BODY(q4_1, block_q4_1, QK4_1, q4_1_weights)
-DEFINE_SCALED_BODY(q5_0, block_q5_0, QK5_0, q5_0_weights, 0)
+DEFINE_SCALED_BODY(q5_0, block_q5_0, QK5_0, q5_0_weights, 0, FP16_SCALES4, FP16_SCALE)
 DEFINE_AFFINE_BODY(q5_1, block_q5_1, QK5_1, q5_1_weights)
-DEFINE_SCALED_BODY(q8_0, block_q8_0, QK8_0, q8_0_weights, 0)
-DEFINE_SCALED_BODY(iq4_nl, block_iq4_nl, QK4_NL, iq4_nl_weights, 0)
+DEFINE_SCALED_BODY(q8_0, block_q8_0, QK8_0, q8_0_weights, 0, FP16_SCALES4, FP16_SCALE)
+DEFINE_SCALED_BODY(iq4_nl, block_iq4_nl, QK4_NL, iq4_nl_weights, 0, FP16_SCALES4, FP16_SCALE)
+DEFINE_SCALED_BODY(mxfp4, block_mxfp4, QK_MXFP4, mxfp4_weights, 0, e8m0_halves4, E8M0_HALF)
 DEFINE_DOT_ENTRY_POINTS(q4_0, q4_0_tokens_body)
 DEFINE_DOT_ENTRY_POINTS(q4_1, q4_1_tokens_body)
 DEFINE_DOT_ENTRY_POINTS(q5_0, q5_0_tokens_body)
 DEFINE_DOT_ENTRY_POINTS(q5_1, q5_1_tokens_body)
 DEFINE_DOT_ENTRY_POINTS(q8_0, q8_0_tokens_body)
 DEFINE_DOT_ENTRY_POINTS(iq4_nl, iq4_nl_tokens_body)
+DEFINE_DOT_ENTRY_POINTS(mxfp4, mxfp4_tokens_body)
+
+/* ------------------------------------------------------------------------------------------ */
+/* NVFP4: 64-element blocks of four 16-element sub-blocks with UE4M3 scales, against two Q8_0  */
+/* blocks each; two blocks (eight sub-blocks, four activation blocks) per step                 */
+/* ------------------------------------------------------------------------------------------ */
+
+/* The weights of one block in element order, sub-block s in w[s]: the 8 bytes of sub-block s
+   hold its elements j (low nibble) and j + 8 (high), so the nibbles of 16 bytes (two
+   sub-blocks) are looked up and their 8-byte halves interleaved. */
+static inline void nvfp4_weights(const block_nvfp4 *x, int8x16_t w[4]) {
+    const int8x16_t values = vld1q_s8(kFp4Doubled);
+    for (int h = 0; h < 2; h++) {
+        const uint8x16_t q = load_u8(x->qs + 16 * h);
+        const int64x2_t low = vreinterpretq_s64_s8(vqtbl1q_s8(values, low_nibbles(q)));
+        const int64x2_t high = vreinterpretq_s64_s8(vqtbl1q_s8(values, high_nibbles(q)));
+        w[2 * h] = vreinterpretq_s8_s64(vzip1q_s64(low, high));
+        w[2 * h + 1] = vreinterpretq_s8_s64(vzip2q_s64(low, high));
+    }
+}
+
+/* The sub-block scales of two blocks (eight UE4M3 bytes, block 0's in the low half), halved
+   as fp4.c decodes them, in out[0] and out[1]. A UE4M3 byte's 7 bits shifted left by 7 are
+   the fp16 with the same exponent and mantissa fields: 2^-8 times its value, exactly,
+   subnormals included (both formats' subnormals sit below the smallest exponent), so the
+   fp16 -> fp32 conversion times 2^7 is the value halved. As fp4.c decodes them, bit 7 is
+   ignored and 0x7F (E4M3's NaN) is zero, while 0xFF is not. */
+static inline void nvfp4_scales8(uint8x8_t codes, float32x4_t out[2]) {
+    const uint8x8_t nan = vceq_u8(codes, vdup_n_u8(0x7F));
+    const uint8x8_t fields = vbic_u8(vand_u8(codes, vdup_n_u8(0x7F)), nan);
+    const float16x8_t h = vreinterpretq_f16_u16(vshll_n_u8(fields, 7));
+    out[0] = vmulq_n_f32(vcvt_f32_f16(vget_low_f16(h)), 128.0f);
+    out[1] = vmulq_n_f32(vcvt_high_f32_f16(h), 128.0f);
+}
+
+static inline uint32_t load_u32(const void *p) {
+    uint32_t v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+/* acc + one block's four sub-block sums times their scales: w its weights (nvfp4_weights), x_s
+   its sub-block scales, y its two activation blocks and y_d their scales as [y0, y0, y1, y1]. */
+static inline ALWAYS_INLINE float32x4_t nvfp4_add_block(float32x4_t acc, const int8x16_t w[4],
+                                                        float32x4_t x_s, const block_q8_0 *y,
+                                                        float32x4_t y_d) {
+    int32x4_t d[4];
+    for (int s = 0; s < 4; s++) {
+        d[s] = vdotq_s32(vdupq_n_s32(0), w[s], load_i8(y[s / 2].qs + 16 * (s % 2)));
+    }
+    return vfmaq_f32(acc, vcvtq_f32_s32(lane_sums4(d)), vmulq_f32(x_s, y_d));
+}
+
+/* Two blocks per step: their weights and scales unpacked once for all tokens, and each token's
+   four activation scales loaded together; a last odd block alone. */
+static inline ALWAYS_INLINE void nvfp4_tokens_body(int64_t n, const void *weights,
+                                                   const void *activations, size_t stride,
+                                                   int n_tokens, float *out) {
+    const block_nvfp4 *x = weights;
+    const int64_t nb = n / QK_NVFP4;
+    float32x4_t acc[LB_DOT_TOKENS];
+    UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) acc[t] = vdupq_n_f32(0.0f);
+    int64_t b = 0;
+    for (; b + 2 <= nb; b += 2) {
+        int8x16_t w[2][4];
+        nvfp4_weights(x + b, w[0]);
+        nvfp4_weights(x + b + 1, w[1]);
+        const uint32x2_t codes = {load_u32(x[b].d), load_u32(x[b + 1].d)};
+        float32x4_t x_s[2];
+        nvfp4_scales8(vreinterpret_u8_u32(codes), x_s);
+        UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) {
+            const block_q8_0 *y = (const block_q8_0 *)token_row(activations, stride, t) + 2 * b;
+            const float32x4_t y_d = halves4(&y->d, sizeof *y);
+            acc[t] = nvfp4_add_block(acc[t], w[0], x_s[0], y, vzip1q_f32(y_d, y_d));
+            acc[t] = nvfp4_add_block(acc[t], w[1], x_s[1], y + 2, vzip2q_f32(y_d, y_d));
+        }
+    }
+    if (b < nb) {
+        int8x16_t w[4];
+        nvfp4_weights(x + b, w);
+        const uint32x2_t codes = {load_u32(x[b].d), 0};
+        float32x4_t x_s[2];
+        nvfp4_scales8(vreinterpret_u8_u32(codes), x_s);
+        UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) {
+            const block_q8_0 *y = (const block_q8_0 *)token_row(activations, stride, t) + 2 * b;
+            const float32x4_t y_d = vcombine_f32(vdup_n_f32(half_to_float(y[0].d)),
+                                                 vdup_n_f32(half_to_float(y[1].d)));
+            acc[t] = nvfp4_add_block(acc[t], w, x_s[0], y, y_d);
+        }
+    }
+    UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) out[t] = vaddvq_f32(acc[t]);
+}
+DEFINE_DOT_ENTRY_POINTS(nvfp4, nvfp4_tokens_body)
 
 /* ------------------------------------------------------------------------------------------ */
 /* 256-element formats with Q8_K activations: each sub-block's SDOT sum in its own accumulator, */
@@ -709,6 +845,119 @@ static inline ALWAYS_INLINE void iq4_xs_tokens_body(int64_t n, const void *weigh
 }
 DEFINE_DOT_ENTRY_POINTS(iq4_xs, iq4_xs_tokens_body)
 
+/* ------------------------------------------------------------------------------------------ */
+/* TQ1_0 and TQ2_0: ternary levels t = u - 1, one fp16 scale per 256 elements                  */
+/* ------------------------------------------------------------------------------------------ */
+
+/* The trits t of bytes s that carry a TQ1_0 digit at their top (ternary.c: the byte times 3^n
+   modulo 256 brings digit n there): the digit is floor(3 s / 256), 1 from s = 86 on and 2
+   from s = 171, so t = [s >= 171] - [s < 86]: as all-ones masks (-1), the mask of s < 171
+   less that of s >= 86. */
+static inline int8x16_t tq1_trits(uint8x16_t s) {
+    return vsubq_s8(vreinterpretq_s8_u8(vcltq_u8(s, vdupq_n_u8(171))),
+                    vreinterpretq_s8_u8(vcgeq_u8(s, vdupq_n_u8(86))));
+}
+
+/* The multipliers 3^n that bring the digits n = 0..3 of the four qh bytes (repeated) to the
+   top: lanes 4n + m hold element 240 + 4n + m. */
+static const uint8_t kQhPowers3[16] = {1, 1, 1, 1, 3, 3, 3, 3, 9, 9, 9, 9, 27, 27, 27, 27};
+
+/* SDOT of 16 trits with 16 activations into accumulator c of token t (two per token, for two
+   chains of dependent SDOTs instead of one). */
+#define TQ_DOT(t, c, w, a) (sums[t][c] = vdotq_s32(sums[t][c], (w), load_i8(a)))
+
+static inline ALWAYS_INLINE void tq1_0_tokens_body(int64_t n, const void *weights,
+                                                   const void *activations, size_t stride,
+                                                   int n_tokens, float *out) {
+    const block_tq1_0 *x = weights;
+    static const uint8_t kPowers3[5] = {1, 3, 9, 27, 81};
+    float32x4_t acc[LB_DOT_TOKENS];
+    UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) acc[t] = vdupq_n_f32(0.0f);
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        const int8_t *a[LB_DOT_TOKENS];
+        int32x4_t sums[LB_DOT_TOKENS][2];
+        UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) {
+            a[t] = q8_K_block(activations, stride, t, b)->qs;
+            sums[t][0] = sums[t][1] = vdupq_n_s32(0);
+        }
+        /* qs[0..31]: digit n of byte m is element 32 n + m; qs[32..47]: element 160 + 16 n + m */
+        const uint8x16_t wide0 = load_u8(x[b].qs), wide1 = load_u8(x[b].qs + 16);
+        const uint8x16_t narrow = load_u8(x[b].qs + 32);
+        _Pragma("GCC unroll 5") for (int d = 0; d < 5; d++) {
+            /* each from the stored bytes, not a chain of products by 3 */
+            const uint8x16_t power = vdupq_n_u8(kPowers3[d]);
+            const int8x16_t w0 = tq1_trits(vmulq_u8(wide0, power));
+            const int8x16_t w1 = tq1_trits(vmulq_u8(wide1, power));
+            const int8x16_t w2 = tq1_trits(vmulq_u8(narrow, power));
+            UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) {
+                TQ_DOT(t, 0, w0, a[t] + 32 * d);
+                TQ_DOT(t, 1, w1, a[t] + 32 * d + 16);
+                TQ_DOT(t, d % 2, w2, a[t] + 160 + 16 * d);
+            }
+        }
+        /* qh: digit n of byte m is element 240 + 4 n + m */
+        const uint8x16_t qh = vreinterpretq_u8_u32(vdupq_n_u32(load_u32(x[b].qh)));
+        const int8x16_t w3 = tq1_trits(vmulq_u8(qh, vld1q_u8(kQhPowers3)));
+        const float x_d = half_to_float(x[b].d);
+        UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) {
+            TQ_DOT(t, 1, w3, a[t] + 240);
+            const int32x4_t sumi = vaddq_s32(sums[t][0], sums[t][1]);
+            const float y_d = q8_K_block(activations, stride, t, b)->d;
+            acc[t] = vfmaq_n_f32(acc[t], vcvtq_f32_s32(sumi), x_d * y_d);
+        }
+    }
+    UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) out[t] = vaddvq_f32(acc[t]);
+}
+#undef TQ_DOT
+DEFINE_DOT_ENTRY_POINTS(tq1_0, tq1_0_tokens_body)
+
+/* TQ2_0: byte j of half h (32 bytes) holds elements 128 h + 32 l + j in bit pairs l, levels
+   u = t + 1. As in Q2_K, pairs 0..2 are masked in place (u times 1, 4, 16: still s8) and pair 3
+   shifted down, one instruction per 16 weights; their sums, kept apart, come together exactly
+   by arithmetic shifts (every lane of the x4 sums is a multiple of 4, of the x16 ones of 16),
+   and the offset 1 comes off through the Q8_K bsums. */
+static inline ALWAYS_INLINE void tq2_0_tokens_body(int64_t n, const void *weights,
+                                                   const void *activations, size_t stride,
+                                                   int n_tokens, float *out) {
+    const block_tq2_0 *x = weights;
+    float32x4_t acc[LB_DOT_TOKENS];
+    UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) acc[t] = vdupq_n_f32(0.0f);
+    for (int64_t b = 0; b < n / QK_K; b++) {
+        /* per token the sums of the pairs taken times 1 (pairs 0 and 3), 4 and 16 */
+        int32x4_t sums[LB_DOT_TOKENS][3];
+        UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) {
+            sums[t][0] = sums[t][1] = sums[t][2] = vdupq_n_s32(0);
+        }
+        for (int h = 0; h < 2; h++) {
+            for (int p = 0; p < 2; p++) {
+                const uint8x16_t q = load_u8(x[b].qs + 32 * h + 16 * p);
+                const int8x16_t w[4] = {as_i8(vandq_u8(q, vdupq_n_u8(0x03))),
+                                        as_i8(vandq_u8(q, vdupq_n_u8(0x0C))),
+                                        as_i8(vandq_u8(q, vdupq_n_u8(0x30))),
+                                        as_i8(vshrq_n_u8(q, 6))};
+                UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) {
+                    const int8_t *a = q8_K_block(activations, stride, t, b)->qs + 128 * h + 16 * p;
+                    for (int l = 0; l < 4; l++) {
+                        int32x4_t *s = &sums[t][l == 3 ? 0 : l];
+                        *s = vdotq_s32(*s, w[l], load_i8(a + 32 * l));
+                    }
+                }
+            }
+        }
+        const float x_d = half_to_float(x[b].d);
+        UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) {
+            const block_q8_K *y = q8_K_block(activations, stride, t, b);
+            int32x4_t sumi = vsraq_n_s32(vsraq_n_s32(sums[t][0], sums[t][1], 2), sums[t][2], 4);
+            const int32x4_t bsums = vpadalq_s16(vpaddlq_s16(vld1q_s16(y->bsums)),
+                                                vld1q_s16(y->bsums + 8));
+            sumi = vsubq_s32(sumi, bsums);
+            acc[t] = vfmaq_n_f32(acc[t], vcvtq_f32_s32(sumi), x_d * y->d);
+        }
+    }
+    UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) out[t] = vaddvq_f32(acc[t]);
+}
+DEFINE_DOT_ENTRY_POINTS(tq2_0, tq2_0_tokens_body)
+
 /* Installs a type's one-token kernel and the multi-token kernel that reproduces it. */
 static void set_dot(lb_kernel_set *set, lowbit_type type, lowbit_vec_dot_fn dot,
                     lb_vec_dot_tokens_fn dot_tokens) {
@@ -723,10 +972,14 @@ void lb_register_neon_dotprod(lb_kernel_set *set) {
     set_dot(set, LOWBIT_TYPE_Q5_1, dot_q5_1, dot_q5_1_tokens);
     set_dot(set, LOWBIT_TYPE_Q8_0, dot_q8_0, dot_q8_0_tokens);
     set_dot(set, LOWBIT_TYPE_IQ4_NL, dot_iq4_nl, dot_iq4_nl_tokens);
+    set_dot(set, LOWBIT_TYPE_MXFP4, dot_mxfp4, dot_mxfp4_tokens);
+    set_dot(set, LOWBIT_TYPE_NVFP4, dot_nvfp4, dot_nvfp4_tokens);
     set_dot(set, LOWBIT_TYPE_Q2_K, dot_q2_K, dot_q2_K_tokens);
     set_dot(set, LOWBIT_TYPE_Q3_K, dot_q3_K, dot_q3_K_tokens);
     set_dot(set, LOWBIT_TYPE_Q4_K, dot_q4_K, dot_q4_K_tokens);
     set_dot(set, LOWBIT_TYPE_Q5_K, dot_q5_K, dot_q5_K_tokens);
     set_dot(set, LOWBIT_TYPE_Q6_K, dot_q6_K, dot_q6_K_tokens);
     set_dot(set, LOWBIT_TYPE_IQ4_XS, dot_iq4_xs, dot_iq4_xs_tokens);
+    set_dot(set, LOWBIT_TYPE_TQ1_0, dot_tq1_0, dot_tq1_0_tokens);
+    set_dot(set, LOWBIT_TYPE_TQ2_0, dot_tq2_0, dot_tq2_0_tokens);
 }
