@@ -103,6 +103,7 @@ void lb_kernels_for_level(lb_cpu_level level, lb_kernel_set *set) {
     if (level >= LB_CPU_NEON) lb_register_neon(set);
     if (level >= LB_CPU_NEON_DOTPROD) {
         lb_register_neon_dotprod(set);
+        lb_register_lattice_dotprod(set);
         lb_register_interleaved_dotprod(set);
     }
 #else

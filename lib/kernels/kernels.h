@@ -105,6 +105,7 @@ void lb_register_lattice_avx512(lb_kernel_set *set);
 #if defined(__aarch64__)
 void lb_register_neon(lb_kernel_set *set);
 void lb_register_neon_dotprod(lb_kernel_set *set);
+void lb_register_lattice_dotprod(lb_kernel_set *set);
 void lb_register_interleaved_dotprod(lb_kernel_set *set);
 #endif
 

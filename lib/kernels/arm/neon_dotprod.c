@@ -35,6 +35,7 @@
  */
 #include "../../formats/blocks.h"
 #include "../kernels.h"
+#include "dotprod_common.h"
 #include "neon_common.h"
 
 #include <arm_neon.h>
@@ -43,13 +44,6 @@
 /* ------------------------------------------------------------------------------------------ */
 /* Helpers                                                                                     */
 /* ------------------------------------------------------------------------------------------ */
-
-/* The multi-token bodies are inlined into each entry point with a constant token count, and
-   their loops over tokens unrolled by request: left to GCC's heuristics the larger ones unroll
-   only after its scalar replacement of arrays has run, and the per-token accumulators (arrays
-   indexed by the token) then live on the stack. */
-#define ALWAYS_INLINE __attribute__((always_inline))
-#define UNROLL_TOKENS _Pragma("GCC unroll 4")
 
 static inline __fp16 load_half(const void *p) {
     __fp16 f;
@@ -92,8 +86,6 @@ static inline float32x2_t half_pair(const lb_half *d_dmin) {
     return vget_low_f32(vcvt_f32_f16(vreinterpret_f16_u32(bits)));
 }
 
-static inline int8x16_t as_i8(uint8x16_t v) { return vreinterpretq_s8_u8(v); }
-
 static inline uint8x16_t low_nibbles(uint8x16_t q) { return vandq_u8(q, vdupq_n_u8(0x0F)); }
 static inline uint8x16_t high_nibbles(uint8x16_t q) { return vshrq_n_u8(q, 4); }
 
@@ -102,44 +94,15 @@ static inline int32x4_t dot32(int8x16_t w0, int8x16_t w1, const int8_t *a) {
     return vdotq_s32(vdotq_s32(vdupq_n_s32(0), w0, load_i8(a)), w1, load_i8(a + 16));
 }
 
-/* The same with the activations already loaded. */
-static inline int32x4_t dot2(int8x16_t w0, int8x16_t w1, int8x16_t a0, int8x16_t a1) {
-    return vdotq_s32(vdotq_s32(vdupq_n_s32(0), w0, a0), w1, a1);
-}
-
 /* SDOT of 16 weight bytes with 16 activation bytes, into a fresh accumulator. */
 static inline int32x4_t dot1(uint8x16_t w, int8x16_t a) {
     return vdotq_s32(vdupq_n_s32(0), as_i8(w), a);
-}
-
-/* [sum of d[0]'s lanes, ..., sum of d[3]'s]: four blocks' (or sub-blocks') exact sums. */
-static inline int32x4_t lane_sums4(const int32x4_t d[4]) {
-    return vpaddq_s32(vpaddq_s32(d[0], d[1]), vpaddq_s32(d[2], d[3]));
 }
 
 /* Activation row t of those lying `stride` bytes apart from `activations`. */
 static inline const void *token_row(const void *activations, size_t stride, int t) {
     return (const uint8_t *)activations + (size_t)t * stride;
 }
-
-/* The entry points of a multi-token body CALL(n, weights, activations, stride, n_tokens, out):
-   the one-token kernel dot_NAME, and dot_NAME_tokens with a constant count for each case. */
-#define DEFINE_DOT_ENTRY_POINTS(NAME, CALL)                                                      \
-    static float dot_##NAME(int64_t n, const void *weights, const void *activations) {           \
-        float out;                                                                               \
-        CALL(n, weights, activations, 0, 1, &out);                                               \
-        return out;                                                                              \
-    }                                                                                            \
-    static void dot_##NAME##_tokens(int64_t n, const void *weights, const void *activations,     \
-                                    size_t stride, int n_tokens, float *out) {                   \
-        switch (n_tokens) {                                                                      \
-        case 4: CALL(n, weights, activations, stride, 4, out); break;                            \
-        case 3: CALL(n, weights, activations, stride, 3, out); break;                            \
-        case 2: CALL(n, weights, activations, stride, 2, out); break;                            \
-        default: CALL(n, weights, activations, stride, 1, out); break;                           \
-        }                                                                                        \
-    }
-static_assert(LB_DOT_TOKENS == 4, "the entry points cover 1..LB_DOT_TOKENS tokens");
 
 /* Where the qh bit of each element of a Q5 block goes: bits 0..7 of qh[0] for elements 0..7,
    of qh[1] for 8..15, and so on (two vectors of 16 lanes). */
