@@ -500,13 +500,6 @@ DEFINE_LATTICE(iq3_s, IQ3_S)
 DEFINE_LATTICE(iq1_s, IQ1_S)
 DEFINE_LATTICE(iq1_m, IQ1_M)
 
-/* Installs a type's one-token kernel and the multi-token kernel that reproduces it. */
-static void set_dot(lb_kernel_set *set, lowbit_type type, lowbit_vec_dot_fn dot,
-                    lb_vec_dot_tokens_fn dot_tokens) {
-    set->vec_dot[type] = set->tokens_pair[type] = dot;
-    set->vec_dot_tokens[type] = dot_tokens;
-}
-
 void lb_register_lattice_dotprod(lb_kernel_set *set) {
     set_dot(set, LOWBIT_TYPE_IQ2_XXS, dot_iq2_xxs, dot_iq2_xxs_tokens);
     set_dot(set, LOWBIT_TYPE_IQ2_XS, dot_iq2_xs, dot_iq2_xs_tokens);

@@ -1,12 +1,13 @@
 /*
  * The small helpers both AArch64 kernel files need (plain NEON only, so the file built without
- * the dot-product extension can include it): fp16 scales, byte loads, and the sums of sub-block
- * scales times Q8_K's bsums.
+ * the dot-product extension can include it): fp16 scales, byte loads, the sums of sub-block
+ * scales times Q8_K's bsums, and the registration of a kernel pair.
  */
 #ifndef LOWBIT_NEON_COMMON_H
 #define LOWBIT_NEON_COMMON_H
 
 #include "../../formats/blocks.h"
+#include "../kernels.h"
 
 #include <arm_neon.h>
 #include <string.h>
@@ -30,6 +31,13 @@ static inline int32x4_t scaled_bsums16(int16x8_t scales_lo, int16x8_t scales_hi,
     acc = vmlal_high_s16(acc, scales_lo, b0);
     acc = vmlal_s16(acc, vget_low_s16(scales_hi), vget_low_s16(b1));
     return vmlal_high_s16(acc, scales_hi, b1);
+}
+
+/* Installs a type's one-token kernel and the multi-token kernel that reproduces it. */
+static inline void set_dot(lb_kernel_set *set, lowbit_type type, lowbit_vec_dot_fn dot,
+                           lb_vec_dot_tokens_fn dot_tokens) {
+    set->vec_dot[type] = set->tokens_pair[type] = dot;
+    set->vec_dot_tokens[type] = dot_tokens;
 }
 
 #endif

@@ -921,13 +921,6 @@ static inline ALWAYS_INLINE void tq2_0_tokens_body(int64_t n, const void *weight
 }
 DEFINE_DOT_ENTRY_POINTS(tq2_0, tq2_0_tokens_body)
 
-/* Installs a type's one-token kernel and the multi-token kernel that reproduces it. */
-static void set_dot(lb_kernel_set *set, lowbit_type type, lowbit_vec_dot_fn dot,
-                    lb_vec_dot_tokens_fn dot_tokens) {
-    set->vec_dot[type] = set->tokens_pair[type] = dot;
-    set->vec_dot_tokens[type] = dot_tokens;
-}
-
 void lb_register_neon_dotprod(lb_kernel_set *set) {
     set_dot(set, LOWBIT_TYPE_Q4_0, dot_q4_0, dot_q4_0_tokens);
     set_dot(set, LOWBIT_TYPE_Q4_1, dot_q4_1, dot_q4_1_tokens);
