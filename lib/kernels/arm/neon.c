@@ -1,8 +1,8 @@
 /*
  * AArch64 Advanced SIMD (baseline NEON) kernels: the dot products of Q4_0, Q4_1, Q5_0, Q5_1,
  * Q8_0, IQ4_NL and Q8_1 with Q8_0/Q8_1 activations, of Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS and
- * Q8_K with Q8_K activations, of the float formats F32, F16 and BF16 (with multi-token
- * versions), and the activation quantizers Q8_0, Q8_1 and Q8_K.
+ * Q8_K with Q8_K activations and of the float formats F32, F16 and BF16, each with a
+ * multi-token version, and the activation quantizers Q8_0, Q8_1 and Q8_K.
  *
  * Dot products: each block's weights are unpacked into signed bytes laid out like the activation
  * block's qs (element j in byte j), multiplied by the activation bytes with widening multiplies
@@ -10,8 +10,17 @@
  * (vpadalq), so every block's integer sum is exactly the scalar reference's. Per-sub-block scales
  * of the K-quants are applied to those s32 lanes (vmlaq_n_s32), still in exact integers. The
  * integer sums are then combined with the block scales in float in the reference's own order, so
- * the results equal the references bit for bit. The float formats' sums go in vector lanes, so
- * theirs differ from the references by the order of the additions.
+ * the results equal the references bit for bit. Where the levels are small enough, two or four
+ * products share an s16 lane (SMLAL) before the pairwise add, and Q2_K's and Q3_K's sub-scales
+ * are multiplied into the weight bytes while unpacking (Q3_K's negated, to stay within s8):
+ * other ways to the same exact integers. The float formats' sums go in vector lanes, so theirs
+ * differ from the references by the order of the additions.
+ *
+ * Multi-token: every dot product is one body for a weight row against up to LB_DOT_TOKENS
+ * activation rows (kernels.h, lb_vec_dot_tokens_fn), inlined with a constant token count. Each
+ * block's weights are unpacked once and then meet each token's activations, and each token gets
+ * the one-token kernel's integer and float operations (that kernel is the same body with one
+ * token), so the results agree bit for bit and still equal the references.
  *
  * Activation quantizers: bytes identical to quantize_ref, by doing the same float operations: the
  * largest magnitude is a max (order free), the rounding is roundf's ties-away (FCVTAS) for
@@ -26,6 +35,7 @@
 
 #include <arm_neon.h>
 #include <math.h>
+#include <stddef.h>
 #include <string.h>
 
 /* ------------------------------------------------------------------------------------------ */
@@ -36,6 +46,24 @@
 static inline int32x4_t dot16(int32x4_t acc, int8x16_t w, int8x16_t a) {
     acc = vpadalq_s16(acc, vmull_s8(vget_low_s8(w), vget_low_s8(a)));
     return vpadalq_s16(acc, vmull_high_s8(w, a));
+}
+
+/* The same into a fresh accumulator: a pairwise add (SADDLP) in place of accumulating into a
+   zeroed register, which GCC would copy from a zero vector each time. */
+static inline int32x4_t dot16_new(int8x16_t w, int8x16_t a) {
+    const int32x4_t acc = vpaddlq_s16(vmull_s8(vget_low_s8(w), vget_low_s8(a)));
+    return vpadalq_s16(acc, vmull_high_s8(w, a));
+}
+
+/* The 32 products w0 * a0 and w1 * a1 summed into 4 s32 lanes, for weights within -127..127
+   (not -128): |w * a| <= 127 * 128, so two products share an s16 lane (SMLAL) before the
+   pairwise adds, two fewer than dot16's. */
+static inline int32x4_t dot32_small(int8x16_t w0, int8x16_t w1, int8x16_t a0, int8x16_t a1) {
+    int16x8_t lo = vmull_s8(vget_low_s8(w0), vget_low_s8(a0));
+    int16x8_t hi = vmull_high_s8(w0, a0);
+    lo = vmlal_s8(lo, vget_low_s8(w1), vget_low_s8(a1));
+    hi = vmlal_high_s8(hi, w1, a1);
+    return vpadalq_s16(vpaddlq_s16(lo), hi);
 }
 
 
@@ -55,35 +83,27 @@ static inline int8x16_t fifth_bits16(const uint8_t qh[4], int h) {
 }
 
 /* ------------------------------------------------------------------------------------------ */
+/* Multi-token plumbing                                                                        */
+/* ------------------------------------------------------------------------------------------ */
+
+/* (the entry points and registration: neon_common.h) */
+
+/* ------------------------------------------------------------------------------------------ */
 /* 32-element blocks with Q8_0 / Q8_1 activations                                             */
 /* ------------------------------------------------------------------------------------------ */
 
-static float dot_q4_0(int64_t n, const void *weights, const void *activations) {
-    const block_q4_0 *x = weights;
-    const block_q8_0 *y = activations;
-    const int8x16_t eight = vdupq_n_s8(8);
-    float sum = 0.0f;
-    for (int64_t b = 0; b < n / QK4_0; b++) {
-        const uint8x16_t q = load_u8(x[b].qs);
-        int32x4_t acc = dot16(vdupq_n_s32(0), vsubq_s8(low_nibbles(q), eight), load_i8(y[b].qs));
-        acc = dot16(acc, vsubq_s8(high_nibbles(q), eight), load_i8(y[b].qs + 16));
-        sum += (float)vaddvq_s32(acc) * half_to_float(x[b].d) * half_to_float(y[b].d);
-    }
-    return sum;
+/* Each format's weights as two vectors of s8 laid out like the activation block's qs. */
+
+static inline void q4_0_weights(const block_q4_0 *x, int8x16_t w[2]) {
+    const uint8x16_t q = load_u8(x->qs);
+    w[0] = vsubq_s8(low_nibbles(q), vdupq_n_s8(8));
+    w[1] = vsubq_s8(high_nibbles(q), vdupq_n_s8(8));
 }
 
-static float dot_q4_1(int64_t n, const void *weights, const void *activations) {
-    const block_q4_1 *x = weights;
-    const block_q8_1 *y = activations;
-    float sum = 0.0f;
-    for (int64_t b = 0; b < n / QK4_1; b++) {
-        const uint8x16_t q = load_u8(x[b].qs);
-        int32x4_t acc = dot16(vdupq_n_s32(0), low_nibbles(q), load_i8(y[b].qs));
-        acc = dot16(acc, high_nibbles(q), load_i8(y[b].qs + 16));
-        sum += half_to_float(x[b].d) * half_to_float(y[b].d) * (float)vaddvq_s32(acc) +
-               half_to_float(x[b].m) * half_to_float(y[b].s);
-    }
-    return sum;
+static inline void q4_1_weights(const block_q4_1 *x, int8x16_t w[2]) {
+    const uint8x16_t q = load_u8(x->qs);
+    w[0] = low_nibbles(q);
+    w[1] = high_nibbles(q);
 }
 
 /* The 5-bit levels of a Q5 block, elements 0..15 and 16..31, minus `offset`. */
@@ -95,157 +115,219 @@ static inline void q5_levels(const uint8_t qs[16], const uint8_t qh[4], int8_t o
     out[1] = vsubq_s8(vorrq_s8(high_nibbles(q), fifth_bits16(qh, 1)), off);
 }
 
-static float dot_q5_0(int64_t n, const void *weights, const void *activations) {
-    const block_q5_0 *x = weights;
-    const block_q8_0 *y = activations;
-    float sum = 0.0f;
-    for (int64_t b = 0; b < n / QK5_0; b++) {
-        int8x16_t w[2];
-        q5_levels(x[b].qs, x[b].qh, 16, w);
-        int32x4_t acc = dot16(vdupq_n_s32(0), w[0], load_i8(y[b].qs));
-        acc = dot16(acc, w[1], load_i8(y[b].qs + 16));
-        sum += (float)vaddvq_s32(acc) * half_to_float(x[b].d) * half_to_float(y[b].d);
-    }
-    return sum;
+static inline void q5_0_weights(const block_q5_0 *x, int8x16_t w[2]) {
+    q5_levels(x->qs, x->qh, 16, w);
 }
 
-static float dot_q5_1(int64_t n, const void *weights, const void *activations) {
-    const block_q5_1 *x = weights;
-    const block_q8_1 *y = activations;
-    float sum = 0.0f;
-    for (int64_t b = 0; b < n / QK5_1; b++) {
-        int8x16_t w[2];
-        q5_levels(x[b].qs, x[b].qh, 0, w);
-        int32x4_t acc = dot16(vdupq_n_s32(0), w[0], load_i8(y[b].qs));
-        acc = dot16(acc, w[1], load_i8(y[b].qs + 16));
-        sum += half_to_float(x[b].d) * half_to_float(y[b].d) * (float)vaddvq_s32(acc) +
-               half_to_float(x[b].m) * half_to_float(y[b].s);
-    }
-    return sum;
+static inline void q5_1_weights(const block_q5_1 *x, int8x16_t w[2]) {
+    q5_levels(x->qs, x->qh, 0, w);
 }
 
-static float dot_q8_0(int64_t n, const void *weights, const void *activations) {
-    const block_q8_0 *x = weights, *y = activations;
-    float sum = 0.0f;
-    for (int64_t b = 0; b < n / QK8_0; b++) {
-        int32x4_t acc = dot16(vdupq_n_s32(0), load_i8(x[b].qs), load_i8(y[b].qs));
-        acc = dot16(acc, load_i8(x[b].qs + 16), load_i8(y[b].qs + 16));
-        sum += (float)vaddvq_s32(acc) * (half_to_float(x[b].d) * half_to_float(y[b].d));
-    }
-    return sum;
+static inline void q8_0_weights(const block_q8_0 *x, int8x16_t w[2]) {
+    w[0] = load_i8(x->qs);
+    w[1] = load_i8(x->qs + 16);
 }
 
-/* Q8_1 as a weight format, against Q8_1 activations: Q8_0's products on Q8_1's blocks. */
-static float dot_q8_1(int64_t n, const void *weights, const void *activations) {
-    const block_q8_1 *x = weights, *y = activations;
-    float sum = 0.0f;
-    for (int64_t b = 0; b < n / QK8_1; b++) {
-        int32x4_t acc = dot16(vdupq_n_s32(0), load_i8(x[b].qs), load_i8(y[b].qs));
-        acc = dot16(acc, load_i8(x[b].qs + 16), load_i8(y[b].qs + 16));
-        sum += (float)vaddvq_s32(acc) * (half_to_float(x[b].d) * half_to_float(y[b].d));
-    }
-    return sum;
+static inline void q8_1_weights(const block_q8_1 *x, int8x16_t w[2]) {
+    w[0] = load_i8(x->qs);
+    w[1] = load_i8(x->qs + 16);
 }
 
-static float dot_iq4_nl(int64_t n, const void *weights, const void *activations) {
-    const block_iq4_nl *x = weights;
-    const block_q8_0 *y = activations;
+static inline void iq4_nl_weights(const block_iq4_nl *x, int8x16_t w[2]) {
     const int8x16_t values = vld1q_s8(lb_kvalues_iq4nl);
-    float sum = 0.0f;
-    for (int64_t b = 0; b < n / QK4_NL; b++) {
-        const uint8x16_t q = load_u8(x[b].qs);
-        const int8x16_t lo = vqtbl1q_s8(values, vandq_u8(q, vdupq_n_u8(0x0F)));
-        const int8x16_t hi = vqtbl1q_s8(values, vshrq_n_u8(q, 4));
-        int32x4_t acc = dot16(vdupq_n_s32(0), lo, load_i8(y[b].qs));
-        acc = dot16(acc, hi, load_i8(y[b].qs + 16));
-        const float d = half_to_float(y[b].d) * half_to_float(x[b].d);
-        sum += d * (float)vaddvq_s32(acc);
-    }
-    return sum;
+    const uint8x16_t q = load_u8(x->qs);
+    w[0] = vqtbl1q_s8(values, vandq_u8(q, vdupq_n_u8(0x0F)));
+    w[1] = vqtbl1q_s8(values, vshrq_n_u8(q, 4));
 }
+
+/* A block's exact integer sum: dot16 twice, or dot32_small for levels within -127..127 (all
+   but the 8-bit formats, whose weights may hold -128). */
+static inline int32_t block32_sum(int small, const int8x16_t w[2], const int8_t *a) {
+    const int8x16_t a0 = load_i8(a), a1 = load_i8(a + 16);
+    if (small) return vaddvq_s32(dot32_small(w[0], w[1], a0, a1));
+    return vaddvq_s32(dot16(dot16_new(w[0], a0), w[1], a1));
+}
+
+/* Each format's float step, the reference's own expression: sum + (its block term). */
+#define STEP_SUMI_DX_DY(sum, sumi, x, y)                                                          \
+    ((sum) + (float)(sumi) * half_to_float((x)->d) * half_to_float((y)->d))
+#define STEP_SUMI_DXY(sum, sumi, x, y)                                                            \
+    ((sum) + (float)(sumi) * (half_to_float((x)->d) * half_to_float((y)->d)))
+#define STEP_DYX_SUMI(sum, sumi, x, y)                                                            \
+    ((sum) + half_to_float((y)->d) * half_to_float((x)->d) * (float)(sumi))
+#define STEP_AFFINE(sum, sumi, x, y)                                                              \
+    ((sum) + (half_to_float((x)->d) * half_to_float((y)->d) * (float)(sumi) +                   \
+              half_to_float((x)->m) * half_to_float((y)->s)))
+
+/*
+ * Row bodies of the 32-element formats against n_tokens activation rows: each block's weights
+ * unpacked once (WEIGHTS_FN), then its exact sum with every token's block, combined into that
+ * token's float chain by STEP. The fp16 scales of the weights are the same loads for every
+ * token and are converted once.
+ */
+#define DEFINE_BLOCK32_DOT(NAME, WBLOCK, ABLOCK, WEIGHTS_FN, SMALL, STEP)                        \
+    static inline ALWAYS_INLINE void NAME##_tokens_body(int64_t n, const void *weights,          \
+                                                        const void *activations, size_t stride,  \
+                                                        int n_tokens, float *out) {              \
+        const WBLOCK *x = weights;                                                               \
+        float sum[LB_DOT_TOKENS];                                                                \
+        UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) sum[t] = 0.0f;                          \
+        for (int64_t b = 0; b < n / 32; b++) {                                                   \
+            int8x16_t w[2];                                                                      \
+            WEIGHTS_FN(&x[b], w);                                                                \
+            UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) {                                   \
+                const ABLOCK *y = (const ABLOCK *)token_row(activations, stride, t) + b;         \
+                sum[t] = STEP(sum[t], block32_sum(SMALL, w, y->qs), &x[b], y);                   \
+            }                                                                                    \
+        }                                                                                        \
+        UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) out[t] = sum[t];                        \
+    }                                                                                            \
+    DEFINE_DOT_ENTRY_POINTS(NAME, NAME##_tokens_body)
+
+static_assert(QK4_0 == 32 && QK4_1 == 32 && QK5_0 == 32 && QK5_1 == 32, "32-element blocks");
+static_assert(QK8_0 == 32 && QK8_1 == 32 && QK4_NL == 32, "32-element blocks");
+
+DEFINE_BLOCK32_DOT(q4_0, block_q4_0, block_q8_0, q4_0_weights, 1, STEP_SUMI_DX_DY)
+DEFINE_BLOCK32_DOT(q4_1, block_q4_1, block_q8_1, q4_1_weights, 1, STEP_AFFINE)
+DEFINE_BLOCK32_DOT(q5_0, block_q5_0, block_q8_0, q5_0_weights, 1, STEP_SUMI_DX_DY)
+DEFINE_BLOCK32_DOT(q5_1, block_q5_1, block_q8_1, q5_1_weights, 1, STEP_AFFINE)
+DEFINE_BLOCK32_DOT(q8_0, block_q8_0, block_q8_0, q8_0_weights, 0, STEP_SUMI_DXY)
+/* Q8_1 as a weight format, against Q8_1 activations: Q8_0's products on Q8_1's blocks. */
+DEFINE_BLOCK32_DOT(q8_1, block_q8_1, block_q8_1, q8_1_weights, 0, STEP_SUMI_DXY)
+DEFINE_BLOCK32_DOT(iq4_nl, block_iq4_nl, block_q8_0, iq4_nl_weights, 1, STEP_DYX_SUMI)
 
 /* ------------------------------------------------------------------------------------------ */
 /* 256-element formats with Q8_K activations                                                    */
 /* ------------------------------------------------------------------------------------------ */
 
-static float dot_q2_K(int64_t n, const void *weights, const void *activations) {
+/* Block b of activation row t. */
+static inline const block_q8_K *token_block_q8_K(const void *activations, size_t stride, int t,
+                                                 int64_t b) {
+    return (const block_q8_K *)token_row(activations, stride, t) + b;
+}
+
+/* The K-quants with mins: sum + d_x d_y sumi - dmin_x d_y mins, the reference's expression. */
+static inline float step_with_mins(float sum, int32_t sumi, int32_t mins, lb_half x_d,
+                                   lb_half x_dmin, float y_d) {
+    const float d = half_to_float(x_d) * y_d;
+    const float dmin = half_to_float(x_dmin) * y_d;
+    return sum + (d * (float)sumi - dmin * (float)mins);
+}
+
+/* Q2_K: each sub-block's 16 levels (0..3) are multiplied by its scale (0..15) while unpacked,
+   once for all tokens, which leaves no scale to apply per token. The products of these weights
+   (0..45) with activations stay within +-5760, so four of them (the four bit pairs k of a
+   byte) share each s16 lane before the pairwise add into s32. */
+static inline ALWAYS_INLINE void q2_K_tokens_body(int64_t n, const void *weights,
+                                                  const void *activations, size_t stride,
+                                                  int n_tokens, float *out) {
     const block_q2_K *x = weights;
-    const block_q8_K *y = activations;
     const uint8x16_t three = vdupq_n_u8(3);
-    float sum = 0.0f;
+    float sum[LB_DOT_TOKENS];
+    UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) sum[t] = 0.0f;
     for (int64_t b = 0; b < n / QK_K; b++) {
         const uint8x16_t packed = load_u8(x[b].scales);
+        const uint8x16_t scales = vandq_u8(packed, vdupq_n_u8(0x0F));
         const int16x8_t mins_lo =
             vreinterpretq_s16_u16(vmovl_u8(vshr_n_u8(vget_low_u8(packed), 4)));
         const int16x8_t mins_hi = vreinterpretq_s16_u16(vmovl_high_u8(vshrq_n_u8(packed, 4)));
-        const int32_t sum_mins = vaddvq_s32(scaled_bsums16(mins_lo, mins_hi, y[b].bsums));
-        int32x4_t acc = vdupq_n_s32(0);
-        const int8_t *a = y[b].qs;
+        int32x4_t acc[LB_DOT_TOKENS];
+        UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) acc[t] = vdupq_n_s32(0);
         for (int h = 0; h < 2; h++) {
-            uint8x16_t q0 = load_u8(x[b].qs + 32 * h), q1 = load_u8(x[b].qs + 32 * h + 16);
-            for (int k = 0; k < 4; k++, a += 32) {
-                /* sub-blocks j = 8h + 2k (bytes 0..15) and j + 1 (bytes 16..31) at bit pair k */
-                const int j = 8 * h + 2 * k;
-                const int32x4_t d0 = dot16(vdupq_n_s32(0), vreinterpretq_s8_u8(vandq_u8(q0, three)),
-                                           load_i8(a));
-                const int32x4_t d1 = dot16(vdupq_n_s32(0), vreinterpretq_s8_u8(vandq_u8(q1, three)),
-                                           load_i8(a + 16));
-                acc = vmlaq_n_s32(acc, d0, x[b].scales[j] & 0x0F);
-                acc = vmlaq_n_s32(acc, d1, x[b].scales[j + 1] & 0x0F);
-                q0 = vshrq_n_u8(q0, 2);
-                q1 = vshrq_n_u8(q1, 2);
+            /* w[p][k]: sub-block j = 8h + 2k + p, bit pair k of bytes 16p..16p+15 */
+            int8x16_t w[2][4];
+            for (int p = 0; p < 2; p++) {
+                uint8x16_t q = load_u8(x[b].qs + 32 * h + 16 * p);
+                for (int k = 0; k < 4; k++, q = vshrq_n_u8(q, 2)) {
+                    const uint8x16_t scale = vdupq_n_u8(scales[8 * h + 2 * k + p]);
+                    w[p][k] = vreinterpretq_s8_u8(vmulq_u8(vandq_u8(q, three), scale));
+                }
+            }
+            UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) {
+                const int8_t *a = token_block_q8_K(activations, stride, t, b)->qs + 128 * h;
+                for (int p = 0; p < 2; p++) {
+                    int8x16_t av[4];
+                    for (int k = 0; k < 4; k++) av[k] = load_i8(a + 32 * k + 16 * p);
+                    int16x8_t lo = vmull_s8(vget_low_s8(w[p][0]), vget_low_s8(av[0]));
+                    int16x8_t hi = vmull_high_s8(w[p][0], av[0]);
+                    for (int k = 1; k < 4; k++) {
+                        lo = vmlal_s8(lo, vget_low_s8(w[p][k]), vget_low_s8(av[k]));
+                        hi = vmlal_high_s8(hi, w[p][k], av[k]);
+                    }
+                    acc[t] = vpadalq_s16(vpadalq_s16(acc[t], lo), hi);
+                }
             }
         }
-        const float d = half_to_float(x[b].d) * y[b].d;
-        const float dmin = half_to_float(x[b].dmin) * y[b].d;
-        sum += d * (float)vaddvq_s32(acc) - dmin * (float)sum_mins;
+        UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) {
+            const block_q8_K *y = token_block_q8_K(activations, stride, t, b);
+            const int32_t mins = vaddvq_s32(scaled_bsums16(mins_lo, mins_hi, y->bsums));
+            sum[t] = step_with_mins(sum[t], vaddvq_s32(acc[t]), mins, x[b].d, x[b].dmin, y->d);
+        }
     }
-    return sum;
+    UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) out[t] = sum[t];
+}
+DEFINE_DOT_ENTRY_POINTS(q2_K, q2_K_tokens_body)
+
+/* Q3_K's 16 sub-scales s_j, negated: 32 - u_j for the stored 6 bits u_j = s_j + 32 (low 4 bits
+   from scales[j % 8], nibble j / 8; high 2 bits from scales[8 + j % 4], pair j / 4). */
+static inline int8x16_t q3_K_neg_scales(const uint8_t packed[12]) {
+    static const int8_t kHighShift[16] = {4, 4, 4, 4, 2, 2, 2, 2, 0, 0, 0, 0, -2, -2, -2, -2};
+    const uint8x8_t l = vld1_u8(packed);
+    const uint8x16_t low = vcombine_u8(vand_u8(l, vdup_n_u8(0x0F)), vshr_n_u8(l, 4));
+    uint32_t h4;
+    memcpy(&h4, packed + 8, sizeof h4);
+    const uint8x16_t h = vreinterpretq_u8_u32(vdupq_n_u32(h4)); /* byte j: scales[8 + j % 4] */
+    const uint8x16_t high = vandq_u8(vshlq_u8(h, vld1q_s8(kHighShift)), vdupq_n_u8(0x30));
+    return vsubq_s8(vdupq_n_s8(32), vreinterpretq_s8_u8(vorrq_u8(low, high)));
 }
 
-/* Q3_K's 16 sub-scales (6 bits stored with an offset of 32). */
-static inline void q3_K_scales(const uint8_t packed[12], int32_t scales[16]) {
-    for (int j = 0; j < 16; j++) {
-        const int low = (packed[j % 8] >> (4 * (j / 8))) & 0xF;
-        const int high = (packed[8 + j % 4] >> (2 * (j / 4))) & 3;
-        scales[j] = (low | (high << 4)) - 32;
-    }
-}
-
-static float dot_q3_K(int64_t n, const void *weights, const void *activations) {
+/* Q3_K: each sub-block's levels (-4..3) are multiplied by its negated sub-scale (-31..32) while
+   unpacked, once for all tokens: the products lie in -128..124, valid s8 (the scale itself
+   would give 128 for -4 times -32), and the negation comes off the block's sum. A product with
+   an activation may reach 16384, so each s16 lane holds one before the pairwise adds. */
+static inline ALWAYS_INLINE void q3_K_tokens_body(int64_t n, const void *weights,
+                                                  const void *activations, size_t stride,
+                                                  int n_tokens, float *out) {
     const block_q3_K *x = weights;
-    const block_q8_K *y = activations;
-    const uint8x16_t three = vdupq_n_u8(3);
-    const int8x16_t four = vdupq_n_s8(4);
-    float sum = 0.0f;
+    const uint8x16_t three = vdupq_n_u8(3), four = vdupq_n_u8(4);
+    float sum[LB_DOT_TOKENS];
+    UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) sum[t] = 0.0f;
     for (int64_t b = 0; b < n / QK_K; b++) {
-        int32_t scales[16];
-        q3_K_scales(x[b].scales, scales);
-        const uint8x16_t m0 = load_u8(x[b].hmask), m1 = load_u8(x[b].hmask + 16);
-        int32x4_t acc = vdupq_n_s32(0);
-        const int8_t *a = y[b].qs;
+        const int8x16_t neg_scales = q3_K_neg_scales(x[b].scales);
+        const uint8x16_t m[2] = {load_u8(x[b].hmask), load_u8(x[b].hmask + 16)};
+        int32x4_t acc[LB_DOT_TOKENS];
+        UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) acc[t] = vdupq_n_s32(0);
         for (int h = 0; h < 2; h++) {
-            uint8x16_t q0 = load_u8(x[b].qs + 32 * h), q1 = load_u8(x[b].qs + 32 * h + 16);
-            for (int k = 0; k < 4; k++, a += 32) {
-                /* level = low2 - 4 where the hmask bit 4h + k is clear */
-                const uint8x16_t bit = vdupq_n_u8((uint8_t)(1u << (4 * h + k)));
-                const int8x16_t sub0 = vreinterpretq_s8_u8(vbicq_u8(vreinterpretq_u8_s8(four),
-                                                                    vtstq_u8(m0, bit)));
-                const int8x16_t sub1 = vreinterpretq_s8_u8(vbicq_u8(vreinterpretq_u8_s8(four),
-                                                                    vtstq_u8(m1, bit)));
-                const int8x16_t w0 = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(q0, three)), sub0);
-                const int8x16_t w1 = vsubq_s8(vreinterpretq_s8_u8(vandq_u8(q1, three)), sub1);
-                const int j = 8 * h + 2 * k;
-                acc = vmlaq_n_s32(acc, dot16(vdupq_n_s32(0), w0, load_i8(a)), scales[j]);
-                acc = vmlaq_n_s32(acc, dot16(vdupq_n_s32(0), w1, load_i8(a + 16)), scales[j + 1]);
-                q0 = vshrq_n_u8(q0, 2);
-                q1 = vshrq_n_u8(q1, 2);
+            /* w[k][p]: sub-block j = 8h + 2k + p, bit pair k of bytes 16p..16p+15 */
+            int8x16_t w[4][2];
+            for (int p = 0; p < 2; p++) {
+                uint8x16_t q = load_u8(x[b].qs + 32 * h + 16 * p);
+                for (int k = 0; k < 4; k++, q = vshrq_n_u8(q, 2)) {
+                    /* level = low2 - 4 where the hmask bit 4h + k is clear */
+                    const uint8x16_t bit = vdupq_n_u8((uint8_t)(1u << (4 * h + k)));
+                    const uint8x16_t sub = vbicq_u8(four, vtstq_u8(m[p], bit));
+                    const int8x16_t level =
+                        vsubq_s8(vreinterpretq_s8_u8(vandq_u8(q, three)), vreinterpretq_s8_u8(sub));
+                    w[k][p] = vmulq_s8(level, vdupq_n_s8(neg_scales[8 * h + 2 * k + p]));
+                }
+            }
+            UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) {
+                const int8_t *a = token_block_q8_K(activations, stride, t, b)->qs + 128 * h;
+                for (int k = 0; k < 4; k++) {
+                    acc[t] = dot16(acc[t], w[k][0], load_i8(a + 32 * k));
+                    acc[t] = dot16(acc[t], w[k][1], load_i8(a + 32 * k + 16));
+                }
             }
         }
-        sum += half_to_float(x[b].d) * y[b].d * (float)vaddvq_s32(acc);
+        const float x_d = half_to_float(x[b].d);
+        UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) {
+            const block_q8_K *y = token_block_q8_K(activations, stride, t, b);
+            sum[t] += x_d * y->d * (float)-vaddvq_s32(acc[t]);
+        }
     }
-    return sum;
+    UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) out[t] = sum[t];
 }
+DEFINE_DOT_ENTRY_POINTS(q3_K, q3_K_tokens_body)
 
 /* Q4_K/Q5_K's eight 6-bit scales and mins (see kquants_minmax.c for the packing). */
 static inline void k4_scales_mins(const uint8_t packed[12], int32_t sc[8], int32_t mn[8]) {
@@ -265,69 +347,77 @@ static inline int32_t k4_mins_sum(const int32_t mn[8], const int16_t bsums[16]) 
     return vaddvq_s32(acc);
 }
 
-static float dot_q4_K(int64_t n, const void *weights, const void *activations) {
-    const block_q4_K *x = weights;
-    const block_q8_K *y = activations;
-    float sum = 0.0f;
-    for (int64_t b = 0; b < n / QK_K; b++) {
-        int32_t sc[8], mn[8];
-        k4_scales_mins(x[b].scales, sc, mn);
-        const int32_t sum_mins = k4_mins_sum(mn, y[b].bsums);
-        int32x4_t acc = vdupq_n_s32(0);
-        for (int c = 0; c < 4; c++) {
-            const uint8x16_t q0 = load_u8(x[b].qs + 32 * c), q1 = load_u8(x[b].qs + 32 * c + 16);
-            const int8_t *a = y[b].qs + 64 * c;
-            int32x4_t lo = dot16(vdupq_n_s32(0), low_nibbles(q0), load_i8(a));
-            lo = dot16(lo, low_nibbles(q1), load_i8(a + 16));
-            int32x4_t hi = dot16(vdupq_n_s32(0), high_nibbles(q0), load_i8(a + 32));
-            hi = dot16(hi, high_nibbles(q1), load_i8(a + 48));
-            acc = vmlaq_n_s32(acc, lo, sc[2 * c]);
-            acc = vmlaq_n_s32(acc, hi, sc[2 * c + 1]);
-        }
-        const float d = half_to_float(x[b].d) * y[b].d;
-        const float dmin = half_to_float(x[b].dmin) * y[b].d;
-        sum += d * (float)vaddvq_s32(acc) - dmin * (float)sum_mins;
+/* Q4_K and Q5_K: chunk c (64 elements, sub-blocks 2c and 2c + 1) is unpacked into four weight
+   vectors once for all tokens; per token the two sub-blocks' exact sums (dot32_small: levels
+   0..31) meet their scales. Q5_K's fifth bit of element 64c + l is qh[l] bit 2c, of
+   64c + 32 + l bit 2c + 1. */
+static inline ALWAYS_INLINE void k4_chunk_weights(const uint8_t *qs, const uint8_t *qh, int c,
+                                                  int8x16_t w[4]) {
+    const uint8x16_t q0 = load_u8(qs + 32 * c), q1 = load_u8(qs + 32 * c + 16);
+    w[0] = low_nibbles(q0);
+    w[1] = low_nibbles(q1);
+    w[2] = high_nibbles(q0);
+    w[3] = high_nibbles(q1);
+    if (!qh) return;
+    const uint8x16_t h[2] = {load_u8(qh), load_u8(qh + 16)}, sixteen = vdupq_n_u8(16);
+    for (int i = 0; i < 4; i++) {
+        const uint8x16_t bit = vdupq_n_u8((uint8_t)(1u << (2 * c + i / 2)));
+        w[i] = vorrq_s8(w[i], vreinterpretq_s8_u8(vandq_u8(vtstq_u8(h[i % 2], bit), sixteen)));
     }
-    return sum;
 }
 
-static float dot_q5_K(int64_t n, const void *weights, const void *activations) {
-    const block_q5_K *x = weights;
-    const block_q8_K *y = activations;
-    const uint8x16_t sixteen = vdupq_n_u8(16);
-    float sum = 0.0f;
-    for (int64_t b = 0; b < n / QK_K; b++) {
+static inline ALWAYS_INLINE void k4_tokens_body(int64_t n, const uint8_t *block, size_t size,
+                                                size_t qs_at, ptrdiff_t qh_at,
+                                                const void *activations, size_t stride,
+                                                int n_tokens, float *out) {
+    float sum[LB_DOT_TOKENS];
+    UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) sum[t] = 0.0f;
+    for (int64_t b = 0; b < n / QK_K; b++, block += size) {
+        /* d, dmin and the scales lead both formats' blocks */
+        const block_q4_K *x = (const block_q4_K *)block;
         int32_t sc[8], mn[8];
-        k4_scales_mins(x[b].scales, sc, mn);
-        const int32_t sum_mins = k4_mins_sum(mn, y[b].bsums);
-        const uint8x16_t h0 = load_u8(x[b].qh), h1 = load_u8(x[b].qh + 16);
-        int32x4_t acc = vdupq_n_s32(0);
+        k4_scales_mins(x->scales, sc, mn);
+        int32x4_t acc[LB_DOT_TOKENS];
+        UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) acc[t] = vdupq_n_s32(0);
         for (int c = 0; c < 4; c++) {
-            const uint8x16_t q0 = load_u8(x[b].qs + 32 * c), q1 = load_u8(x[b].qs + 32 * c + 16);
-            const uint8x16_t bit_lo = vdupq_n_u8((uint8_t)(1u << (2 * c)));
-            const uint8x16_t bit_hi = vdupq_n_u8((uint8_t)(2u << (2 * c)));
-            /* fifth bit of element 64c + l in qh[l] bit 2c, of 64c + 32 + l at bit 2c + 1 */
-            const int8x16_t w0 = vorrq_s8(
-                low_nibbles(q0), vreinterpretq_s8_u8(vandq_u8(vtstq_u8(h0, bit_lo), sixteen)));
-            const int8x16_t w1 = vorrq_s8(
-                low_nibbles(q1), vreinterpretq_s8_u8(vandq_u8(vtstq_u8(h1, bit_lo), sixteen)));
-            const int8x16_t w2 = vorrq_s8(
-                high_nibbles(q0), vreinterpretq_s8_u8(vandq_u8(vtstq_u8(h0, bit_hi), sixteen)));
-            const int8x16_t w3 = vorrq_s8(
-                high_nibbles(q1), vreinterpretq_s8_u8(vandq_u8(vtstq_u8(h1, bit_hi), sixteen)));
-            const int8_t *a = y[b].qs + 64 * c;
-            const int32x4_t lo = dot16(dot16(vdupq_n_s32(0), w0, load_i8(a)), w1, load_i8(a + 16));
-            const int32x4_t hi = dot16(dot16(vdupq_n_s32(0), w2, load_i8(a + 32)), w3,
-                                       load_i8(a + 48));
-            acc = vmlaq_n_s32(acc, lo, sc[2 * c]);
-            acc = vmlaq_n_s32(acc, hi, sc[2 * c + 1]);
+            int8x16_t w[4];
+            k4_chunk_weights(block + qs_at, qh_at < 0 ? NULL : block + qh_at, c, w);
+            UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) {
+                const int8_t *a = token_block_q8_K(activations, stride, t, b)->qs + 64 * c;
+                const int32x4_t lo = dot32_small(w[0], w[1], load_i8(a), load_i8(a + 16));
+                const int32x4_t hi = dot32_small(w[2], w[3], load_i8(a + 32), load_i8(a + 48));
+                acc[t] = vmlaq_n_s32(acc[t], lo, sc[2 * c]);
+                acc[t] = vmlaq_n_s32(acc[t], hi, sc[2 * c + 1]);
+            }
         }
-        const float d = half_to_float(x[b].d) * y[b].d;
-        const float dmin = half_to_float(x[b].dmin) * y[b].d;
-        sum += d * (float)vaddvq_s32(acc) - dmin * (float)sum_mins;
+        UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) {
+            const block_q8_K *y = token_block_q8_K(activations, stride, t, b);
+            const int32_t mins = k4_mins_sum(mn, y->bsums);
+            sum[t] = step_with_mins(sum[t], vaddvq_s32(acc[t]), mins, x->d, x->dmin, y->d);
+        }
     }
-    return sum;
+    UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) out[t] = sum[t];
 }
+
+static inline ALWAYS_INLINE void q4_K_tokens_body(int64_t n, const void *weights,
+                                                  const void *activations, size_t stride,
+                                                  int n_tokens, float *out) {
+    k4_tokens_body(n, weights, sizeof(block_q4_K), offsetof(block_q4_K, qs), -1, activations,
+                   stride, n_tokens, out);
+}
+
+static inline ALWAYS_INLINE void q5_K_tokens_body(int64_t n, const void *weights,
+                                                  const void *activations, size_t stride,
+                                                  int n_tokens, float *out) {
+    static_assert(offsetof(block_q5_K, d) == offsetof(block_q4_K, d) &&
+                      offsetof(block_q5_K, dmin) == offsetof(block_q4_K, dmin) &&
+                      offsetof(block_q5_K, scales) == offsetof(block_q4_K, scales),
+                  "Q4_K and Q5_K blocks lead alike");
+    k4_tokens_body(n, weights, sizeof(block_q5_K), offsetof(block_q5_K, qs),
+                   offsetof(block_q5_K, qh), activations, stride, n_tokens, out);
+}
+DEFINE_DOT_ENTRY_POINTS(q4_K, q4_K_tokens_body)
+DEFINE_DOT_ENTRY_POINTS(q5_K, q5_K_tokens_body)
 
 /* The Q6_K levels (stored + 32) of rows k = 0..3 of half h, bytes l = 16p..16p+15, unsigned. */
 static inline void q6_K_rows(const block_q6_K *x, int h, int p, uint8x16_t rows[4]) {
@@ -341,68 +431,107 @@ static inline void q6_K_rows(const block_q6_K *x, int h, int p, uint8x16_t rows[
     rows[3] = vorrq_u8(vshrq_n_u8(l1, 4), vandq_u8(vshrq_n_u8(hb, 2), three));
 }
 
-static float dot_q6_K(int64_t n, const void *weights, const void *activations) {
+/* Q6_K: four sub-blocks (rows k of half h, bytes 16p..) unpacked at a time, once for all
+   tokens; per token each sub-block's exact sum meets its s8 sub-scale (levels -32..31 times
+   scales up to 128 do not fit a byte, so the scales stay per token). */
+static inline ALWAYS_INLINE void q6_K_tokens_body(int64_t n, const void *weights,
+                                                  const void *activations, size_t stride,
+                                                  int n_tokens, float *out) {
     const block_q6_K *x = weights;
-    const block_q8_K *y = activations;
     const int8x16_t offset = vdupq_n_s8(32);
-    float sum = 0.0f;
+    float sum[LB_DOT_TOKENS];
+    UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) sum[t] = 0.0f;
     for (int64_t b = 0; b < n / QK_K; b++) {
-        int32x4_t acc = vdupq_n_s32(0);
+        int32x4_t acc[LB_DOT_TOKENS];
+        UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) acc[t] = vdupq_n_s32(0);
         for (int h = 0; h < 2; h++) {
             for (int p = 0; p < 2; p++) {
                 uint8x16_t rows[4];
                 q6_K_rows(&x[b], h, p, rows);
-                for (int k = 0; k < 4; k++) {
-                    /* element 128h + 32k + 16p + i: sub-block 8h + 2k + p */
-                    const int8x16_t w = vsubq_s8(vreinterpretq_s8_u8(rows[k]), offset);
-                    const int8_t *a = y[b].qs + 128 * h + 32 * k + 16 * p;
-                    acc = vmlaq_n_s32(acc, dot16(vdupq_n_s32(0), w, load_i8(a)),
-                                      x[b].scales[8 * h + 2 * k + p]);
+                int8x16_t w[4];
+                for (int k = 0; k < 4; k++) w[k] = vsubq_s8(vreinterpretq_s8_u8(rows[k]), offset);
+                UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) {
+                    const int8_t *a =
+                        token_block_q8_K(activations, stride, t, b)->qs + 128 * h + 16 * p;
+                    for (int k = 0; k < 4; k++) {
+                        /* element 128h + 32k + 16p + i: sub-block 8h + 2k + p */
+                        acc[t] = vmlaq_n_s32(acc[t], dot16_new(w[k], load_i8(a + 32 * k)),
+                                             x[b].scales[8 * h + 2 * k + p]);
+                    }
                 }
             }
         }
-        sum += half_to_float(x[b].d) * y[b].d * (float)vaddvq_s32(acc);
+        const float x_d = half_to_float(x[b].d);
+        UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) {
+            const block_q8_K *y = token_block_q8_K(activations, stride, t, b);
+            sum[t] += x_d * y->d * (float)vaddvq_s32(acc[t]);
+        }
     }
-    return sum;
+    UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) out[t] = sum[t];
 }
+DEFINE_DOT_ENTRY_POINTS(q6_K, q6_K_tokens_body)
 
-static float dot_iq4_xs(int64_t n, const void *weights, const void *activations) {
+/* IQ4_XS: each 32-element sub-block unpacked once; per token its exact sum (dot32_small: the
+   table's levels lie in -127..113) goes into the float chain with its sub-scale, as the
+   reference does, sub-block by sub-block. */
+static inline ALWAYS_INLINE void iq4_xs_tokens_body(int64_t n, const void *weights,
+                                                    const void *activations, size_t stride,
+                                                    int n_tokens, float *out) {
     const block_iq4_xs *x = weights;
-    const block_q8_K *y = activations;
     const int8x16_t values = vld1q_s8(lb_kvalues_iq4nl);
-    float sum = 0.0f;
+    float sum[LB_DOT_TOKENS];
+    UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) sum[t] = 0.0f;
     for (int64_t b = 0; b < n / QK_K; b++) {
-        const float d = half_to_float(x[b].d) * y[b].d;
+        const float x_d = half_to_float(x[b].d);
+        float d[LB_DOT_TOKENS];
+        UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) {
+            d[t] = x_d * token_block_q8_K(activations, stride, t, b)->d;
+        }
         for (int ib = 0; ib < QK_K / 32; ib++) {
             const uint8x16_t q = load_u8(x[b].qs + 16 * ib);
             const int8x16_t lo = vqtbl1q_s8(values, vandq_u8(q, vdupq_n_u8(0x0F)));
             const int8x16_t hi = vqtbl1q_s8(values, vshrq_n_u8(q, 4));
-            const int8_t *a = y[b].qs + 32 * ib;
-            const int32_t sumi = vaddvq_s32(dot16(dot16(vdupq_n_s32(0), lo, load_i8(a)), hi,
-                                                  load_i8(a + 16)));
             const int low = (x[b].scales_l[ib / 2] >> (4 * (ib % 2))) & 0xF;
             const int high = (x[b].scales_h >> (2 * ib)) & 3;
-            sum += d * (float)((low | (high << 4)) - 32) * (float)sumi;
+            const float scale = (float)((low | (high << 4)) - 32);
+            UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) {
+                const int8_t *a = token_block_q8_K(activations, stride, t, b)->qs + 32 * ib;
+                const int32_t sumi =
+                    vaddvq_s32(dot32_small(lo, hi, load_i8(a), load_i8(a + 16)));
+                sum[t] += d[t] * scale * (float)sumi;
+            }
         }
     }
-    return sum;
+    UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) out[t] = sum[t];
 }
+DEFINE_DOT_ENTRY_POINTS(iq4_xs, iq4_xs_tokens_body)
 
-/* ------------------------------------------------------------------------------------------ */
-/* Activation quantizers                                                                        */
-/* Q8_K as a weight format, against Q8_K activations: widening products (exact for -128 too). */
-static float dot_q8_K(int64_t n, const void *weights, const void *activations) {
-    const block_q8_K *x = weights, *y = activations;
-    float sum = 0.0f;
+/* Q8_K as a weight format, against Q8_K activations: widening products (exact for -128 too),
+   each weight vector loaded once for all tokens. */
+static inline ALWAYS_INLINE void q8_K_tokens_body(int64_t n, const void *weights,
+                                                  const void *activations, size_t stride,
+                                                  int n_tokens, float *out) {
+    const block_q8_K *x = weights;
+    float sum[LB_DOT_TOKENS];
+    UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) sum[t] = 0.0f;
     for (int64_t b = 0; b < n / QK_K; b++) {
-        int32x4_t acc = vdupq_n_s32(0);
+        int32x4_t acc[LB_DOT_TOKENS];
+        UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) acc[t] = vdupq_n_s32(0);
         for (int k = 0; k < QK_K / 16; k++) {
-            acc = dot16(acc, load_i8(x[b].qs + 16 * k), load_i8(y[b].qs + 16 * k));
+            const int8x16_t w = load_i8(x[b].qs + 16 * k);
+            UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) {
+                const int8_t *a = token_block_q8_K(activations, stride, t, b)->qs + 16 * k;
+                acc[t] = dot16(acc[t], w, load_i8(a));
+            }
         }
-        sum += x[b].d * y[b].d * (float)vaddvq_s32(acc);
+        UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) {
+            const block_q8_K *y = token_block_q8_K(activations, stride, t, b);
+            sum[t] += x[b].d * y->d * (float)vaddvq_s32(acc[t]);
+        }
     }
-    return sum;
+    UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) out[t] = sum[t];
 }
+DEFINE_DOT_ENTRY_POINTS(q8_K, q8_K_tokens_body)
 
 /* ------------------------------------------------------------------------------------------ */
 /* Float formats: F32, F16, BF16 against activations of their own type                         */
@@ -583,27 +712,26 @@ static lowbit_status quantize_q8_K(const float *src, void *dst, int64_t n,
 }
 
 void lb_register_neon(lb_kernel_set *set) {
-    set->vec_dot[LOWBIT_TYPE_Q4_0] = dot_q4_0;
-    set->vec_dot[LOWBIT_TYPE_Q4_1] = dot_q4_1;
-    set->vec_dot[LOWBIT_TYPE_Q5_0] = dot_q5_0;
-    set->vec_dot[LOWBIT_TYPE_Q5_1] = dot_q5_1;
-    set->vec_dot[LOWBIT_TYPE_Q8_0] = dot_q8_0;
-    set->vec_dot[LOWBIT_TYPE_IQ4_NL] = dot_iq4_nl;
-    set->vec_dot[LOWBIT_TYPE_Q2_K] = dot_q2_K;
-    set->vec_dot[LOWBIT_TYPE_Q3_K] = dot_q3_K;
-    set->vec_dot[LOWBIT_TYPE_Q4_K] = dot_q4_K;
-    set->vec_dot[LOWBIT_TYPE_Q5_K] = dot_q5_K;
-    set->vec_dot[LOWBIT_TYPE_Q6_K] = dot_q6_K;
-    set->vec_dot[LOWBIT_TYPE_IQ4_XS] = dot_iq4_xs;
-    set->vec_dot[LOWBIT_TYPE_Q8_1] = dot_q8_1;
-    set->vec_dot[LOWBIT_TYPE_Q8_K] = dot_q8_K;
-    /* the float formats with their multi-token kernels (kernels.h) */
-    set->vec_dot[LOWBIT_TYPE_F32] = set->tokens_pair[LOWBIT_TYPE_F32] = dot_f32;
-    set->vec_dot_tokens[LOWBIT_TYPE_F32] = dot_f32_tokens;
-    set->vec_dot[LOWBIT_TYPE_F16] = set->tokens_pair[LOWBIT_TYPE_F16] = dot_f16;
-    set->vec_dot_tokens[LOWBIT_TYPE_F16] = dot_f16_tokens;
-    set->vec_dot[LOWBIT_TYPE_BF16] = set->tokens_pair[LOWBIT_TYPE_BF16] = dot_bf16;
-    set->vec_dot_tokens[LOWBIT_TYPE_BF16] = dot_bf16_tokens;
+    /* every dot product with its multi-token kernel (kernels.h) */
+#define REGISTER_DOT(TYPE, NAME) set_dot(set, LOWBIT_TYPE_##TYPE, dot_##NAME, dot_##NAME##_tokens)
+    REGISTER_DOT(Q4_0, q4_0);
+    REGISTER_DOT(Q4_1, q4_1);
+    REGISTER_DOT(Q5_0, q5_0);
+    REGISTER_DOT(Q5_1, q5_1);
+    REGISTER_DOT(Q8_0, q8_0);
+    REGISTER_DOT(IQ4_NL, iq4_nl);
+    REGISTER_DOT(Q2_K, q2_K);
+    REGISTER_DOT(Q3_K, q3_K);
+    REGISTER_DOT(Q4_K, q4_K);
+    REGISTER_DOT(Q5_K, q5_K);
+    REGISTER_DOT(Q6_K, q6_K);
+    REGISTER_DOT(IQ4_XS, iq4_xs);
+    REGISTER_DOT(Q8_1, q8_1);
+    REGISTER_DOT(Q8_K, q8_K);
+    REGISTER_DOT(F32, f32);
+    REGISTER_DOT(F16, f16);
+    REGISTER_DOT(BF16, bf16);
+#undef REGISTER_DOT
     set->quantize_activation[LOWBIT_TYPE_Q8_0] = quantize_q8_0;
     set->quantize_activation[LOWBIT_TYPE_Q8_1] = quantize_q8_1;
     set->quantize_activation[LOWBIT_TYPE_Q8_K] = quantize_q8_K;

@@ -99,11 +99,6 @@ static inline int32x4_t dot1(uint8x16_t w, int8x16_t a) {
     return vdotq_s32(vdupq_n_s32(0), as_i8(w), a);
 }
 
-/* Activation row t of those lying `stride` bytes apart from `activations`. */
-static inline const void *token_row(const void *activations, size_t stride, int t) {
-    return (const uint8_t *)activations + (size_t)t * stride;
-}
-
 /* Where the qh bit of each element of a Q5 block goes: bits 0..7 of qh[0] for elements 0..7,
    of qh[1] for 8..15, and so on (two vectors of 16 lanes). */
 static const uint8_t kQhByteLo[16] = {0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1};
