@@ -75,12 +75,6 @@ static inline ALWAYS_INLINE void load_activations64(const int8_t *a, int x4, int
     for (int i = 0; i < 4; i++) out[i] = load_i8(a + 16 * i);
 }
 
-/* Block b of the activation row t of those lying `stride` bytes apart. */
-static inline const block_q8_K *q8_K_block(const void *activations, size_t stride, int t,
-                                           int64_t b) {
-    return (const block_q8_K *)((const uint8_t *)activations + (size_t)t * stride) + b;
-}
-
 /* ------------------------------------------------------------------------------------------ */
 /* Per super-block: signs, scales, indices                                                     */
 /* ------------------------------------------------------------------------------------------ */

@@ -200,12 +200,6 @@ DEFINE_BLOCK32_DOT(iq4_nl, block_iq4_nl, block_q8_0, iq4_nl_weights, 1, STEP_DYX
 /* 256-element formats with Q8_K activations                                                    */
 /* ------------------------------------------------------------------------------------------ */
 
-/* Block b of activation row t. */
-static inline const block_q8_K *token_block_q8_K(const void *activations, size_t stride, int t,
-                                                 int64_t b) {
-    return (const block_q8_K *)token_row(activations, stride, t) + b;
-}
-
 /* The K-quants with mins: sum + d_x d_y sumi - dmin_x d_y mins, the reference's expression. */
 static inline float step_with_mins(float sum, int32_t sumi, int32_t mins, lb_half x_d,
                                    lb_half x_dmin, float y_d) {
@@ -244,7 +238,7 @@ static inline ALWAYS_INLINE void q2_K_tokens_body(int64_t n, const void *weights
                 }
             }
             UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) {
-                const int8_t *a = token_block_q8_K(activations, stride, t, b)->qs + 128 * h;
+                const int8_t *a = q8_K_block(activations, stride, t, b)->qs + 128 * h;
                 for (int p = 0; p < 2; p++) {
                     int8x16_t av[4];
                     for (int k = 0; k < 4; k++) av[k] = load_i8(a + 32 * k + 16 * p);
@@ -259,7 +253,7 @@ static inline ALWAYS_INLINE void q2_K_tokens_body(int64_t n, const void *weights
             }
         }
         UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) {
-            const block_q8_K *y = token_block_q8_K(activations, stride, t, b);
+            const block_q8_K *y = q8_K_block(activations, stride, t, b);
             const int32_t mins = vaddvq_s32(scaled_bsums16(mins_lo, mins_hi, y->bsums));
             sum[t] = step_with_mins(sum[t], vaddvq_s32(acc[t]), mins, x[b].d, x[b].dmin, y->d);
         }
@@ -312,7 +306,7 @@ static inline ALWAYS_INLINE void q3_K_tokens_body(int64_t n, const void *weights
                 }
             }
             UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) {
-                const int8_t *a = token_block_q8_K(activations, stride, t, b)->qs + 128 * h;
+                const int8_t *a = q8_K_block(activations, stride, t, b)->qs + 128 * h;
                 for (int k = 0; k < 4; k++) {
                     acc[t] = dot16(acc[t], w[k][0], load_i8(a + 32 * k));
                     acc[t] = dot16(acc[t], w[k][1], load_i8(a + 32 * k + 16));
@@ -321,7 +315,7 @@ static inline ALWAYS_INLINE void q3_K_tokens_body(int64_t n, const void *weights
         }
         const float x_d = half_to_float(x[b].d);
         UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) {
-            const block_q8_K *y = token_block_q8_K(activations, stride, t, b);
+            const block_q8_K *y = q8_K_block(activations, stride, t, b);
             sum[t] += x_d * y->d * (float)-vaddvq_s32(acc[t]);
         }
     }
@@ -383,7 +377,7 @@ static inline ALWAYS_INLINE void k4_tokens_body(int64_t n, const uint8_t *block,
             int8x16_t w[4];
             k4_chunk_weights(block + qs_at, qh_at < 0 ? NULL : block + qh_at, c, w);
             UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) {
-                const int8_t *a = token_block_q8_K(activations, stride, t, b)->qs + 64 * c;
+                const int8_t *a = q8_K_block(activations, stride, t, b)->qs + 64 * c;
                 const int32x4_t lo = dot32_small(w[0], w[1], load_i8(a), load_i8(a + 16));
                 const int32x4_t hi = dot32_small(w[2], w[3], load_i8(a + 32), load_i8(a + 48));
                 acc[t] = vmlaq_n_s32(acc[t], lo, sc[2 * c]);
@@ -391,7 +385,7 @@ static inline ALWAYS_INLINE void k4_tokens_body(int64_t n, const uint8_t *block,
             }
         }
         UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) {
-            const block_q8_K *y = token_block_q8_K(activations, stride, t, b);
+            const block_q8_K *y = q8_K_block(activations, stride, t, b);
             const int32_t mins = k4_mins_sum(mn, y->bsums);
             sum[t] = step_with_mins(sum[t], vaddvq_s32(acc[t]), mins, x->d, x->dmin, y->d);
         }
@@ -452,7 +446,7 @@ static inline ALWAYS_INLINE void q6_K_tokens_body(int64_t n, const void *weights
                 for (int k = 0; k < 4; k++) w[k] = vsubq_s8(vreinterpretq_s8_u8(rows[k]), offset);
                 UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) {
                     const int8_t *a =
-                        token_block_q8_K(activations, stride, t, b)->qs + 128 * h + 16 * p;
+                        q8_K_block(activations, stride, t, b)->qs + 128 * h + 16 * p;
                     for (int k = 0; k < 4; k++) {
                         /* element 128h + 32k + 16p + i: sub-block 8h + 2k + p */
                         acc[t] = vmlaq_n_s32(acc[t], dot16_new(w[k], load_i8(a + 32 * k)),
@@ -463,7 +457,7 @@ static inline ALWAYS_INLINE void q6_K_tokens_body(int64_t n, const void *weights
         }
         const float x_d = half_to_float(x[b].d);
         UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) {
-            const block_q8_K *y = token_block_q8_K(activations, stride, t, b);
+            const block_q8_K *y = q8_K_block(activations, stride, t, b);
             sum[t] += x_d * y->d * (float)vaddvq_s32(acc[t]);
         }
     }
@@ -485,7 +479,7 @@ static inline ALWAYS_INLINE void iq4_xs_tokens_body(int64_t n, const void *weigh
         const float x_d = half_to_float(x[b].d);
         float d[LB_DOT_TOKENS];
         UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) {
-            d[t] = x_d * token_block_q8_K(activations, stride, t, b)->d;
+            d[t] = x_d * q8_K_block(activations, stride, t, b)->d;
         }
         for (int ib = 0; ib < QK_K / 32; ib++) {
             const uint8x16_t q = load_u8(x[b].qs + 16 * ib);
@@ -495,7 +489,7 @@ static inline ALWAYS_INLINE void iq4_xs_tokens_body(int64_t n, const void *weigh
             const int high = (x[b].scales_h >> (2 * ib)) & 3;
             const float scale = (float)((low | (high << 4)) - 32);
             UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) {
-                const int8_t *a = token_block_q8_K(activations, stride, t, b)->qs + 32 * ib;
+                const int8_t *a = q8_K_block(activations, stride, t, b)->qs + 32 * ib;
                 const int32_t sumi =
                     vaddvq_s32(dot32_small(lo, hi, load_i8(a), load_i8(a + 16)));
                 sum[t] += d[t] * scale * (float)sumi;
@@ -520,12 +514,12 @@ static inline ALWAYS_INLINE void q8_K_tokens_body(int64_t n, const void *weights
         for (int k = 0; k < QK_K / 16; k++) {
             const int8x16_t w = load_i8(x[b].qs + 16 * k);
             UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) {
-                const int8_t *a = token_block_q8_K(activations, stride, t, b)->qs + 16 * k;
+                const int8_t *a = q8_K_block(activations, stride, t, b)->qs + 16 * k;
                 acc[t] = dot16(acc[t], w, load_i8(a));
             }
         }
         UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) {
-            const block_q8_K *y = token_block_q8_K(activations, stride, t, b);
+            const block_q8_K *y = q8_K_block(activations, stride, t, b);
             sum[t] += x[b].d * y->d * (float)vaddvq_s32(acc[t]);
         }
     }
@@ -674,7 +668,7 @@ LB_Q8_ROW_QUANTIZERS(q8_block_levels)
 
 /* Q8_K: the first element of largest magnitude, signed, maps to -127; levels by lb_nearest_int's
    magic-number rounding (the same float add and the same bit arithmetic), capped at 127. */
-static void q8_K_block(const float *x, float amax, block_q8_K *y) {
+static void quantize_q8_K_block(const float *x, float amax, block_q8_K *y) {
     int first = 0;
     while (fabsf(x[first]) != amax) first++;
     const float iscale = -127.0f / x[first];
@@ -706,7 +700,7 @@ static lowbit_status quantize_q8_K(const float *src, void *dst, int64_t n,
             memset(&y[b], 0, sizeof y[b]);
             continue;
         }
-        q8_K_block(src, amax, &y[b]);
+        quantize_q8_K_block(src, amax, &y[b]);
     }
     return LOWBIT_OK;
 }

@@ -47,6 +47,12 @@ static inline const void *token_row(const void *activations, size_t stride, int 
     return (const uint8_t *)activations + (size_t)t * stride;
 }
 
+/* Block b of activation row t. */
+static inline const block_q8_K *q8_K_block(const void *activations, size_t stride, int t,
+                                           int64_t b) {
+    return (const block_q8_K *)token_row(activations, stride, t) + b;
+}
+
 /* The entry points of a multi-token body CALL(n, weights, activations, stride, n_tokens, out):
    the one-token kernel dot_NAME, and dot_NAME_tokens with a constant count for each case. */
 #define DEFINE_DOT_ENTRY_POINTS(NAME, CALL)                                                      \

@@ -426,12 +426,6 @@ static inline ALWAYS_INLINE void load_activations64(const int8_t *a, int x4, int
     for (int i = 0; i < 4; i++) out[i] = load_i8(a + 16 * i);
 }
 
-/* Block b of activation row t. */
-static inline const block_q8_K *q8_K_block(const void *activations, size_t stride, int t,
-                                           int64_t b) {
-    return (const block_q8_K *)token_row(activations, stride, t) + b;
-}
-
 static inline int16x8_t widen_u8_lo(uint8x16_t v) {
     return vreinterpretq_s16_u16(vmovl_u8(vget_low_u8(v)));
 }
