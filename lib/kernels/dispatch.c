@@ -100,7 +100,11 @@ void lb_kernels_for_level(lb_cpu_level level, lb_kernel_set *set) {
         lb_register_lattice_avx512(set);
     }
 #elif defined(__aarch64__)
-    if (level >= LB_CPU_NEON) lb_register_neon(set);
+    if (level >= LB_CPU_NEON) {
+        lb_register_neon(set);
+        lb_register_neon_dotprod_emulated(set);
+        lb_register_lattice_dotprod_emulated(set);
+    }
     if (level >= LB_CPU_NEON_DOTPROD) {
         lb_register_neon_dotprod(set);
         lb_register_lattice_dotprod(set);

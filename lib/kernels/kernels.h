@@ -106,6 +106,9 @@ void lb_register_lattice_avx512(lb_kernel_set *set);
 void lb_register_neon(lb_kernel_set *set);
 void lb_register_neon_dotprod(lb_kernel_set *set);
 void lb_register_lattice_dotprod(lb_kernel_set *set);
+/* the two above built for plain NEON, SDOT emulated: they fill the formats neon.c lacks */
+void lb_register_neon_dotprod_emulated(lb_kernel_set *set);
+void lb_register_lattice_dotprod_emulated(lb_kernel_set *set);
 void lb_register_interleaved_dotprod(lb_kernel_set *set);
 #endif
 

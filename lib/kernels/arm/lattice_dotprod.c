@@ -61,7 +61,7 @@
 
 /* SDOT of 16 weight bytes with 16 activation bytes, into a fresh accumulator. */
 static inline int32x4_t dot1(int8x16_t w, int8x16_t a) {
-    return vdotq_s32(vdupq_n_s32(0), w, a);
+    return sdot(vdupq_n_s32(0), w, a);
 }
 
 /* 64 activation bytes as four vectors, in one LD1 of four registers (x4 = 1) or in four plain
@@ -495,11 +495,11 @@ DEFINE_LATTICE(iq1_s, IQ1_S)
 DEFINE_LATTICE(iq1_m, IQ1_M)
 
 void lb_register_lattice_dotprod(lb_kernel_set *set) {
-    set_dot(set, LOWBIT_TYPE_IQ2_XXS, dot_iq2_xxs, dot_iq2_xxs_tokens);
-    set_dot(set, LOWBIT_TYPE_IQ2_XS, dot_iq2_xs, dot_iq2_xs_tokens);
-    set_dot(set, LOWBIT_TYPE_IQ2_S, dot_iq2_s, dot_iq2_s_tokens);
-    set_dot(set, LOWBIT_TYPE_IQ3_XXS, dot_iq3_xxs, dot_iq3_xxs_tokens);
-    set_dot(set, LOWBIT_TYPE_IQ3_S, dot_iq3_s, dot_iq3_s_tokens);
-    set_dot(set, LOWBIT_TYPE_IQ1_S, dot_iq1_s, dot_iq1_s_tokens);
-    set_dot(set, LOWBIT_TYPE_IQ1_M, dot_iq1_m, dot_iq1_m_tokens);
+    register_dot(set, LOWBIT_TYPE_IQ2_XXS, dot_iq2_xxs, dot_iq2_xxs_tokens);
+    register_dot(set, LOWBIT_TYPE_IQ2_XS, dot_iq2_xs, dot_iq2_xs_tokens);
+    register_dot(set, LOWBIT_TYPE_IQ2_S, dot_iq2_s, dot_iq2_s_tokens);
+    register_dot(set, LOWBIT_TYPE_IQ3_XXS, dot_iq3_xxs, dot_iq3_xxs_tokens);
+    register_dot(set, LOWBIT_TYPE_IQ3_S, dot_iq3_s, dot_iq3_s_tokens);
+    register_dot(set, LOWBIT_TYPE_IQ1_S, dot_iq1_s, dot_iq1_s_tokens);
+    register_dot(set, LOWBIT_TYPE_IQ1_M, dot_iq1_m, dot_iq1_m_tokens);
 }

@@ -91,12 +91,12 @@ static inline uint8x16_t high_nibbles(uint8x16_t q) { return vshrq_n_u8(q, 4); }
 
 /* SDOT of 32 weight bytes (two vectors) with 32 activation bytes, into a fresh accumulator. */
 static inline int32x4_t dot32(int8x16_t w0, int8x16_t w1, const int8_t *a) {
-    return vdotq_s32(vdotq_s32(vdupq_n_s32(0), w0, load_i8(a)), w1, load_i8(a + 16));
+    return sdot(sdot(vdupq_n_s32(0), w0, load_i8(a)), w1, load_i8(a + 16));
 }
 
 /* SDOT of 16 weight bytes with 16 activation bytes, into a fresh accumulator. */
 static inline int32x4_t dot1(uint8x16_t w, int8x16_t a) {
-    return vdotq_s32(vdupq_n_s32(0), as_i8(w), a);
+    return sdot(vdupq_n_s32(0), as_i8(w), a);
 }
 
 /* Where the qh bit of each element of a Q5 block goes: bits 0..7 of qh[0] for elements 0..7,
@@ -363,7 +363,7 @@ static inline ALWAYS_INLINE float32x4_t nvfp4_add_block(float32x4_t acc, const i
                                                         float32x4_t y_d) {
     int32x4_t d[4];
     for (int s = 0; s < 4; s++) {
-        d[s] = vdotq_s32(vdupq_n_s32(0), w[s], load_i8(y[s / 2].qs + 16 * (s % 2)));
+        d[s] = sdot(vdupq_n_s32(0), w[s], load_i8(y[s / 2].qs + 16 * (s % 2)));
     }
     return vfmaq_f32(acc, vcvtq_f32_s32(lane_sums4(d)), vmulq_f32(x_s, y_d));
 }
@@ -685,7 +685,10 @@ static inline ALWAYS_INLINE void sub32_scaled_sums(int format, const void *block
                                                    const int32x4_t scales[2],
                                                    const void *activations, size_t stride,
                                                    int64_t b, int n_tokens, int32x4_t sumi[]) {
+    /* zeroed only for the compiler's sake: where the loop over c is not unrolled (the plain NEON
+       build, neon_sdot_emulated.c) it cannot see that c = 0 and 1 write them first */
     int32x4_t first_chunk[LB_DOT_TOKENS];
+    UNROLL_TOKENS for (int t = 0; t < n_tokens; t++) first_chunk[t] = sumi[t] = vdupq_n_s32(0);
     for (int c = 0; c < 4; c++) {
         int8x16_t w[4];
         sub32_weights(format, block, c, w);
@@ -816,7 +819,7 @@ static const uint8_t kQhPowers3[16] = {1, 1, 1, 1, 3, 3, 3, 3, 9, 9, 9, 9, 27, 2
 
 /* SDOT of 16 trits with 16 activations into accumulator c of token t (two per token, for two
    chains of dependent SDOTs instead of one). */
-#define TQ_DOT(t, c, w, a) (sums[t][c] = vdotq_s32(sums[t][c], (w), load_i8(a)))
+#define TQ_DOT(t, c, w, a) (sums[t][c] = sdot(sums[t][c], (w), load_i8(a)))
 
 static inline ALWAYS_INLINE void tq1_0_tokens_body(int64_t n, const void *weights,
                                                    const void *activations, size_t stride,
@@ -891,7 +894,7 @@ static inline ALWAYS_INLINE void tq2_0_tokens_body(int64_t n, const void *weight
                     const int8_t *a = q8_K_block(activations, stride, t, b)->qs + 128 * h + 16 * p;
                     for (int l = 0; l < 4; l++) {
                         int32x4_t *s = &sums[t][l == 3 ? 0 : l];
-                        *s = vdotq_s32(*s, w[l], load_i8(a + 32 * l));
+                        *s = sdot(*s, w[l], load_i8(a + 32 * l));
                     }
                 }
             }
@@ -911,20 +914,20 @@ static inline ALWAYS_INLINE void tq2_0_tokens_body(int64_t n, const void *weight
 DEFINE_DOT_ENTRY_POINTS(tq2_0, tq2_0_tokens_body)
 
 void lb_register_neon_dotprod(lb_kernel_set *set) {
-    set_dot(set, LOWBIT_TYPE_Q4_0, dot_q4_0, dot_q4_0_tokens);
-    set_dot(set, LOWBIT_TYPE_Q4_1, dot_q4_1, dot_q4_1_tokens);
-    set_dot(set, LOWBIT_TYPE_Q5_0, dot_q5_0, dot_q5_0_tokens);
-    set_dot(set, LOWBIT_TYPE_Q5_1, dot_q5_1, dot_q5_1_tokens);
-    set_dot(set, LOWBIT_TYPE_Q8_0, dot_q8_0, dot_q8_0_tokens);
-    set_dot(set, LOWBIT_TYPE_IQ4_NL, dot_iq4_nl, dot_iq4_nl_tokens);
-    set_dot(set, LOWBIT_TYPE_MXFP4, dot_mxfp4, dot_mxfp4_tokens);
-    set_dot(set, LOWBIT_TYPE_NVFP4, dot_nvfp4, dot_nvfp4_tokens);
-    set_dot(set, LOWBIT_TYPE_Q2_K, dot_q2_K, dot_q2_K_tokens);
-    set_dot(set, LOWBIT_TYPE_Q3_K, dot_q3_K, dot_q3_K_tokens);
-    set_dot(set, LOWBIT_TYPE_Q4_K, dot_q4_K, dot_q4_K_tokens);
-    set_dot(set, LOWBIT_TYPE_Q5_K, dot_q5_K, dot_q5_K_tokens);
-    set_dot(set, LOWBIT_TYPE_Q6_K, dot_q6_K, dot_q6_K_tokens);
-    set_dot(set, LOWBIT_TYPE_IQ4_XS, dot_iq4_xs, dot_iq4_xs_tokens);
-    set_dot(set, LOWBIT_TYPE_TQ1_0, dot_tq1_0, dot_tq1_0_tokens);
-    set_dot(set, LOWBIT_TYPE_TQ2_0, dot_tq2_0, dot_tq2_0_tokens);
+    register_dot(set, LOWBIT_TYPE_Q4_0, dot_q4_0, dot_q4_0_tokens);
+    register_dot(set, LOWBIT_TYPE_Q4_1, dot_q4_1, dot_q4_1_tokens);
+    register_dot(set, LOWBIT_TYPE_Q5_0, dot_q5_0, dot_q5_0_tokens);
+    register_dot(set, LOWBIT_TYPE_Q5_1, dot_q5_1, dot_q5_1_tokens);
+    register_dot(set, LOWBIT_TYPE_Q8_0, dot_q8_0, dot_q8_0_tokens);
+    register_dot(set, LOWBIT_TYPE_IQ4_NL, dot_iq4_nl, dot_iq4_nl_tokens);
+    register_dot(set, LOWBIT_TYPE_MXFP4, dot_mxfp4, dot_mxfp4_tokens);
+    register_dot(set, LOWBIT_TYPE_NVFP4, dot_nvfp4, dot_nvfp4_tokens);
+    register_dot(set, LOWBIT_TYPE_Q2_K, dot_q2_K, dot_q2_K_tokens);
+    register_dot(set, LOWBIT_TYPE_Q3_K, dot_q3_K, dot_q3_K_tokens);
+    register_dot(set, LOWBIT_TYPE_Q4_K, dot_q4_K, dot_q4_K_tokens);
+    register_dot(set, LOWBIT_TYPE_Q5_K, dot_q5_K, dot_q5_K_tokens);
+    register_dot(set, LOWBIT_TYPE_Q6_K, dot_q6_K, dot_q6_K_tokens);
+    register_dot(set, LOWBIT_TYPE_IQ4_XS, dot_iq4_xs, dot_iq4_xs_tokens);
+    register_dot(set, LOWBIT_TYPE_TQ1_0, dot_tq1_0, dot_tq1_0_tokens);
+    register_dot(set, LOWBIT_TYPE_TQ2_0, dot_tq2_0, dot_tq2_0_tokens);
 }
