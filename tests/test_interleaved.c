@@ -1,10 +1,11 @@
 /*
- * The interleaved Q4_0 / Q8_0 layouts (lib/kernels/interleaved.h):
+ * The interleaved Q4_0 / Q8_0 / IQ4_NL layouts (lib/kernels/interleaved.h):
  * 1. Repacking: lb_deinterleave gives back the plain bytes exactly, for row counts that are and
  *    are not multiples of the group (tail rows), and a group's bytes sit where the layout says.
  * 2. Kernels at every instruction-set level this CPU has, called directly on random block bytes
- *    (any scale, any level, Q8_0 weights of -128, Q4_0 activations of -128): bit-identical to the
- *    scalar interleaved reference, token counts 1..9 (whole tiles and every remainder).
+ *    (any scale, any level, Q8_0 weights of -128, Q4_0 activations of -128, every IQ4_NL code
+ *    against activations of +-127): bit-identical to the scalar interleaved reference, token
+ *    counts 1..9 (whole tiles and every remainder).
  * 3. lb_interleaved_matmul at every level: each grouped row's output is the type table's scalar
  *    reference dot product bit for bit (exact integer parts, the reference's float order), each
  *    tail row the level's plain kernel's; the same bytes on no pool and on 1, 2 and 3 threads.
@@ -33,7 +34,7 @@ static float rng_normal(void) {
     return sqrtf(-2.0f * logf(rng_uniform())) * cosf(6.2831853f * rng_uniform());
 }
 
-static const lowbit_type types[] = {LOWBIT_TYPE_Q4_0, LOWBIT_TYPE_Q8_0};
+static const lowbit_type types[] = {LOWBIT_TYPE_Q4_0, LOWBIT_TYPE_Q8_0, LOWBIT_TYPE_IQ4_NL};
 static const int group_rows[] = {4, 8};
 
 /* A plain matrix encoded by the reference encoder from normal floats, with some outliers; for Q8_0
@@ -84,7 +85,7 @@ static void check_round_trip(lowbit_type type, int R, int64_t rows, int64_t cols
         /* block column 1 (or 0) of group 0: scale of row r at 2r, chunk c of row r at
            2R + (c R + r) 4 */
         const int64_t b = cols / 32 > 1 ? 1 : 0;
-        const size_t block_bytes = type == LOWBIT_TYPE_Q4_0 ? 18 : 34;
+        const size_t block_bytes = (size_t)lowbit_type_info(type)->block_bytes;
         const uint8_t *bg = m.groups + (size_t)b * lb_interleaved_block_group_bytes(m.layout);
         int ok = 1;
         for (int r = 0; r < R; r++) {
@@ -126,8 +127,9 @@ static void check_kernel_bytes(const lb_kernel_set *set, const lb_kernel_set *re
             memcpy(group + (size_t)b * bg_bytes + 2 * r, &d, 2);
         }
     }
-    /* the sign trick of the Q8_0 kernels needs activations above -128 (the quantizers' range) */
-    const int lowest = type == LOWBIT_TYPE_Q8_0 ? -127 : -128;
+    /* the sign trick of the Q8_0 and AVX2 IQ4_NL kernels needs activations above -128 (the
+       quantizers' range) */
+    const int lowest = type == LOWBIT_TYPE_Q4_0 ? -128 : -127;
     for (int64_t i = 0; i < nb * max_tokens; i++) {
         act[i].d = random_scale();
         int32_t s = 0;
@@ -219,7 +221,7 @@ int main(void) {
     printf("levels: scalar up to %s\n", lb_cpu_level_name((lb_cpu_level)top));
 
     CHECK(lowbit_pool_create(3, &repack_pool) == LOWBIT_OK, "pool");
-    for (int ti = 0; ti < 2; ti++) {
+    for (int ti = 0; ti < LB_ARRAY_LEN(types); ti++) {
         for (int ri = 0; ri < 2; ri++) {
             const int64_t shapes[][2] = {{1, 32}, {3, 64}, {8, 32}, {13, 96}, {21, 256}, {40, 64}};
             for (int s = 0; s < LB_ARRAY_LEN(shapes); s++) {
@@ -238,7 +240,7 @@ int main(void) {
         lb_kernel_set set;
         lb_kernels_for_level((lb_cpu_level)level, &set);
         const char *name = lb_cpu_level_name((lb_cpu_level)level);
-        for (int ti = 0; ti < 2; ti++) {
+        for (int ti = 0; ti < LB_ARRAY_LEN(types); ti++) {
             for (int ri = 0; ri < 2; ri++) {
                 const lowbit_type type = types[ti];
                 const int R = group_rows[ri];

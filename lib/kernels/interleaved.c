@@ -1,6 +1,6 @@
 /*
- * Interleaved Q4_0 / Q8_0 layouts (see interleaved.h): repacking, the scalar reference kernels
- * the SIMD ones are checked against, and the threaded matrix product.
+ * Interleaved Q4_0 / Q8_0 / IQ4_NL layouts (see interleaved.h): repacking, the scalar reference
+ * kernels the SIMD ones are checked against, and the threaded matrix product.
  */
 #include "interleaved.h"
 
@@ -20,7 +20,7 @@
 typedef struct layout_info {
     lowbit_type type;
     int rows;        /* R */
-    int qs_bytes;    /* quant bytes of one plain block: 16 (Q4_0) or 32 (Q8_0) */
+    int qs_bytes;    /* quant bytes of one plain block: 16 (Q4_0, IQ4_NL) or 32 (Q8_0) */
 } layout_info;
 
 static const layout_info layouts[LB_IL_COUNT] = {
@@ -28,6 +28,8 @@ static const layout_info layouts[LB_IL_COUNT] = {
     [LB_IL_Q4_0_X8] = {LOWBIT_TYPE_Q4_0, 8, QK4_0 / 2},
     [LB_IL_Q8_0_X4] = {LOWBIT_TYPE_Q8_0, 4, QK8_0},
     [LB_IL_Q8_0_X8] = {LOWBIT_TYPE_Q8_0, 8, QK8_0},
+    [LB_IL_IQ4_NL_X4] = {LOWBIT_TYPE_IQ4_NL, 4, QK4_NL / 2},
+    [LB_IL_IQ4_NL_X8] = {LOWBIT_TYPE_IQ4_NL, 8, QK4_NL / 2},
 };
 
 int lb_interleaved_layout_of(lowbit_type type, int rows_per_group) {
@@ -46,7 +48,7 @@ int lb_interleave_rows_preferred(lowbit_type type) {
     return (unsigned)type < LOWBIT_TYPE_COUNT ? lb_active_kernels()->interleave_rows[type] : 0;
 }
 
-/* Q4_0 and Q8_0 blocks alike: the fp16 scale, then the quant bytes. */
+/* Q4_0, Q8_0 and IQ4_NL blocks alike: the fp16 scale, then the quant bytes. */
 static void interleave_block_column(const layout_info *l, const uint8_t *const *row_blocks,
                                     uint8_t *dst) {
     const int R = l->rows;
@@ -193,6 +195,20 @@ static int32_t q8_0_group_row_sum(const uint8_t *bg, int R, int r, const block_q
     return sum;
 }
 
+/* IQ4_NL: the nibbles are codes into the signed level table, in Q4_0's places. */
+static int32_t iq4_nl_group_row_sum(const uint8_t *bg, int R, int r, const block_q8_0 *a) {
+    const uint8_t *qs = bg + 2 * R;
+    int32_t sum = 0;
+    for (int c = 0; c < 4; c++) {
+        for (int i = 0; i < 4; i++) {
+            const uint8_t byte = qs[(c * R + r) * 4 + i];
+            sum += lb_kvalues_iq4nl[byte & 0x0F] * a->qs[4 * c + i] +
+                   lb_kvalues_iq4nl[byte >> 4] * a->qs[16 + 4 * c + i];
+        }
+    }
+    return sum;
+}
+
 typedef int32_t (*group_row_sum_fn)(const uint8_t *bg, int R, int r, const block_q8_0 *a);
 
 /* The reference's float order: sum += (float)sumi * (d_w * d_a), block by block. The activation
@@ -230,6 +246,8 @@ DEFINE_REFERENCE(reference_q4_0_x4, q4_0_group_row_sum, 4, 16)
 DEFINE_REFERENCE(reference_q4_0_x8, q4_0_group_row_sum, 8, 16)
 DEFINE_REFERENCE(reference_q8_0_x4, q8_0_group_row_sum, 4, 32)
 DEFINE_REFERENCE(reference_q8_0_x8, q8_0_group_row_sum, 8, 32)
+DEFINE_REFERENCE(reference_iq4_nl_x4, iq4_nl_group_row_sum, 4, 16)
+DEFINE_REFERENCE(reference_iq4_nl_x8, iq4_nl_group_row_sum, 8, 16)
 
 /* The references are installed at every level; interleave_rows stays 0 (plain) until a SIMD file
    installs kernels that measured faster. */
@@ -238,6 +256,8 @@ void lb_register_interleaved_reference(lb_kernel_set *set) {
     set->interleaved[LB_IL_Q4_0_X8] = reference_q4_0_x8;
     set->interleaved[LB_IL_Q8_0_X4] = reference_q8_0_x4;
     set->interleaved[LB_IL_Q8_0_X8] = reference_q8_0_x8;
+    set->interleaved[LB_IL_IQ4_NL_X4] = reference_iq4_nl_x4;
+    set->interleaved[LB_IL_IQ4_NL_X8] = reference_iq4_nl_x8;
 }
 
 /* ------------------------------------------------------------------------------------------ */

@@ -1,5 +1,5 @@
 /*
- * AArch64 dot-product (SDOT) kernels of the interleaved layouts Q4_0x4 and Q8_0x4
+ * AArch64 dot-product (SDOT) kernels of the interleaved layouts Q4_0x4, Q8_0x4 and IQ4_NLx4
  * (interleaved.h): one 128-bit register holds 4 bytes of each of the 4 rows of a group, and the
  * by-lane form of SDOT multiplies it with one 4-byte quadruple of the activation block, so the
  * activation is loaded once per block and the 4 row sums come out in the 4 int32 lanes.
@@ -7,7 +7,8 @@
  *
  * Exactness (the outputs are the scalar reference's bit for bit): SDOT's s8 x s8 sums are exact;
  * Q4_0's stored nibbles q = w + 8 (0..15, valid s8) meet the activations and 8 times the
- * activation block's level sum comes off; Q8_0 needs no offset. The float side per lane is
+ * activation block's level sum comes off; Q8_0 needs no offset, nor IQ4_NL, whose codes become
+ * the signed levels through one TBL of the table. The float side per lane is
  * sum = sum + (float)sumi * (d_w * d_a), separate multiplies and adds (the build's ISO C mode
  * keeps GCC from fusing them), blocks in order.
  *
@@ -21,7 +22,12 @@
 
 #define ALWAYS_INLINE inline __attribute__((always_inline))
 
-enum { Q4_0_X4_BYTES = 4 * 18, Q8_0_X4_BYTES = 4 * 34, SCALES_BYTES = 8 };
+enum {
+    Q4_0_X4_BYTES = 4 * 18,
+    Q8_0_X4_BYTES = 4 * 34,
+    IQ4_NL_X4_BYTES = 4 * 18,
+    SCALES_BYTES = 8
+};
 
 /* The 4 rows' fp16 scales times the activation's (exact conversions, one rounding each). */
 static ALWAYS_INLINE float32x4_t block_scales(const uint8_t *bg, const block_q8_0 *a) {
@@ -111,6 +117,46 @@ static ALWAYS_INLINE void q8_0_x4_tile(int64_t nb, const uint8_t *group, const b
     for (int t = 0; t < nt; t++) vst1q_f32(out + t * out_stride, acc[t]);
 }
 
+/* Q4_0x4's tile with the nibbles looked up in the signed level table (no offset to take off). */
+static ALWAYS_INLINE void iq4_nl_x4_tile(int64_t nb, const uint8_t *group, const block_q8_0 *a,
+                                         const int32_t *sums, int nt, float *out,
+                                         int64_t out_stride) {
+    (void)sums;
+    const uint8x16_t low4 = vdupq_n_u8(0x0F);
+    const int8x16_t levels = vld1q_s8(lb_kvalues_iq4nl);
+    float32x4_t acc[4];
+    for (int t = 0; t < nt; t++) acc[t] = vdupq_n_f32(0.0f);
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *bg = group + (size_t)b * IQ4_NL_X4_BYTES;
+        int32x4_t sumi[4];
+        int8x16_t alo[4], ahi[4];
+        for (int t = 0; t < nt; t++) {
+            sumi[t] = vdupq_n_s32(0);
+            alo[t] = vld1q_s8(a[t * nb + b].qs);
+            ahi[t] = vld1q_s8(a[t * nb + b].qs + 16);
+        }
+#define IQ4_CHUNK(c)                                                                              \
+    do {                                                                                          \
+        const uint8x16_t packed = vld1q_u8(bg + SCALES_BYTES + 16 * (c));                         \
+        const int8x16_t lo = vqtbl1q_s8(levels, vandq_u8(packed, low4));                          \
+        const int8x16_t hi = vqtbl1q_s8(levels, vshrq_n_u8(packed, 4));                           \
+        for (int t = 0; t < nt; t++) {                                                            \
+            sumi[t] = SDOT_LANE(sumi[t], lo, alo[t], c);                                          \
+            sumi[t] = SDOT_LANE(sumi[t], hi, ahi[t], c);                                          \
+        }                                                                                         \
+    } while (0)
+        IQ4_CHUNK(0);
+        IQ4_CHUNK(1);
+        IQ4_CHUNK(2);
+        IQ4_CHUNK(3);
+#undef IQ4_CHUNK
+        for (int t = 0; t < nt; t++) {
+            acc[t] = add_scaled(acc[t], sumi[t], block_scales(bg, &a[t * nb + b]));
+        }
+    }
+    for (int t = 0; t < nt; t++) vst1q_f32(out + t * out_stride, acc[t]);
+}
+
 #define DEFINE_GROUP_KERNEL(NAME, TILE)                                                           \
     static void NAME(int64_t nb, const void *group, const void *activations,                     \
                      const int32_t *sums, int64_t n_tokens, float *out, int64_t out_stride) {    \
@@ -132,8 +178,10 @@ static ALWAYS_INLINE void q8_0_x4_tile(int64_t nb, const uint8_t *group, const b
 
 DEFINE_GROUP_KERNEL(q4_0_x4, q4_0_x4_tile)
 DEFINE_GROUP_KERNEL(q8_0_x4, q8_0_x4_tile)
+DEFINE_GROUP_KERNEL(iq4_nl_x4, iq4_nl_x4_tile)
 
 void lb_register_interleaved_dotprod(lb_kernel_set *set) {
     set->interleaved[LB_IL_Q4_0_X4] = q4_0_x4;
     set->interleaved[LB_IL_Q8_0_X4] = q8_0_x4;
+    set->interleaved[LB_IL_IQ4_NL_X4] = iq4_nl_x4;
 }

@@ -1,5 +1,5 @@
 /*
- * AVX2 kernels of the interleaved layouts Q4_0x8 and Q8_0x8 (interleaved.h): one 256-bit
+ * AVX2 kernels of the interleaved layouts Q4_0x8, Q8_0x8 and IQ4_NLx8 (interleaved.h): one 256-bit
  * register holds 4 bytes of each of the 8 rows of a group, so a broadcast of 4 activation bytes
  * feeds all 8 rows and the 8 row sums come out in the 8 int32 lanes.
  *
@@ -15,6 +15,10 @@
  * - Q8_0: the sign trick, maddubs(|w|, sign(a, w)), each maddubs widened by madd at once (two
  *   products reach 2 * 128 * 127); exact for activations in -127..127, which lowbit's Q8_0
  *   quantizers produce (as in legacy_avx2.c).
+ * - IQ4_NL: the codes become signed levels (-127..113) through VPSHUFB of the table, then the
+ *   sign trick as for Q8_0 (pairs reach 2 * 127 * 127, so each maddubs is widened at once). The
+ *   unsigned form of the VNNI kernel (levels + 128) does not fit maddubs: its pairs would reach
+ *   2 * 241 * 127 and saturate.
  * - The float side per lane is the reference's: sum = sum + (float)sumi * (d_w * d_a), separate
  *   multiplies and adds (no FMA), blocks in order.
  */
@@ -25,7 +29,12 @@
 #include <immintrin.h>
 
 /* One block group of 8 rows: 8 fp16 scales, then the chunks (32 bytes each). */
-enum { Q4_0_X8_BYTES = 8 * 18, Q8_0_X8_BYTES = 8 * 34, SCALES_BYTES = 16 };
+enum {
+    Q4_0_X8_BYTES = 8 * 18,
+    Q8_0_X8_BYTES = 8 * 34,
+    IQ4_NL_X8_BYTES = 8 * 18,
+    SCALES_BYTES = 16
+};
 
 /* 4 activation bytes from q, broadcast to every int32 lane. */
 static inline ALWAYS_INLINE __m256i broadcast4(const int8_t *q) {
@@ -116,6 +125,53 @@ static inline ALWAYS_INLINE void q8_0_x8_tile(int64_t nb, const uint8_t *group, 
     for (int t = 0; t < nt; t++) _mm256_storeu_ps(out + t * out_stride, acc[t]);
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* IQ4_NLx8                                                                                    */
+/* ------------------------------------------------------------------------------------------ */
+
+/* One token's exact sum of one chunk half: levels w (signed, |w| = magnitude) times the
+   broadcast activation quadruple. */
+static inline ALWAYS_INLINE __m256i signed_chunk_sum(__m256i sumi, __m256i w, __m256i magnitude,
+                                                     const int8_t *q) {
+    const __m256i signed_a = _mm256_sign_epi8(broadcast4(q), w);
+    return _mm256_add_epi32(
+        sumi, _mm256_madd_epi16(_mm256_maddubs_epi16(magnitude, signed_a), _mm256_set1_epi16(1)));
+}
+
+static inline ALWAYS_INLINE void iq4_nl_x8_tile(int64_t nb, const uint8_t *group,
+                                                const block_q8_0 *a, const int32_t *sums, int nt,
+                                                float *out, int64_t out_stride) {
+    (void)sums;
+    const __m256i low4 = _mm256_set1_epi8(0x0F);
+    const __m256i levels =
+        _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)lb_kvalues_iq4nl));
+    __m256 acc[4];
+    for (int t = 0; t < nt; t++) acc[t] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *bg = group + (size_t)b * IQ4_NL_X8_BYTES;
+        prefetch_weights(bg, IQ4_NL_X8_BYTES);
+        __m256i sumi[4];
+        for (int t = 0; t < nt; t++) sumi[t] = _mm256_setzero_si256();
+        for (int c = 0; c < 4; c++) {
+            const __m256i packed =
+                _mm256_loadu_si256((const __m256i *)(bg + SCALES_BYTES + 32 * c));
+            const __m256i lo = _mm256_shuffle_epi8(levels, _mm256_and_si256(packed, low4));
+            const __m256i hi =
+                _mm256_shuffle_epi8(levels, _mm256_and_si256(_mm256_srli_epi16(packed, 4), low4));
+            const __m256i lo_magnitude = _mm256_abs_epi8(lo), hi_magnitude = _mm256_abs_epi8(hi);
+            for (int t = 0; t < nt; t++) {
+                const int8_t *q = a[t * nb + b].qs;
+                sumi[t] = signed_chunk_sum(sumi[t], lo, lo_magnitude, q + 4 * c);
+                sumi[t] = signed_chunk_sum(sumi[t], hi, hi_magnitude, q + 16 + 4 * c);
+            }
+        }
+        for (int t = 0; t < nt; t++) {
+            acc[t] = add_scaled(acc[t], sumi[t], block_scales(bg, &a[t * nb + b]));
+        }
+    }
+    for (int t = 0; t < nt; t++) _mm256_storeu_ps(out + t * out_stride, acc[t]);
+}
+
 /* Whole tiles of MAX tokens, then one tile of the rest; each call of TILE has a constant token
    count, so its token loops unroll. */
 #define DEFINE_GROUP_KERNEL(NAME, TILE, MAX)                                                      \
@@ -139,10 +195,15 @@ static inline ALWAYS_INLINE void q8_0_x8_tile(int64_t nb, const uint8_t *group, 
 
 DEFINE_GROUP_KERNEL(q4_0_x8, q4_0_x8_tile, 4)
 DEFINE_GROUP_KERNEL(q8_0_x8, q8_0_x8_tile, 4)
+DEFINE_GROUP_KERNEL(iq4_nl_x8, iq4_nl_x8_tile, 4)
 
 void lb_register_interleaved_avx2(lb_kernel_set *set) {
     set->interleaved[LB_IL_Q4_0_X8] = q4_0_x8;
     set->interleaved[LB_IL_Q8_0_X8] = q8_0_x8;
+    set->interleaved[LB_IL_IQ4_NL_X8] = iq4_nl_x8;
     set->interleave_rows[LOWBIT_TYPE_Q4_0] = 8;
     set->interleave_rows[LOWBIT_TYPE_Q8_0] = 8;
+    /* IQ4_NLx8 measured faster than the plain AVX2 kernel: 4096 x 4096 GEMV 0.41 against 0.61 ms
+       warm on one thread, 0.79 against 0.89 ms cold; 32-token GEMM 1.4x */
+    set->interleave_rows[LOWBIT_TYPE_IQ4_NL] = 8;
 }
