@@ -23,8 +23,8 @@
  * 4096 matrix does not fit a core's L2, so on most machines it is served from a shared L3 whose
  * per-core rate bounds the warm figures of the formats that decode quickly.
  *
- * Formats with an interleaved in-memory layout that this CPU's kernels prefer (Q4_0, Q8_0 and
- * IQ4_NL: lib/kernels/interleaved.h, made when a model is prepared) get a second row, e.g.
+ * Formats with an interleaved in-memory layout that this CPU's kernels prefer (Q4_0, Q8_0,
+ * IQ4_NL, MXFP4: lib/kernels/interleaved.h, made when a model is prepared) get a second row, e.g.
  * "q4_0x8",
  * measured the same way on the repacked matrices; its speedup is over the same scalar reference,
  * so the two rows compare the layouts side by side.

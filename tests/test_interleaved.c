@@ -1,14 +1,17 @@
 /*
- * The interleaved Q4_0 / Q8_0 / IQ4_NL layouts (lib/kernels/interleaved.h):
+ * The interleaved Q4_0 / Q8_0 / IQ4_NL / MXFP4 layouts (lib/kernels/interleaved.h):
  * 1. Repacking: lb_deinterleave gives back the plain bytes exactly, for row counts that are and
  *    are not multiples of the group (tail rows), and a group's bytes sit where the layout says.
  * 2. Kernels at every instruction-set level this CPU has, called directly on random block bytes
- *    (any scale, any level, Q8_0 weights of -128, Q4_0 activations of -128, every IQ4_NL code
- *    against activations of +-127): bit-identical to the scalar interleaved reference, token
- *    counts 1..9 (whole tiles and every remainder).
+ *    (any scale, any level, Q8_0 weights of -128, Q4_0 and MXFP4 activations of -128, every
+ *    IQ4_NL code against activations of +-127, MXFP4 E8M0 scales 0 and 1 (float subnormals), 2,
+ *    mid-range and up to 255): bit-identical to the scalar interleaved reference, token counts
+ *    1..9 (whole tiles and every remainder).
  * 3. lb_interleaved_matmul at every level: each grouped row's output is the type table's scalar
  *    reference dot product bit for bit (exact integer parts, the reference's float order), each
  *    tail row the level's plain kernel's; the same bytes on no pool and on 1, 2 and 3 threads.
+ *    MXFP4 matrices have rows whose E8M0 scales are all 0..2 (subnormal products) and rows with
+ *    large ones (up to 220).
  */
 #include "testing.h"
 #include "lowbit.h"
@@ -34,11 +37,26 @@ static float rng_normal(void) {
     return sqrtf(-2.0f * logf(rng_uniform())) * cosf(6.2831853f * rng_uniform());
 }
 
-static const lowbit_type types[] = {LOWBIT_TYPE_Q4_0, LOWBIT_TYPE_Q8_0, LOWBIT_TYPE_IQ4_NL};
+static const lowbit_type types[] = {LOWBIT_TYPE_Q4_0, LOWBIT_TYPE_Q8_0, LOWBIT_TYPE_IQ4_NL,
+                                    LOWBIT_TYPE_MXFP4};
+
+/* Bytes of the scale that opens a plain block (and of each row's scale in a block group). */
+static int scale_bytes(lowbit_type type) { return type == LOWBIT_TYPE_MXFP4 ? 1 : 2; }
+
+/* The E8M0 byte of MXFP4 block b of row r in the random matrices: every 4th row the scales
+   0..2 (2^-128 .. 2^-126 halved: products with the activation scale are float subnormals),
+   every 4th the large 200..220 (2^72 .. 2^92: results far above the encoded ones, still
+   finite), the rest as encoded. */
+static int special_e8m0(int64_t r, int64_t b) {
+    if (r % 4 == 1) return (int)((r + b) % 3);
+    if (r % 4 == 2) return 200 + (int)((r * 7 + b) % 21);
+    return -1;
+}
 static const int group_rows[] = {4, 8};
 
 /* A plain matrix encoded by the reference encoder from normal floats, with some outliers; for Q8_0
-   a few levels are then set to -128 (valid bytes the encoder never writes). */
+   a few levels are then set to -128 (valid bytes the encoder never writes), for MXFP4 some rows'
+   E8M0 scales to the extremes of special_e8m0. */
 static uint8_t *random_matrix(lowbit_type type, int64_t rows, int64_t cols) {
     float *x = malloc((size_t)(rows * cols) * sizeof *x);
     const size_t bytes = lowbit_row_bytes(type, cols) * (size_t)rows;
@@ -51,6 +69,15 @@ static uint8_t *random_matrix(lowbit_type type, int64_t rows, int64_t cols) {
     if (type == LOWBIT_TYPE_Q8_0) {
         block_q8_0 *blocks = (block_q8_0 *)m;
         for (int64_t b = 0; b < rows * cols / QK8_0; b += 3) blocks[b].qs[rng_next() % 32] = -128;
+    }
+    if (type == LOWBIT_TYPE_MXFP4) {
+        block_mxfp4 *blocks = (block_mxfp4 *)m;
+        for (int64_t r = 0; r < rows; r++) {
+            for (int64_t b = 0; b < cols / QK_MXFP4; b++) {
+                const int e = special_e8m0(r, b);
+                if (e >= 0) blocks[r * (cols / QK_MXFP4) + b].e = (uint8_t)e;
+            }
+        }
     }
     free(x);
     return m;
@@ -82,17 +109,18 @@ static void check_round_trip(lowbit_type type, int R, int64_t rows, int64_t cols
     CHECK(memcmp(back, plain, bytes) == 0, "%s x%d %lld x %lld: round trip differs",
           lowbit_type_info(type)->name, R, (long long)rows, (long long)cols);
     if (m.n_groups > 0) {
-        /* block column 1 (or 0) of group 0: scale of row r at 2r, chunk c of row r at
-           2R + (c R + r) 4 */
+        /* block column 1 (or 0) of group 0: scale of row r at S r, chunk c of row r at
+           S R + (c R + r) 4, S the scale's bytes */
+        const int S = scale_bytes(type);
         const int64_t b = cols / 32 > 1 ? 1 : 0;
         const size_t block_bytes = (size_t)lowbit_type_info(type)->block_bytes;
         const uint8_t *bg = m.groups + (size_t)b * lb_interleaved_block_group_bytes(m.layout);
         int ok = 1;
         for (int r = 0; r < R; r++) {
             const uint8_t *blk = plain + (size_t)r * row_bytes + (size_t)b * block_bytes;
-            ok &= memcmp(bg + 2 * r, blk, 2) == 0;
-            for (int c = 0; c < (int)(block_bytes - 2) / 4; c++) {
-                ok &= memcmp(bg + 2 * R + (c * R + r) * 4, blk + 2 + 4 * c, 4) == 0;
+            ok &= memcmp(bg + S * r, blk, (size_t)S) == 0;
+            for (int c = 0; c < (int)(block_bytes - (size_t)S) / 4; c++) {
+                ok &= memcmp(bg + S * R + (c * R + r) * 4, blk + S + 4 * c, 4) == 0;
             }
         }
         CHECK(ok, "%s x%d: bytes not where the layout puts them", lowbit_type_info(type)->name, R);
@@ -121,15 +149,25 @@ static void check_kernel_bytes(const lb_kernel_set *set, const lb_kernel_set *re
     const size_t out_len = (size_t)(max_tokens * (R + 3));
     float *got = malloc(out_len * sizeof *got), *want = malloc(out_len * sizeof *want);
     for (size_t i = 0; i < bg_bytes * (size_t)nb; i++) group[i] = (uint8_t)rng_next();
+    /* MXFP4's E8M0 bytes: the subnormal scales 0 and 1, the smallest normal 2, mid-range ones,
+       large ones and the largest, 255 (2^127: outputs may overflow to infinity, identically);
+       rows 1 and 5 only 0..2, so that their subnormal products are not lost in larger ones */
+    static const uint8_t e8m0_cases[] = {0, 1, 2, 3, 120, 127, 128, 140, 240, 250, 254, 255};
     for (int64_t b = 0; b < nb; b++) {
         for (int r = 0; r < R; r++) {
-            const lb_half d = random_scale();
-            memcpy(group + (size_t)b * bg_bytes + 2 * r, &d, 2);
+            uint8_t *scale = group + (size_t)b * bg_bytes + (size_t)(scale_bytes(type) * r);
+            if (type == LOWBIT_TYPE_MXFP4) {
+                *scale = r % 4 == 1 ? (uint8_t)(rng_next() % 3)
+                                    : e8m0_cases[rng_next() % sizeof e8m0_cases];
+            } else {
+                const lb_half d = random_scale();
+                memcpy(scale, &d, 2);
+            }
         }
     }
     /* the sign trick of the Q8_0 and AVX2 IQ4_NL kernels needs activations above -128 (the
        quantizers' range) */
-    const int lowest = type == LOWBIT_TYPE_Q4_0 ? -128 : -127;
+    const int lowest = type == LOWBIT_TYPE_Q4_0 || type == LOWBIT_TYPE_MXFP4 ? -128 : -127;
     for (int64_t i = 0; i < nb * max_tokens; i++) {
         act[i].d = random_scale();
         int32_t s = 0;

@@ -1,6 +1,6 @@
 /*
- * Interleaved Q4_0 / Q8_0 / IQ4_NL layouts (see interleaved.h): repacking, the scalar reference
- * kernels the SIMD ones are checked against, and the threaded matrix product.
+ * Interleaved Q4_0 / Q8_0 / IQ4_NL / MXFP4 layouts (see interleaved.h): repacking, the scalar
+ * reference kernels the SIMD ones are checked against, and the threaded matrix product.
  */
 #include "interleaved.h"
 
@@ -20,16 +20,19 @@
 typedef struct layout_info {
     lowbit_type type;
     int rows;        /* R */
-    int qs_bytes;    /* quant bytes of one plain block: 16 (Q4_0, IQ4_NL) or 32 (Q8_0) */
+    int scale_bytes; /* scale bytes of one plain block, first in it: 2 (fp16 d) or 1 (E8M0 e) */
+    int qs_bytes;    /* quant bytes of one plain block: 16 (Q4_0, IQ4_NL, MXFP4) or 32 (Q8_0) */
 } layout_info;
 
 static const layout_info layouts[LB_IL_COUNT] = {
-    [LB_IL_Q4_0_X4] = {LOWBIT_TYPE_Q4_0, 4, QK4_0 / 2},
-    [LB_IL_Q4_0_X8] = {LOWBIT_TYPE_Q4_0, 8, QK4_0 / 2},
-    [LB_IL_Q8_0_X4] = {LOWBIT_TYPE_Q8_0, 4, QK8_0},
-    [LB_IL_Q8_0_X8] = {LOWBIT_TYPE_Q8_0, 8, QK8_0},
-    [LB_IL_IQ4_NL_X4] = {LOWBIT_TYPE_IQ4_NL, 4, QK4_NL / 2},
-    [LB_IL_IQ4_NL_X8] = {LOWBIT_TYPE_IQ4_NL, 8, QK4_NL / 2},
+    [LB_IL_Q4_0_X4] = {LOWBIT_TYPE_Q4_0, 4, sizeof(lb_half), QK4_0 / 2},
+    [LB_IL_Q4_0_X8] = {LOWBIT_TYPE_Q4_0, 8, sizeof(lb_half), QK4_0 / 2},
+    [LB_IL_Q8_0_X4] = {LOWBIT_TYPE_Q8_0, 4, sizeof(lb_half), QK8_0},
+    [LB_IL_Q8_0_X8] = {LOWBIT_TYPE_Q8_0, 8, sizeof(lb_half), QK8_0},
+    [LB_IL_IQ4_NL_X4] = {LOWBIT_TYPE_IQ4_NL, 4, sizeof(lb_half), QK4_NL / 2},
+    [LB_IL_IQ4_NL_X8] = {LOWBIT_TYPE_IQ4_NL, 8, sizeof(lb_half), QK4_NL / 2},
+    [LB_IL_MXFP4_X4] = {LOWBIT_TYPE_MXFP4, 4, 1, QK_MXFP4 / 2},
+    [LB_IL_MXFP4_X8] = {LOWBIT_TYPE_MXFP4, 8, 1, QK_MXFP4 / 2},
 };
 
 int lb_interleaved_layout_of(lowbit_type type, int rows_per_group) {
@@ -41,34 +44,34 @@ int lb_interleaved_layout_of(lowbit_type type, int rows_per_group) {
 
 size_t lb_interleaved_block_group_bytes(lb_interleaved_layout layout) {
     const layout_info *l = &layouts[layout];
-    return (size_t)l->rows * (sizeof(lb_half) + (size_t)l->qs_bytes);
+    return (size_t)l->rows * (size_t)(l->scale_bytes + l->qs_bytes);
 }
 
 int lb_interleave_rows_preferred(lowbit_type type) {
     return (unsigned)type < LOWBIT_TYPE_COUNT ? lb_active_kernels()->interleave_rows[type] : 0;
 }
 
-/* Q4_0, Q8_0 and IQ4_NL blocks alike: the fp16 scale, then the quant bytes. */
+/* All four block types alike: the scale (S bytes), then the quant bytes. */
 static void interleave_block_column(const layout_info *l, const uint8_t *const *row_blocks,
                                     uint8_t *dst) {
-    const int R = l->rows;
-    for (int r = 0; r < R; r++) memcpy(dst + 2 * r, row_blocks[r], sizeof(lb_half));
-    uint8_t *qs = dst + 2 * R;
+    const int R = l->rows, S = l->scale_bytes;
+    for (int r = 0; r < R; r++) memcpy(dst + S * r, row_blocks[r], (size_t)S);
+    uint8_t *qs = dst + S * R;
     for (int c = 0; c < l->qs_bytes / 4; c++) {
         for (int r = 0; r < R; r++) {
-            memcpy(qs + (size_t)(c * R + r) * 4, row_blocks[r] + sizeof(lb_half) + 4 * c, 4);
+            memcpy(qs + (size_t)(c * R + r) * 4, row_blocks[r] + S + 4 * c, 4);
         }
     }
 }
 
 static void deinterleave_block_column(const layout_info *l, const uint8_t *src,
                                       uint8_t *const *row_blocks) {
-    const int R = l->rows;
-    for (int r = 0; r < R; r++) memcpy(row_blocks[r], src + 2 * r, sizeof(lb_half));
-    const uint8_t *qs = src + 2 * R;
+    const int R = l->rows, S = l->scale_bytes;
+    for (int r = 0; r < R; r++) memcpy(row_blocks[r], src + S * r, (size_t)S);
+    const uint8_t *qs = src + S * R;
     for (int c = 0; c < l->qs_bytes / 4; c++) {
         for (int r = 0; r < R; r++) {
-            memcpy(row_blocks[r] + sizeof(lb_half) + 4 * c, qs + (size_t)(c * R + r) * 4, 4);
+            memcpy(row_blocks[r] + S + 4 * c, qs + (size_t)(c * R + r) * 4, 4);
         }
     }
 }
@@ -108,7 +111,7 @@ lowbit_status lb_interleave(lowbit_type type, int rows_per_group, const void *we
     if (cols % 32 != 0) return LOWBIT_ERR_SHAPE;
     const layout_info *l = &layouts[layout];
     const int64_t nb = cols / 32;
-    const size_t block_bytes = sizeof(lb_half) + (size_t)l->qs_bytes;
+    const size_t block_bytes = (size_t)(l->scale_bytes + l->qs_bytes);
     const size_t row_bytes = lowbit_row_bytes(type, cols);
     *out = (lb_interleaved_matrix){type, l->rows, (lb_interleaved_layout)layout, rows, cols,
                                    rows / l->rows, 0, NULL, NULL, row_bytes};
@@ -134,7 +137,7 @@ lowbit_status lb_interleave(lowbit_type type, int rows_per_group, const void *we
 void lb_deinterleave(const lb_interleaved_matrix *m, void *plain) {
     const layout_info *l = &layouts[m->layout];
     const int64_t nb = m->cols / 32;
-    const size_t block_bytes = sizeof(lb_half) + (size_t)l->qs_bytes;
+    const size_t block_bytes = (size_t)(l->scale_bytes + l->qs_bytes);
     const size_t bg_bytes = lb_interleaved_block_group_bytes(m->layout);
     uint8_t *dst = plain;
     for (int64_t g = 0; g < m->n_groups; g++) {
@@ -167,11 +170,22 @@ void lb_interleaved_free(lb_interleaved_matrix *m) {
 /* Scalar reference kernels                                                                    */
 /* ------------------------------------------------------------------------------------------ */
 
-static float scale_at(const uint8_t *p) {
+/* Row r's scale in a block group: an fp16 d (Q4_0, Q8_0, IQ4_NL) ... */
+static float fp16_scale(const uint8_t *bg, int r) {
     lb_half h;
-    memcpy(&h, p, sizeof h);
+    memcpy(&h, bg + 2 * r, sizeof h);
     return lb_fp16_to_fp32(h);
 }
+
+/* ... or MXFP4's E8M0 byte e decoded halved as fp4.c does, 2^(e - 128) (e = 0 and 1 are float
+   subnormals), because its levels are the doubled E2M1 values. */
+static float e8m0_half_scale(const uint8_t *bg, int r) {
+    const uint8_t e = bg[r];
+    return lb_bits_to_float(e < 2 ? 0x00200000u << e : (uint32_t)(e - 1) << 23);
+}
+
+/* The doubled E2M1 values by MXFP4 code (bit 3 the sign), as fp4.c keeps them. */
+static const int8_t fp4_doubled[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
 
 /* Row r of a Q4_0xR block group against one activation block: the exact integer sum. */
 static int32_t q4_0_group_row_sum(const uint8_t *bg, int R, int r, const block_q8_0 *a) {
@@ -209,12 +223,29 @@ static int32_t iq4_nl_group_row_sum(const uint8_t *bg, int R, int r, const block
     return sum;
 }
 
-typedef int32_t (*group_row_sum_fn)(const uint8_t *bg, int R, int r, const block_q8_0 *a);
+/* MXFP4: Q4_0's places after R one-byte scales, the nibbles codes into the doubled values. */
+static int32_t mxfp4_group_row_sum(const uint8_t *bg, int R, int r, const block_q8_0 *a) {
+    const uint8_t *qs = bg + R;
+    int32_t sum = 0;
+    for (int c = 0; c < 4; c++) {
+        for (int i = 0; i < 4; i++) {
+            const uint8_t byte = qs[(c * R + r) * 4 + i];
+            sum += fp4_doubled[byte & 0x0F] * a->qs[4 * c + i] +
+                   fp4_doubled[byte >> 4] * a->qs[16 + 4 * c + i];
+        }
+    }
+    return sum;
+}
 
-/* The reference's float order: sum += (float)sumi * (d_w * d_a), block by block. The activation
-   sums are not used: this also checks that the caller's are consistent with the kernels that
-   take them. */
-static void reference_group(group_row_sum_fn row_sum, int R, size_t bg_bytes, int64_t nb,
+typedef int32_t (*group_row_sum_fn)(const uint8_t *bg, int R, int r, const block_q8_0 *a);
+typedef float (*group_scale_fn)(const uint8_t *bg, int r);
+
+/* The reference's float order: sum += (float)sumi * (d_w * d_a), block by block (MXFP4's
+   reference computes sum += (d_a * d_w) * (float)sumi, the same bits: IEEE products and sums
+   commute). The activation sums are not used: this also checks that the caller's are consistent
+   with the kernels that take them. */
+static void reference_group(group_row_sum_fn row_sum, group_scale_fn scale, int R,
+                            size_t bg_bytes, int64_t nb,
                             const void *group, const void *activations, int64_t n_tokens,
                             float *out, int64_t out_stride) {
     const uint8_t *g = group;
@@ -226,28 +257,30 @@ static void reference_group(group_row_sum_fn row_sum, int R, size_t bg_bytes, in
             for (int64_t b = 0; b < nb; b++) {
                 const uint8_t *bg = g + (size_t)b * bg_bytes;
                 const int32_t sumi = row_sum(bg, R, r, &a[b]);
-                sum += (float)sumi * (scale_at(bg + 2 * r) * lb_fp16_to_fp32(a[b].d));
+                sum += (float)sumi * (scale(bg, r) * lb_fp16_to_fp32(a[b].d));
             }
             out[t * out_stride + r] = sum;
         }
     }
 }
 
-#define DEFINE_REFERENCE(NAME, ROW_SUM, R, QS_BYTES)                                              \
+#define DEFINE_REFERENCE(NAME, ROW_SUM, SCALE, R, SCALE_BYTES, QS_BYTES)                         \
     static void NAME(int64_t nb, const void *group, const void *activations,                     \
                      const int32_t *activation_sums, int64_t n_tokens, float *out,                \
                      int64_t out_stride) {                                                        \
         (void)activation_sums;                                                                   \
-        reference_group(ROW_SUM, R, (size_t)(R) * (2 + (QS_BYTES)), nb, group, activations,       \
-                        n_tokens, out, out_stride);                                              \
+        reference_group(ROW_SUM, SCALE, R, (size_t)(R) * ((SCALE_BYTES) + (QS_BYTES)), nb,        \
+                        group, activations, n_tokens, out, out_stride);                          \
     }
 
-DEFINE_REFERENCE(reference_q4_0_x4, q4_0_group_row_sum, 4, 16)
-DEFINE_REFERENCE(reference_q4_0_x8, q4_0_group_row_sum, 8, 16)
-DEFINE_REFERENCE(reference_q8_0_x4, q8_0_group_row_sum, 4, 32)
-DEFINE_REFERENCE(reference_q8_0_x8, q8_0_group_row_sum, 8, 32)
-DEFINE_REFERENCE(reference_iq4_nl_x4, iq4_nl_group_row_sum, 4, 16)
-DEFINE_REFERENCE(reference_iq4_nl_x8, iq4_nl_group_row_sum, 8, 16)
+DEFINE_REFERENCE(reference_q4_0_x4, q4_0_group_row_sum, fp16_scale, 4, 2, 16)
+DEFINE_REFERENCE(reference_q4_0_x8, q4_0_group_row_sum, fp16_scale, 8, 2, 16)
+DEFINE_REFERENCE(reference_q8_0_x4, q8_0_group_row_sum, fp16_scale, 4, 2, 32)
+DEFINE_REFERENCE(reference_q8_0_x8, q8_0_group_row_sum, fp16_scale, 8, 2, 32)
+DEFINE_REFERENCE(reference_iq4_nl_x4, iq4_nl_group_row_sum, fp16_scale, 4, 2, 16)
+DEFINE_REFERENCE(reference_iq4_nl_x8, iq4_nl_group_row_sum, fp16_scale, 8, 2, 16)
+DEFINE_REFERENCE(reference_mxfp4_x4, mxfp4_group_row_sum, e8m0_half_scale, 4, 1, 16)
+DEFINE_REFERENCE(reference_mxfp4_x8, mxfp4_group_row_sum, e8m0_half_scale, 8, 1, 16)
 
 /* The references are installed at every level; interleave_rows stays 0 (plain) until a SIMD file
    installs kernels that measured faster. */
@@ -258,6 +291,8 @@ void lb_register_interleaved_reference(lb_kernel_set *set) {
     set->interleaved[LB_IL_Q8_0_X8] = reference_q8_0_x8;
     set->interleaved[LB_IL_IQ4_NL_X4] = reference_iq4_nl_x4;
     set->interleaved[LB_IL_IQ4_NL_X8] = reference_iq4_nl_x8;
+    set->interleaved[LB_IL_MXFP4_X4] = reference_mxfp4_x4;
+    set->interleaved[LB_IL_MXFP4_X8] = reference_mxfp4_x8;
 }
 
 /* ------------------------------------------------------------------------------------------ */

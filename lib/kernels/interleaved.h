@@ -1,6 +1,6 @@
 /*
- * Interleaved in-memory layouts of Q4_0, Q8_0 and IQ4_NL weight matrices, made from the plain
- * GGUF row layout when a model is prepared (never stored in files), with their own kernels.
+ * Interleaved in-memory layouts of Q4_0, Q8_0, IQ4_NL and MXFP4 weight matrices, made from the
+ * plain GGUF row layout when a model is prepared (never stored in files), with their own kernels.
  *
  * Why: the plain kernels compute one weight row against one activation row at a time and end
  * every dot product with a horizontal sum; with R rows' blocks of the same column side by side,
@@ -8,23 +8,26 @@
  * once and feeds R rows, the R row sums land in R lanes (no horizontal sums), the R scales convert
  * with one instruction, and the weights' offset (Q4_0's 8) comes off once per activation block
  * through the activation's level sum instead of once per row (likewise the offset of IQ4_NL's
- * levels where a kernel takes them unsigned). With several tokens a kernel keeps
+ * levels, or of MXFP4's, where a kernel takes them unsigned). With several tokens a kernel keeps
  * a few tokens' sums in registers, so each weight block is decoded once per tile of tokens.
  *
- * Layout Q4_0xR / Q8_0xR / IQ4_NLxR (R = 4 or 8), a group of R consecutive rows: for each block
- * column b in order, one "block group" of
- *     d[R]            the R rows' fp16 scales, row r at index r
+ * Layout Q4_0xR / Q8_0xR / IQ4_NLxR / MXFP4xR (R = 4 or 8), a group of R consecutive rows: for
+ * each block column b in order, one "block group" of
+ *     d[R]            the R rows' scales, row r at index r: fp16 (2 bytes each), MXFP4's E8M0
+ *                     bytes e (1 byte each)
  *     qs[chunks][R][4] chunk c of row r: that row's qs[4c .. 4c + 3] (Q4_0: 4 chunks of the 16
  *                     packed bytes, byte j still holding elements j and j + 16 in its low and
- *                     high nibble; IQ4_NL likewise, its nibbles being codes into
- *                     lb_kvalues_iq4nl; Q8_0: 8 chunks of the 32 levels)
- * i.e. 18 R bytes (Q4_0, IQ4_NL) or 34 R bytes (Q8_0) per block column, the bytes of the R plain
- * blocks permuted. Rows past the last whole group (rows % R) stay in the plain layout (the
- * "tail") and use the plain dot product.
+ *                     high nibble; IQ4_NL and MXFP4 likewise, their nibbles being codes into
+ *                     lb_kvalues_iq4nl or the doubled E2M1 values; Q8_0: 8 chunks of the 32
+ *                     levels)
+ * i.e. 18 R bytes (Q4_0, IQ4_NL), 34 R bytes (Q8_0) or 17 R bytes (MXFP4) per block column, the
+ * bytes of the R plain blocks permuted. Rows past the last whole group (rows % R) stay in the
+ * plain layout (the "tail") and use the plain dot product.
  *
  * Results: each interleaved output is the type table's scalar reference dot product bit for bit
  * (the integer block sums are exact; the float sum runs over the blocks in order as
- * sum = sum + (float)sumi_b * (d_w * d_a), each operation rounded, no fused multiply-add), at
+ * sum = sum + (float)sumi_b * (d_w * d_a), each operation rounded, no fused multiply-add; MXFP4's
+ * d_w is its E8M0 scale halved, 2^(e - 128), subnormal for e = 0 and 1, as fp4.c decodes it), at
  * every instruction-set level. Tail rows are the level's plain kernel's. So results never depend
  * on the thread count or the split.
  */
@@ -35,7 +38,7 @@
 
 /* A weight matrix in an interleaved layout; owns its memory. */
 typedef struct lb_interleaved_matrix {
-    lowbit_type type;       /* LOWBIT_TYPE_Q4_0, LOWBIT_TYPE_Q8_0 or LOWBIT_TYPE_IQ4_NL */
+    lowbit_type type;       /* LOWBIT_TYPE_Q4_0, _Q8_0, _IQ4_NL or _MXFP4 */
     int rows_per_group;     /* R: 4 or 8 */
     lb_interleaved_layout layout;
     int64_t rows, cols;
@@ -48,14 +51,14 @@ typedef struct lb_interleaved_matrix {
 
 /* The layout of (type, R), or -1 when there is none. */
 int lb_interleaved_layout_of(lowbit_type type, int rows_per_group);
-/* Bytes of one block group of a layout (18 R or 34 R). */
+/* Bytes of one block group of a layout (18 R, 34 R or 17 R). */
 size_t lb_interleaved_block_group_bytes(lb_interleaved_layout layout);
 
 /* The row count (4 or 8) the active level prefers for `type`, 0 when the plain layout is faster
    or the type has no interleaved layout. */
 int lb_interleave_rows_preferred(lowbit_type type);
 
-/* Repacks a plain rows x cols matrix of `type` (Q4_0, Q8_0 or IQ4_NL) into groups of R rows,
+/* Repacks a plain rows x cols matrix of `type` (Q4_0, Q8_0, IQ4_NL, MXFP4) into groups of R rows,
    threads (pool may be NULL) taking ranges of groups. A pure permutation of the bytes. */
 lowbit_status lb_interleave(lowbit_type type, int rows_per_group, const void *weights,
                             int64_t rows, int64_t cols, lowbit_pool *pool,

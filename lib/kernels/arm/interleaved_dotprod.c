@@ -1,16 +1,17 @@
 /*
- * AArch64 dot-product (SDOT) kernels of the interleaved layouts Q4_0x4, Q8_0x4 and IQ4_NLx4
- * (interleaved.h): one 128-bit register holds 4 bytes of each of the 4 rows of a group, and the
- * by-lane form of SDOT multiplies it with one 4-byte quadruple of the activation block, so the
- * activation is loaded once per block and the 4 row sums come out in the 4 int32 lanes.
+ * AArch64 dot-product (SDOT) kernels of the interleaved layouts Q4_0x4, Q8_0x4, IQ4_NLx4 and
+ * MXFP4x4 (interleaved.h): one 128-bit register holds 4 bytes of each of the 4 rows of a group,
+ * and the by-lane form of SDOT multiplies it with one 4-byte quadruple of the activation block,
+ * so the activation is loaded once per block and the 4 row sums come out in the 4 int32 lanes.
  * Tokens go in tiles of up to 4 (each weight chunk decoded once per tile).
  *
  * Exactness (the outputs are the scalar reference's bit for bit): SDOT's s8 x s8 sums are exact;
  * Q4_0's stored nibbles q = w + 8 (0..15, valid s8) meet the activations and 8 times the
- * activation block's level sum comes off; Q8_0 needs no offset, nor IQ4_NL, whose codes become
- * the signed levels through one TBL of the table. The float side per lane is
- * sum = sum + (float)sumi * (d_w * d_a), separate multiplies and adds (the build's ISO C mode
- * keeps GCC from fusing them), blocks in order.
+ * activation block's level sum comes off; Q8_0 needs no offset, nor IQ4_NL and MXFP4, whose
+ * codes become the signed levels through one TBL of their table (MXFP4's: the doubled E2M1
+ * values, its E8M0 scales decoded halved as fp4.c does, subnormals included). The float side
+ * per lane is sum = sum + (float)sumi * (d_w * d_a), separate multiplies and adds (the build's
+ * ISO C mode keeps GCC from fusing them), blocks in order.
  *
  * Not yet measured on AArch64 hardware (only tested under qemu), so the plain layout stays the
  * forward pass's choice here: interleave_rows is left at 0 until a measurement says otherwise.
@@ -26,7 +27,9 @@ enum {
     Q4_0_X4_BYTES = 4 * 18,
     Q8_0_X4_BYTES = 4 * 34,
     IQ4_NL_X4_BYTES = 4 * 18,
-    SCALES_BYTES = 8
+    MXFP4_X4_BYTES = 4 * 17,
+    SCALES_BYTES = 8,
+    E8M0_SCALES_BYTES = 4
 };
 
 /* The 4 rows' fp16 scales times the activation's (exact conversions, one rounding each). */
@@ -157,6 +160,65 @@ static ALWAYS_INLINE void iq4_nl_x4_tile(int64_t nb, const uint8_t *group, const
     for (int t = 0; t < nt; t++) vst1q_f32(out + t * out_stride, acc[t]);
 }
 
+/* The doubled E2M1 values by MXFP4 code (bit 3 the sign), as fp4.c keeps them. */
+static const int8_t fp4_doubled[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
+
+/* The 4 rows' E8M0 bytes (the block group's first 4) as fp4.c decodes them, 2^(e - 128): the
+   exponent field e - 1 from e = 2 up, the subnormals 2^21 << e below, chosen lane by lane; times
+   the activation block's scale (one rounding per product, as the reference's d_a * d_w). */
+static ALWAYS_INLINE float32x4_t e8m0_block_scales(const uint8_t *bg, const block_q8_0 *a) {
+    uint32_t packed;
+    memcpy(&packed, bg, sizeof packed);
+    const uint32x4_t e =
+        vmovl_u16(vget_low_u16(vmovl_u8(vreinterpret_u8_u32(vdup_n_u32(packed)))));
+    const uint32x4_t normal = vshlq_n_u32(vsubq_u32(e, vdupq_n_u32(1)), 23);
+    const uint32x4_t subnormal = vshlq_u32(vdupq_n_u32(0x00200000u), vreinterpretq_s32_u32(e));
+    const float32x4_t dw =
+        vreinterpretq_f32_u32(vbslq_u32(vcltq_u32(e, vdupq_n_u32(2)), subnormal, normal));
+    const float da = vgetq_lane_f32(vcvt_f32_f16(vreinterpret_f16_u16(vdup_n_u16(a->d))), 0);
+    return vmulq_f32(dw, vdupq_n_f32(da));
+}
+
+/* IQ4_NLx4's tile with MXFP4's one-byte scales and the doubled E2M1 values. */
+static ALWAYS_INLINE void mxfp4_x4_tile(int64_t nb, const uint8_t *group, const block_q8_0 *a,
+                                        const int32_t *sums, int nt, float *out,
+                                        int64_t out_stride) {
+    (void)sums;
+    const uint8x16_t low4 = vdupq_n_u8(0x0F);
+    const int8x16_t levels = vld1q_s8(fp4_doubled);
+    float32x4_t acc[4];
+    for (int t = 0; t < nt; t++) acc[t] = vdupq_n_f32(0.0f);
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *bg = group + (size_t)b * MXFP4_X4_BYTES;
+        int32x4_t sumi[4];
+        int8x16_t alo[4], ahi[4];
+        for (int t = 0; t < nt; t++) {
+            sumi[t] = vdupq_n_s32(0);
+            alo[t] = vld1q_s8(a[t * nb + b].qs);
+            ahi[t] = vld1q_s8(a[t * nb + b].qs + 16);
+        }
+#define FP4_CHUNK(c)                                                                              \
+    do {                                                                                          \
+        const uint8x16_t packed = vld1q_u8(bg + E8M0_SCALES_BYTES + 16 * (c));                    \
+        const int8x16_t lo = vqtbl1q_s8(levels, vandq_u8(packed, low4));                          \
+        const int8x16_t hi = vqtbl1q_s8(levels, vshrq_n_u8(packed, 4));                           \
+        for (int t = 0; t < nt; t++) {                                                            \
+            sumi[t] = SDOT_LANE(sumi[t], lo, alo[t], c);                                          \
+            sumi[t] = SDOT_LANE(sumi[t], hi, ahi[t], c);                                          \
+        }                                                                                         \
+    } while (0)
+        FP4_CHUNK(0);
+        FP4_CHUNK(1);
+        FP4_CHUNK(2);
+        FP4_CHUNK(3);
+#undef FP4_CHUNK
+        for (int t = 0; t < nt; t++) {
+            acc[t] = add_scaled(acc[t], sumi[t], e8m0_block_scales(bg, &a[t * nb + b]));
+        }
+    }
+    for (int t = 0; t < nt; t++) vst1q_f32(out + t * out_stride, acc[t]);
+}
+
 #define DEFINE_GROUP_KERNEL(NAME, TILE)                                                           \
     static void NAME(int64_t nb, const void *group, const void *activations,                     \
                      const int32_t *sums, int64_t n_tokens, float *out, int64_t out_stride) {    \
@@ -179,9 +241,11 @@ static ALWAYS_INLINE void iq4_nl_x4_tile(int64_t nb, const uint8_t *group, const
 DEFINE_GROUP_KERNEL(q4_0_x4, q4_0_x4_tile)
 DEFINE_GROUP_KERNEL(q8_0_x4, q8_0_x4_tile)
 DEFINE_GROUP_KERNEL(iq4_nl_x4, iq4_nl_x4_tile)
+DEFINE_GROUP_KERNEL(mxfp4_x4, mxfp4_x4_tile)
 
 void lb_register_interleaved_dotprod(lb_kernel_set *set) {
     set->interleaved[LB_IL_Q4_0_X4] = q4_0_x4;
     set->interleaved[LB_IL_Q8_0_X4] = q8_0_x4;
     set->interleaved[LB_IL_IQ4_NL_X4] = iq4_nl_x4;
+    set->interleaved[LB_IL_MXFP4_X4] = mxfp4_x4;
 }

@@ -1,7 +1,7 @@
 /*
- * AVX2 kernels of the interleaved layouts Q4_0x8, Q8_0x8 and IQ4_NLx8 (interleaved.h): one 256-bit
- * register holds 4 bytes of each of the 8 rows of a group, so a broadcast of 4 activation bytes
- * feeds all 8 rows and the 8 row sums come out in the 8 int32 lanes.
+ * AVX2 kernels of the interleaved layouts Q4_0x8, Q8_0x8, IQ4_NLx8 and MXFP4x8 (interleaved.h):
+ * one 256-bit register holds 4 bytes of each of the 8 rows of a group, so a broadcast of 4
+ * activation bytes feeds all 8 rows and the 8 row sums come out in the 8 int32 lanes.
  *
  * Tokens go in tiles of up to 4: each weight chunk is loaded and decoded once per tile and meets
  * the tile's 4 activation quadruples, the 4 tokens' sums staying in registers.
@@ -19,6 +19,11 @@
  *   sign trick as for Q8_0 (pairs reach 2 * 127 * 127, so each maddubs is widened at once). The
  *   unsigned form of the VNNI kernel (levels + 128) does not fit maddubs: its pairs would reach
  *   2 * 241 * 127 and saturate.
+ * - MXFP4: the codes become the doubled E2M1 values plus 12 (0..24, unsigned) through VPSHUFB, the
+ *   maddubs operand as is; pairs reach 2 * 24 * 128, so the 4 low-nibble and the 4 high-nibble
+ *   results add up in int16 separately (4 * 6144 = 24576 < 32768) before madd widens them, for
+ *   every activation byte; 12 times the activation block's level sum takes the offset off. The 8
+ *   E8M0 scales become 2^(e - 128) by shifts (eight_e8m0_halves), subnormals included.
  * - The float side per lane is the reference's: sum = sum + (float)sumi * (d_w * d_a), separate
  *   multiplies and adds (no FMA), blocks in order.
  */
@@ -33,7 +38,9 @@ enum {
     Q4_0_X8_BYTES = 8 * 18,
     Q8_0_X8_BYTES = 8 * 34,
     IQ4_NL_X8_BYTES = 8 * 18,
-    SCALES_BYTES = 16
+    MXFP4_X8_BYTES = 8 * 17,
+    SCALES_BYTES = 16,
+    E8M0_SCALES_BYTES = 8
 };
 
 /* 4 activation bytes from q, broadcast to every int32 lane. */
@@ -172,6 +179,58 @@ static inline ALWAYS_INLINE void iq4_nl_x8_tile(int64_t nb, const uint8_t *group
     for (int t = 0; t < nt; t++) _mm256_storeu_ps(out + t * out_stride, acc[t]);
 }
 
+/* ------------------------------------------------------------------------------------------ */
+/* MXFP4x8                                                                                     */
+/* ------------------------------------------------------------------------------------------ */
+
+/* fp4_doubled + 12: the levels as unsigned bytes, the 12 taken off through the level sums. */
+static const int8_t fp4_doubled_plus12[16] = {12, 13, 14, 15, 16, 18, 20, 24,
+                                              12, 11, 10, 9,  8,  6,  4,  0};
+
+/* The 8 rows' E8M0 scales halved times the activation block's scale (one rounding per product,
+   as the reference's d_a * d_w). */
+static inline ALWAYS_INLINE __m256 e8m0_block_scales(const uint8_t *bg, const block_q8_0 *a) {
+    return _mm256_mul_ps(eight_e8m0_halves(bg, 1), _mm256_set1_ps(_cvtsh_ss(a->d)));
+}
+
+static inline ALWAYS_INLINE void mxfp4_x8_tile(int64_t nb, const uint8_t *group,
+                                               const block_q8_0 *a, const int32_t *sums, int nt,
+                                               float *out, int64_t out_stride) {
+    const __m256i low4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+    const __m256i unsigned_levels =
+        _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)fp4_doubled_plus12));
+    __m256 acc[4];
+    for (int t = 0; t < nt; t++) acc[t] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *bg = group + (size_t)b * MXFP4_X8_BYTES;
+        prefetch_weights(bg, MXFP4_X8_BYTES);
+        __m256i lo_pairs[4], hi_pairs[4];
+        for (int t = 0; t < nt; t++) lo_pairs[t] = hi_pairs[t] = _mm256_setzero_si256();
+        for (int c = 0; c < 4; c++) {
+            const __m256i packed =
+                _mm256_loadu_si256((const __m256i *)(bg + E8M0_SCALES_BYTES + 32 * c));
+            const __m256i lo = _mm256_shuffle_epi8(unsigned_levels, _mm256_and_si256(packed, low4));
+            const __m256i hi = _mm256_shuffle_epi8(
+                unsigned_levels, _mm256_and_si256(_mm256_srli_epi16(packed, 4), low4));
+            for (int t = 0; t < nt; t++) {
+                const int8_t *q = a[t * nb + b].qs;
+                lo_pairs[t] =
+                    _mm256_add_epi16(lo_pairs[t], _mm256_maddubs_epi16(lo, broadcast4(q + 4 * c)));
+                hi_pairs[t] = _mm256_add_epi16(
+                    hi_pairs[t], _mm256_maddubs_epi16(hi, broadcast4(q + 16 + 4 * c)));
+            }
+        }
+        for (int t = 0; t < nt; t++) {
+            const __m256i offset_sums = _mm256_add_epi32(_mm256_madd_epi16(lo_pairs[t], ones),
+                                                         _mm256_madd_epi16(hi_pairs[t], ones));
+            const __m256i sumi =
+                _mm256_sub_epi32(offset_sums, _mm256_set1_epi32(12 * sums[t * nb + b]));
+            acc[t] = add_scaled(acc[t], sumi, e8m0_block_scales(bg, &a[t * nb + b]));
+        }
+    }
+    for (int t = 0; t < nt; t++) _mm256_storeu_ps(out + t * out_stride, acc[t]);
+}
+
 /* Whole tiles of MAX tokens, then one tile of the rest; each call of TILE has a constant token
    count, so its token loops unroll. */
 #define DEFINE_GROUP_KERNEL(NAME, TILE, MAX)                                                      \
@@ -196,6 +255,7 @@ static inline ALWAYS_INLINE void iq4_nl_x8_tile(int64_t nb, const uint8_t *group
 DEFINE_GROUP_KERNEL(q4_0_x8, q4_0_x8_tile, 4)
 DEFINE_GROUP_KERNEL(q8_0_x8, q8_0_x8_tile, 4)
 DEFINE_GROUP_KERNEL(iq4_nl_x8, iq4_nl_x8_tile, 4)
+DEFINE_GROUP_KERNEL(mxfp4_x8, mxfp4_x8_tile, 4)
 
 void lb_register_interleaved_avx2(lb_kernel_set *set) {
     set->interleaved[LB_IL_Q4_0_X8] = q4_0_x8;
@@ -206,4 +266,8 @@ void lb_register_interleaved_avx2(lb_kernel_set *set) {
     /* IQ4_NLx8 measured faster than the plain AVX2 kernel: 4096 x 4096 GEMV 0.41 against 0.61 ms
        warm on one thread, 0.79 against 0.89 ms cold; 32-token GEMM 1.4x */
     set->interleave_rows[LOWBIT_TYPE_IQ4_NL] = 8;
+    set->interleaved[LB_IL_MXFP4_X8] = mxfp4_x8;
+    /* MXFP4x8 likewise: GEMV 0.34 against 0.67 ms warm, 0.72 against 0.87 ms cold; 32-token GEMM
+       1.4x (medians of five runs alternating with the plain layout) */
+    set->interleave_rows[LOWBIT_TYPE_MXFP4] = 8;
 }

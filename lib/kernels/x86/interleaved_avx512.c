@@ -1,10 +1,10 @@
 /*
- * AVX-512 VNNI kernels of the interleaved layouts Q4_0x8, Q8_0x8 and IQ4_NLx8 (interleaved.h),
- * on 256-bit registers (AVX-512 VL): the layout and token tiles of interleaved_avx2.c, with
- * VPDPBUSD (four unsigned x signed byte products summed into each int32 lane, no intermediate
- * saturation) in place of the maddubs / madd pairs. One 256-bit register is one block column's
- * chunk of 8 rows, which is what a broadcast activation quadruple meets; a 512-bit version would
- * pair block columns and need two different broadcasts per register.
+ * AVX-512 VNNI kernels of the interleaved layouts Q4_0x8, Q8_0x8, IQ4_NLx8 and MXFP4x8
+ * (interleaved.h), on 256-bit registers (AVX-512 VL): the layout and token tiles of
+ * interleaved_avx2.c, with VPDPBUSD (four unsigned x signed byte products summed into each int32
+ * lane, no intermediate saturation) in place of the maddubs / madd pairs. One 256-bit register
+ * is one block column's chunk of 8 rows, which is what a broadcast activation quadruple meets; a
+ * 512-bit version would pair block columns and need two different broadcasts per register.
  *
  * Exactness (the outputs are the scalar reference's bit for bit, for every activation byte):
  * - Q4_0: the stored nibble q = w + 8 is the unsigned operand; 8 times the activation block's
@@ -13,6 +13,8 @@
  *   sums of at most 32 * 255 * 128).
  * - IQ4_NL: VPSHUFB of the table of levels + 128 (1..241, unsigned) turns the codes into the
  *   unsigned operand; 128 times the level sum takes the offset off, as for Q8_0.
+ * - MXFP4: likewise with the doubled E2M1 values plus 12 (0..24) and 12 times the level sum; the
+ *   8 E8M0 scales become 2^(e - 128) by a shift and, for e < 2 (float subnormals), a masked blend.
  * - The float side per lane: sum = sum + (float)sumi * (d_w * d_a), unfused, blocks in order.
  * lb_register_interleaved_avx512 installs them only where the CPU has VNNI.
  */
@@ -26,7 +28,9 @@ enum {
     Q4_0_X8_BYTES = 8 * 18,
     Q8_0_X8_BYTES = 8 * 34,
     IQ4_NL_X8_BYTES = 8 * 18,
-    SCALES_BYTES = 16
+    MXFP4_X8_BYTES = 8 * 17,
+    SCALES_BYTES = 16,
+    E8M0_SCALES_BYTES = 8
 };
 
 static inline ALWAYS_INLINE __m256i broadcast4(const int8_t *q) {
@@ -147,6 +151,58 @@ static inline ALWAYS_INLINE void iq4_nl_x8_tile(int64_t nb, const uint8_t *group
     for (int t = 0; t < nt; t++) _mm256_storeu_ps(out + t * out_stride, acc[t]);
 }
 
+/* fp4_doubled + 12: the levels as unsigned bytes, the 12 taken off through the level sums. */
+static const int8_t fp4_doubled_plus12[16] = {12, 13, 14, 15, 16, 18, 20, 24,
+                                              12, 11, 10, 9,  8,  6,  4,  0};
+
+/* The 8 rows' E8M0 bytes (the block group's first 8) as fp4.c decodes them, 2^(e - 128): the
+   exponent field e - 1 from e = 2 up, the subnormals 2^21 << e below, times the activation
+   block's scale (one rounding per product, as the reference's d_a * d_w). */
+static inline ALWAYS_INLINE __m256 e8m0_block_scales(const uint8_t *bg, const block_q8_0 *a) {
+    const __m256i e = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)bg));
+    const __m256i normal = _mm256_slli_epi32(_mm256_sub_epi32(e, _mm256_set1_epi32(1)), 23);
+    const __m256i subnormal = _mm256_sllv_epi32(_mm256_set1_epi32(0x00200000), e);
+    const __mmask8 tiny = _mm256_cmplt_epu32_mask(e, _mm256_set1_epi32(2));
+    const __m256 dw = _mm256_castsi256_ps(_mm256_mask_blend_epi32(tiny, normal, subnormal));
+    return _mm256_mul_ps(dw, _mm256_set1_ps(_cvtsh_ss(a->d)));
+}
+
+/* IQ4_NLx8's tile with MXFP4's one-byte scales and unsigned levels. */
+static inline ALWAYS_INLINE void mxfp4_x8_tile(int64_t nb, const uint8_t *group,
+                                               const block_q8_0 *a, const int32_t *sums, int nt,
+                                               float *out, int64_t out_stride) {
+    const __m256i low4 = _mm256_set1_epi8(0x0F);
+    const __m256i unsigned_levels =
+        _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)fp4_doubled_plus12));
+    __m256 acc[4];
+    for (int t = 0; t < nt; t++) acc[t] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *bg = group + (size_t)b * MXFP4_X8_BYTES;
+        prefetch_weights(bg, MXFP4_X8_BYTES);
+        __m256i sumi[4], sumj[4];
+        for (int t = 0; t < nt; t++) sumi[t] = sumj[t] = _mm256_setzero_si256();
+        for (int c = 0; c < 4; c++) {
+            const __m256i packed =
+                _mm256_loadu_si256((const __m256i *)(bg + E8M0_SCALES_BYTES + 32 * c));
+            const __m256i lo = _mm256_shuffle_epi8(unsigned_levels, _mm256_and_si256(packed, low4));
+            const __m256i hi = _mm256_shuffle_epi8(
+                unsigned_levels, _mm256_and_si256(_mm256_srli_epi16(packed, 4), low4));
+            for (int t = 0; t < nt; t++) {
+                const int8_t *q = a[t * nb + b].qs;
+                sumi[t] = _mm256_dpbusd_epi32(sumi[t], lo, broadcast4(q + 4 * c));
+                if (nt <= 2) sumj[t] = _mm256_dpbusd_epi32(sumj[t], hi, broadcast4(q + 16 + 4 * c));
+                else sumi[t] = _mm256_dpbusd_epi32(sumi[t], hi, broadcast4(q + 16 + 4 * c));
+            }
+        }
+        for (int t = 0; t < nt; t++) {
+            const __m256i exact = _mm256_sub_epi32(_mm256_add_epi32(sumi[t], sumj[t]),
+                                                   _mm256_set1_epi32(12 * sums[t * nb + b]));
+            acc[t] = add_scaled(acc[t], exact, e8m0_block_scales(bg, &a[t * nb + b]));
+        }
+    }
+    for (int t = 0; t < nt; t++) _mm256_storeu_ps(out + t * out_stride, acc[t]);
+}
+
 #define DEFINE_GROUP_KERNEL(NAME, TILE)                                                           \
     static void NAME(int64_t nb, const void *group, const void *activations,                     \
                      const int32_t *sums, int64_t n_tokens, float *out, int64_t out_stride) {    \
@@ -169,6 +225,7 @@ static inline ALWAYS_INLINE void iq4_nl_x8_tile(int64_t nb, const uint8_t *group
 DEFINE_GROUP_KERNEL(q4_0_x8, q4_0_x8_tile)
 DEFINE_GROUP_KERNEL(q8_0_x8, q8_0_x8_tile)
 DEFINE_GROUP_KERNEL(iq4_nl_x8, iq4_nl_x8_tile)
+DEFINE_GROUP_KERNEL(mxfp4_x8, mxfp4_x8_tile)
 
 void lb_register_interleaved_avx512(lb_kernel_set *set) {
 #if defined(__GNUC__)
@@ -183,4 +240,8 @@ void lb_register_interleaved_avx512(lb_kernel_set *set) {
     /* IQ4_NLx8 measured about as fast as Q4_0x8: 4096 x 4096 GEMV 0.32 against the plain
        kernel's 0.55 ms warm on one thread, 0.71 against 0.89 ms cold; 32-token GEMM 2.1x */
     set->interleave_rows[LOWBIT_TYPE_IQ4_NL] = 8;
+    set->interleaved[LB_IL_MXFP4_X8] = mxfp4_x8;
+    /* MXFP4x8 likewise: GEMV 0.31 against 0.57 ms warm, 0.73 against 0.85 ms cold; 32-token GEMM
+       1.4x, 512-token 2.0x (medians of five runs alternating with the plain layout) */
+    set->interleave_rows[LOWBIT_TYPE_MXFP4] = 8;
 }
