@@ -607,11 +607,31 @@ static int check_type_list(const char *list) {
     return 1;
 }
 
+/* Whether every selected format (and its activation format) can have rows of `cols` columns:
+   checked before anything is measured, so a wrong --cols fails at once. */
+static int check_cols(const char *list, int64_t cols) {
+    int selected = 0;
+    for (int i = 0; i < LOWBIT_TYPE_COUNT; i++) {
+        const lowbit_type_traits *t = lowbit_type_info((lowbit_type)i);
+        if (!t || !type_selected(list, t)) continue;
+        selected++;
+        const lowbit_type_traits *a = lowbit_type_info(t->vec_dot_type);
+        if (cols % t->block_size != 0 || (a && cols % a->block_size != 0)) {
+            fprintf(stderr, "lowbit bench: --cols %lld is not a multiple of %s's block size %d\n",
+                    (long long)cols, t->name, a && a->block_size > t->block_size ? a->block_size
+                                                                             : t->block_size);
+            return 0;
+        }
+    }
+    if (selected == 0) fprintf(stderr, "lowbit bench: --types selects no format\n");
+    return selected > 0;
+}
+
 int cmd_bench(int argc, char **argv) {
     bench_options o;
     const int parsed = parse_options(argc, argv, &o);
     if (parsed != CLI_OK) return parsed < 0 ? CLI_OK : parsed;
-    if (!check_type_list(o.types)) return CLI_USAGE;
+    if (!check_type_list(o.types) || !check_cols(o.types, o.cols)) return CLI_USAGE;
     lowbit_pool *pool = NULL;
     if (lowbit_pool_create(o.threads, &pool) != LOWBIT_OK) {
         fprintf(stderr, "lowbit bench: cannot create the thread pool\n");
