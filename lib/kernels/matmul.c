@@ -24,28 +24,20 @@ typedef struct matmul_job {
     float *out;                 /* n_tokens x rows */
 } matmul_job;
 
-/* One weight row against tokens [t, t + count), count <= LB_DOT_TOKENS, by the multi-token kernel. */
-static void row_times_tokens(const matmul_job *job, const uint8_t *w, int64_t r, int64_t t,
-                             int count) {
-    float dots[LB_DOT_TOKENS];
-    job->vec_dot_tokens(job->cols, w, job->activations + (size_t)t * job->activation_row_bytes,
-                        job->activation_row_bytes, count, dots);
-    for (int i = 0; i < count; i++) job->out[(t + i) * job->rows + r] = dots[i];
-}
-
-/* Weight row r against tokens [t0, t1): by the multi-token kernel in groups of LB_DOT_TOKENS
-   (t0 a multiple of it) where the format has one, else one dot product per token. */
-static void row_times_token_range(const matmul_job *job, int64_t r, int64_t t0, int64_t t1) {
+/* Weight row r against one group of tokens [t, t + count), count <= LB_DOT_TOKENS: by the
+   multi-token kernel where the format has one, else one dot product per token. */
+static void row_times_token_group(const matmul_job *job, int64_t r, int64_t t, int count) {
     const uint8_t *w = job->weights + (size_t)r * job->weight_row_bytes;
+    const uint8_t *a = job->activations + (size_t)t * job->activation_row_bytes;
     if (job->vec_dot_tokens && job->n_tokens > 1) {
-        for (int64_t t = t0; t < t1; t += LB_DOT_TOKENS) {
-            row_times_tokens(job, w, r, t, (int)LB_MIN(LB_DOT_TOKENS, t1 - t));
-        }
+        float dots[LB_DOT_TOKENS];
+        job->vec_dot_tokens(job->cols, w, a, job->activation_row_bytes, count, dots);
+        for (int i = 0; i < count; i++) job->out[(t + i) * job->rows + r] = dots[i];
         return;
     }
-    for (int64_t t = t0; t < t1; t++) {
-        const uint8_t *a = job->activations + (size_t)t * job->activation_row_bytes;
-        job->out[t * job->rows + r] = job->vec_dot(job->cols, w, a);
+    for (int i = 0; i < count; i++) {
+        job->out[(t + i) * job->rows + r] =
+            job->vec_dot(job->cols, w, a + (size_t)i * job->activation_row_bytes);
     }
 }
 
@@ -70,8 +62,8 @@ static void matmul_rows(void *p, int64_t begin, int64_t end) {
         for (int64_t t0 = 0; t0 < job->n_tokens; t0 += TOKEN_TILE) {
             const int64_t t1 = LB_MIN(t0 + TOKEN_TILE, job->n_tokens);
             for (int64_t t = t0; t < t1; t += LB_DOT_TOKENS) {
-                const int64_t t_end = LB_MIN(t + LB_DOT_TOKENS, t1);
-                for (int64_t r = r0; r < r1; r++) row_times_token_range(job, r, t, t_end);
+                const int count = (int)LB_MIN(LB_DOT_TOKENS, t1 - t);
+                for (int64_t r = r0; r < r1; r++) row_times_token_group(job, r, t, count);
             }
         }
     }

@@ -1,7 +1,8 @@
 /*
- * What the AArch64 files built with the dot-product extension share (neon_dotprod.c,
- * lattice_dotprod.c; only they may include it, since it uses SDOT): small SDOT helpers. The
- * multi-token plumbing they share with neon.c is in neon_common.h.
+ * What the AArch64 files written for the dot-product extension share (neon_dotprod.c,
+ * lattice_dotprod.c; built with +dotprod, or with LB_SDOT_EMULATED for plain NEON): SDOT or its
+ * exact emulation, small SDOT helpers, and their registration. The multi-token plumbing they
+ * share with neon.c is in neon_common.h.
  */
 #ifndef LOWBIT_DOTPROD_COMMON_H
 #define LOWBIT_DOTPROD_COMMON_H

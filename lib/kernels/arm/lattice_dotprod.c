@@ -1,8 +1,8 @@
 /*
- * AArch64 kernels with the dot-product extension (SDOT, armv8.2-a+dotprod; built with it) of the
- * lattice formats IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S, IQ1_S and IQ1_M with Q8_K activations,
- * each with a multi-token version (kernels.h, lb_vec_dot_tokens_fn). Below this level the type
- * table's scalar references (iquants_lattice.c) stay in use.
+ * AArch64 kernels with the dot-product extension (SDOT, armv8.2-a+dotprod) of the lattice
+ * formats IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S, IQ1_S and IQ1_M with Q8_K activations, each
+ * with a multi-token version (kernels.h, lb_vec_dot_tokens_fn). The file is also built for plain
+ * NEON with SDOT emulated (lattice_sdot_emulated.c), which serves the level below.
  *
  * The formats, per super-block of 256 weights (8 sub-blocks of 32, in groups of 8): a codebook
  * index per group of 8 (IQ2, IQ1: entries of 8 bytes) or per 4 (IQ3: entries of 4 bytes), sign
@@ -55,7 +55,7 @@
 /* ------------------------------------------------------------------------------------------ */
 
 /* The loops over a block's four chunks of 64 weights are unrolled by request like those over
-   tokens (dotprod_common.h): every step depends on the chunk (which scales, which sums are
+   tokens (neon_common.h): every step depends on the chunk (which scales, which sums are
    live). */
 #define UNROLL_CHUNKS _Pragma("GCC unroll 4")
 

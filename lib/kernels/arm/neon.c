@@ -66,7 +66,6 @@ static inline int32x4_t dot32_small(int8x16_t w0, int8x16_t w1, int8x16_t a0, in
     return vpadalq_s16(vpaddlq_s16(lo), hi);
 }
 
-
 static inline int8x16_t low_nibbles(uint8x16_t q) {
     return vreinterpretq_s8_u8(vandq_u8(q, vdupq_n_u8(0x0F)));
 }
@@ -81,12 +80,6 @@ static inline int8x16_t fifth_bits16(const uint8_t qh[4], int h) {
     const uint8x16_t set = vtstq_u8(vcombine_u8(lo, hi), vld1q_u8(kBitOfLane));
     return vreinterpretq_s8_u8(vandq_u8(set, vdupq_n_u8(16)));
 }
-
-/* ------------------------------------------------------------------------------------------ */
-/* Multi-token plumbing                                                                        */
-/* ------------------------------------------------------------------------------------------ */
-
-/* (the entry points and registration: neon_common.h) */
 
 /* ------------------------------------------------------------------------------------------ */
 /* 32-element blocks with Q8_0 / Q8_1 activations                                             */

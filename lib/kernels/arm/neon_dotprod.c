@@ -1,10 +1,10 @@
 /*
- * AArch64 kernels with the dot-product extension (SDOT, armv8.2-a+dotprod; this file alone is
- * built with it): the dot products of Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, MXFP4 and NVFP4
- * with Q8_0/Q8_1 activations and of Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS, TQ1_0 and TQ2_0 with
- * Q8_K activations, replacing neon.c's (or, for the FP4 and ternary formats, the scalar
- * references) at this level, each with a multi-token version (kernels.h,
- * lb_vec_dot_tokens_fn). The activation quantizers stay with neon.c.
+ * AArch64 kernels with the dot-product extension (SDOT, armv8.2-a+dotprod): the dot products of
+ * Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, IQ4_NL, MXFP4 and NVFP4 with Q8_0/Q8_1 activations and of Q2_K,
+ * Q3_K, Q4_K, Q5_K, Q6_K, IQ4_XS, TQ1_0 and TQ2_0 with Q8_K activations, replacing the plain
+ * NEON level's at this level, each with a multi-token version (kernels.h, lb_vec_dot_tokens_fn).
+ * The activation quantizers stay with neon.c. The file is also built for plain NEON with SDOT
+ * emulated (neon_sdot_emulated.c), where it fills in the formats neon.c has no kernel for.
  *
  * Integer parts, exact: a block's weights are unpacked to bytes laid out like the activation
  * block's qs (element j in byte j) and SDOT sums four s8 x s8 products into each s32 lane

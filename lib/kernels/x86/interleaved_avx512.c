@@ -61,6 +61,8 @@ static inline ALWAYS_INLINE void q4_0_x8_tile(int64_t nb, const uint8_t *group, 
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *bg = group + (size_t)b * Q4_0_X8_BYTES;
         prefetch_weights(bg, Q4_0_X8_BYTES);
+        /* with one or two tokens the high nibbles' products go to a second chain (sumj): too
+           few tokens to hide VPDPBUSD's latency otherwise; with more, one chain per token */
         __m256i sumi[4], sumj[4];
         for (int t = 0; t < nt; t++) sumi[t] = sumj[t] = _mm256_setzero_si256();
         for (int c = 0; c < 4; c++) {
@@ -93,6 +95,8 @@ static inline ALWAYS_INLINE void q8_0_x8_tile(int64_t nb, const uint8_t *group, 
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *bg = group + (size_t)b * Q8_0_X8_BYTES;
         prefetch_weights(bg, Q8_0_X8_BYTES);
+        /* with one or two tokens the high nibbles' products go to a second chain (sumj): too
+           few tokens to hide VPDPBUSD's latency otherwise; with more, one chain per token */
         __m256i sumi[4], sumj[4];
         for (int t = 0; t < nt; t++) sumi[t] = sumj[t] = _mm256_setzero_si256();
         for (int c = 0; c < 8; c++) {
@@ -127,6 +131,8 @@ static inline ALWAYS_INLINE void iq4_nl_x8_tile(int64_t nb, const uint8_t *group
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *bg = group + (size_t)b * IQ4_NL_X8_BYTES;
         prefetch_weights(bg, IQ4_NL_X8_BYTES);
+        /* with one or two tokens the high nibbles' products go to a second chain (sumj): too
+           few tokens to hide VPDPBUSD's latency otherwise; with more, one chain per token */
         __m256i sumi[4], sumj[4];
         for (int t = 0; t < nt; t++) sumi[t] = sumj[t] = _mm256_setzero_si256();
         for (int c = 0; c < 4; c++) {
@@ -179,6 +185,8 @@ static inline ALWAYS_INLINE void mxfp4_x8_tile(int64_t nb, const uint8_t *group,
     for (int64_t b = 0; b < nb; b++) {
         const uint8_t *bg = group + (size_t)b * MXFP4_X8_BYTES;
         prefetch_weights(bg, MXFP4_X8_BYTES);
+        /* with one or two tokens the high nibbles' products go to a second chain (sumj): too
+           few tokens to hide VPDPBUSD's latency otherwise; with more, one chain per token */
         __m256i sumi[4], sumj[4];
         for (int t = 0; t < nt; t++) sumi[t] = sumj[t] = _mm256_setzero_si256();
         for (int c = 0; c < 4; c++) {

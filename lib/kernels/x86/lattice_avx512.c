@@ -34,9 +34,9 @@
  * and multiplies, about evenly.
  *
  * Each kernel is one body (NAME_dot_tokens) for up to LB_DOT_TOKENS activation rows, the
- * one-token kernel being it with one token (DEFINE_DOT_ENTRY_POINTS; GCC makes the same
- * instructions of it as of the former one-token kernels, so every token gets their result bit
- * for bit and the GEMV its speed). The several tokens share all the weight work: the sign masks
+ * one-token kernel being it with one token (DEFINE_DOT_ENTRY_POINTS; with one token it compiles
+ * to the plain GEMV loop, so the GEMV keeps its speed and every token gets its result bit for
+ * bit). The several tokens share all the weight work: the sign masks
  * and scales of each super-block, each step's gather, its masked subtraction and its scales;
  * per token and step there remain a load, VPMADDUBSW and VPDPWSSD, and per super-block the
  * bsum offsets and the float accumulation. lowbit_matmul with 32 tokens on two threads (same

@@ -1,7 +1,7 @@
 /*
  * AVX2 (+FMA, F16C) kernels of the 32-element block formats (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
- * IQ4_NL, MXFP4, and Q8_1 as weights), NVFP4, the float formats (F32, F16, BF16), and the activation quantizers
- * Q8_0, Q8_1 and Q8_K.
+ * IQ4_NL, MXFP4, and Q8_1 as weights), NVFP4, the float formats (F32, F16, BF16), and the
+ * activation quantizers Q8_0, Q8_1 and Q8_K.
  *
  * Dot products: each block's weights are unpacked into 32 bytes laid out like the activation
  * block's qs (element j of the block in byte j), then multiplied by the activation bytes with

@@ -1,7 +1,7 @@
 /*
  * AVX-512 VL + BW + VNNI kernels of the 32-element block formats Q4_0, Q4_1, Q5_0, Q5_1, Q8_0,
- * IQ4_NL, MXFP4, NVFP4 and Q8_1 as weights (256-bit registers), of F32 (512-bit registers), and of F16 and BF16
- * (the AVX2 body on 256-bit registers, with more tokens at a time).
+ * IQ4_NL, MXFP4, NVFP4 and Q8_1 as weights (256-bit registers), of F32 (512-bit registers), and
+ * of F16 and BF16 (the AVX2 body on 256-bit registers, with more tokens at a time).
  * lb_register_legacy_avx512 is called only on a CPU with VNNI; the AVX2 kernels of legacy_avx2.c
  * stay the fallback, the type table's scalar references the ground truth.
  *

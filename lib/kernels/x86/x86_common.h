@@ -454,7 +454,9 @@ static inline signed_pair pair_of_i8_levels(const int8_t *qs_k, const int8_t *qs
         }                                                                                         \
     }
 
-/* The formats scaled by d alone (SCALED) and those with a min against Q8_1 (MIN). */
+/* The formats scaled by d alone (SCALED) and those with a min against Q8_1 (MIN). The MIN kind's
+   hooks never expand their SCALE and SCALES_8 arguments, so NO_SCALE and NO_SCALES_8 are names
+   that are defined nowhere: a hook that used them would fail to compile. */
 #define DEFINE_SCALED_DOT_TOKENS(NAME, WBLOCK, ABLOCK, BLOCK_SUMS, LEVELS, PAIR, PAIR_SUMS, FOLD, \
                                  FOLD_LAST, SCALE, SCALES_8)                                      \
     DEFINE_GROUPED_DOT_TOKENS(NAME, SCALED, WBLOCK, ABLOCK, BLOCK_SUMS, LEVELS, PAIR, PAIR_SUMS,  \
