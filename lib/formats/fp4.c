@@ -16,9 +16,10 @@
  * qs[8 s .. 8 s + 7]: byte j holds element j in its low nibble and element j + 8 in its high one.
  */
 #include "blocks.h"
+#include "fp4.h"
 
 /* The doubled E2M1 values by code: magnitudes 0..7, then the same negated (code 8 is -0). */
-static const int8_t fp4_values[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
+const int8_t lb_fp4_doubled[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
 
 /* Largest doubled E2M1 magnitude. */
 #define FP4_MAX_LEVEL 12.0f
@@ -95,11 +96,6 @@ static float abs_max(const float *x, int n) {
 /* E8M0 and UE4M3 scales                                                                       */
 /* ------------------------------------------------------------------------------------------ */
 
-/* 2^(e - 128), the E8M0 scale halved; e = 0 and 1 are float subnormals. */
-static inline float e8m0_to_fp32_half(uint8_t e) {
-    return lb_bits_to_float(e < 2 ? 0x00200000u << e : (uint32_t)(e - 1) << 23);
-}
-
 /* Candidate E8M0 bytes stay in [1, 252]: 1 keeps 1 / scale finite, and with 252 the largest
    value 12 * 2^124 is still a finite float. */
 enum { E8M0_LOWEST = 1, E8M0_HIGHEST = 252 };
@@ -159,7 +155,7 @@ static int ue4m3_nearest_code(float v) {
 
 static void mxfp4_pack(const float *x, uint8_t e, block_mxfp4 *y) {
     y->e = e;
-    const float inv_s = 1.0f / e8m0_to_fp32_half(e); /* an exact power of two for e >= 1 */
+    const float inv_s = 1.0f / lb_e8m0_half(e); /* an exact power of two for e >= 1 */
     int32_t low[16], high[16];
     fp4_nearest_codes16(x, inv_s, low);
     fp4_nearest_codes16(x + 16, inv_s, high);
@@ -178,7 +174,7 @@ static uint8_t mxfp4_best_e8m0(const float *x, const float *w, float amax) {
     float best_err = INFINITY;
     for (int e = LB_MAX(center - 1, E8M0_LOWEST); e <= LB_MIN(center + 1, E8M0_HIGHEST); e++) {
         static const float unit_ratio[3] = {0.25f, 1.0f, 4.0f}; /* (s_e / s_center)^2 */
-        const float inv_s = 1.0f / e8m0_to_fp32_half((uint8_t)e);
+        const float inv_s = 1.0f / lb_e8m0_half((uint8_t)e);
         const float err_in_units =
             fp4_error16_in_units(a, w, inv_s) + fp4_error16_in_units(a + 16, w + 16, inv_s);
         const float err = unit_ratio[e - center + 1] * err_in_units;
@@ -220,10 +216,10 @@ lowbit_status lb_quantize_mxfp4(const float *src, void *dst, int64_t n, const fl
 void lb_dequantize_mxfp4(const void *src, float *dst, int64_t n) {
     const block_mxfp4 *x = src;
     for (int64_t b = 0; b < n / QK_MXFP4; b++, dst += QK_MXFP4) {
-        const float d = e8m0_to_fp32_half(x[b].e);
+        const float d = lb_e8m0_half(x[b].e);
         for (int j = 0; j < QK_MXFP4 / 2; j++) {
-            dst[j] = (float)fp4_values[x[b].qs[j] & 0xF] * d;
-            dst[j + QK_MXFP4 / 2] = (float)fp4_values[x[b].qs[j] >> 4] * d;
+            dst[j] = (float)lb_fp4_doubled[x[b].qs[j] & 0xF] * d;
+            dst[j + QK_MXFP4 / 2] = (float)lb_fp4_doubled[x[b].qs[j] >> 4] * d;
         }
     }
 }
@@ -235,10 +231,10 @@ float lb_vec_dot_mxfp4(int64_t n, const void *weights, const void *activations) 
     for (int64_t b = 0; b < n / QK_MXFP4; b++) {
         int32_t sumi = 0;
         for (int j = 0; j < QK_MXFP4 / 2; j++) {
-            sumi += fp4_values[x[b].qs[j] & 0xF] * a[b].qs[j] +
-                    fp4_values[x[b].qs[j] >> 4] * a[b].qs[j + QK_MXFP4 / 2];
+            sumi += lb_fp4_doubled[x[b].qs[j] & 0xF] * a[b].qs[j] +
+                    lb_fp4_doubled[x[b].qs[j] >> 4] * a[b].qs[j + QK_MXFP4 / 2];
         }
-        const float d = lb_fp16_to_fp32(a[b].d) * e8m0_to_fp32_half(x[b].e);
+        const float d = lb_fp16_to_fp32(a[b].d) * lb_e8m0_half(x[b].e);
         sum += d * (float)sumi;
     }
     return sum;
@@ -329,8 +325,8 @@ void lb_dequantize_nvfp4(const void *src, float *dst, int64_t n) {
             const float d = ue4m3_to_fp32_half(x[b].d[s]);
             const uint8_t *qs = &x[b].qs[s * (QK_NVFP4_SUB / 2)];
             for (int j = 0; j < QK_NVFP4_SUB / 2; j++) {
-                dst[j] = (float)fp4_values[qs[j] & 0xF] * d;
-                dst[j + QK_NVFP4_SUB / 2] = (float)fp4_values[qs[j] >> 4] * d;
+                dst[j] = (float)lb_fp4_doubled[qs[j] & 0xF] * d;
+                dst[j + QK_NVFP4_SUB / 2] = (float)lb_fp4_doubled[qs[j] >> 4] * d;
             }
         }
     }
@@ -348,8 +344,8 @@ float lb_vec_dot_nvfp4(int64_t n, const void *weights, const void *activations) 
             const uint8_t *qs = &x[b].qs[s * (QK_NVFP4_SUB / 2)];
             int32_t sumi = 0;
             for (int j = 0; j < QK_NVFP4_SUB / 2; j++) {
-                sumi += fp4_values[qs[j] & 0xF] * aq[j] +
-                        fp4_values[qs[j] >> 4] * aq[j + QK_NVFP4_SUB / 2];
+                sumi += lb_fp4_doubled[qs[j] & 0xF] * aq[j] +
+                        lb_fp4_doubled[qs[j] >> 4] * aq[j + QK_NVFP4_SUB / 2];
             }
             sum += lb_fp16_to_fp32(ab->d) * ue4m3_to_fp32_half(x[b].d[s]) * (float)sumi;
         }

@@ -5,6 +5,7 @@
 #include "interleaved.h"
 
 #include "../formats/blocks.h"
+#include "../formats/fp4.h"
 
 #include <stdlib.h>
 
@@ -180,12 +181,8 @@ static float fp16_scale(const uint8_t *bg, int r) {
 /* ... or MXFP4's E8M0 byte e decoded halved as fp4.c does, 2^(e - 128) (e = 0 and 1 are float
    subnormals), because its levels are the doubled E2M1 values. */
 static float e8m0_half_scale(const uint8_t *bg, int r) {
-    const uint8_t e = bg[r];
-    return lb_bits_to_float(e < 2 ? 0x00200000u << e : (uint32_t)(e - 1) << 23);
+    return lb_e8m0_half(bg[r]);
 }
-
-/* The doubled E2M1 values by MXFP4 code (bit 3 the sign), as fp4.c keeps them. */
-static const int8_t fp4_doubled[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
 
 /* Row r of a Q4_0xR block group against one activation block: the exact integer sum. */
 static int32_t q4_0_group_row_sum(const uint8_t *bg, int R, int r, const block_q8_0 *a) {
@@ -230,8 +227,8 @@ static int32_t mxfp4_group_row_sum(const uint8_t *bg, int R, int r, const block_
     for (int c = 0; c < 4; c++) {
         for (int i = 0; i < 4; i++) {
             const uint8_t byte = qs[(c * R + r) * 4 + i];
-            sum += fp4_doubled[byte & 0x0F] * a->qs[4 * c + i] +
-                   fp4_doubled[byte >> 4] * a->qs[16 + 4 * c + i];
+            sum += lb_fp4_doubled[byte & 0x0F] * a->qs[4 * c + i] +
+                   lb_fp4_doubled[byte >> 4] * a->qs[16 + 4 * c + i];
         }
     }
     return sum;

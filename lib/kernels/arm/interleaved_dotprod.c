@@ -17,6 +17,7 @@
  * forward pass's choice here: interleave_rows is left at 0 until a measurement says otherwise.
  */
 #include "../../formats/blocks.h"
+#include "../../formats/fp4.h"
 #include "../kernels.h"
 
 #include <arm_neon.h>
@@ -160,9 +161,6 @@ static ALWAYS_INLINE void iq4_nl_x4_tile(int64_t nb, const uint8_t *group, const
     for (int t = 0; t < nt; t++) vst1q_f32(out + t * out_stride, acc[t]);
 }
 
-/* The doubled E2M1 values by MXFP4 code (bit 3 the sign), as fp4.c keeps them. */
-static const int8_t fp4_doubled[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
-
 /* The 4 rows' E8M0 bytes (the block group's first 4) as fp4.c decodes them, 2^(e - 128): the
    exponent field e - 1 from e = 2 up, the subnormals 2^21 << e below, chosen lane by lane; times
    the activation block's scale (one rounding per product, as the reference's d_a * d_w). */
@@ -185,7 +183,7 @@ static ALWAYS_INLINE void mxfp4_x4_tile(int64_t nb, const uint8_t *group, const 
                                         int64_t out_stride) {
     (void)sums;
     const uint8x16_t low4 = vdupq_n_u8(0x0F);
-    const int8x16_t levels = vld1q_s8(fp4_doubled);
+    const int8x16_t levels = vld1q_s8(lb_fp4_doubled);
     float32x4_t acc[4];
     for (int t = 0; t < nt; t++) acc[t] = vdupq_n_f32(0.0f);
     for (int64_t b = 0; b < nb; b++) {

@@ -34,6 +34,7 @@
  * unpacking were made by the instruction counts of the loops.
  */
 #include "../../formats/blocks.h"
+#include "../../formats/fp4.h"
 #include "../kernels.h"
 #include "dotprod_common.h"
 #include "neon_common.h"
@@ -168,30 +169,15 @@ static inline void iq4_nl_weights(const block_iq4_nl *x, int8x16_t w[2]) {
     w[1] = vqtbl1q_s8(values, high_nibbles(q));
 }
 
-/* The doubled E2M1 values by 4-bit code (bit 3 the sign), as fp4.c keeps them: the block
-   scales are decoded halved to match, so that a block's sum stays an integer. */
-static const int8_t kFp4Doubled[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
-
 /* MXFP4: element j in the low nibble of qs[j], element j + 16 in the high one. */
 static inline void mxfp4_weights(const block_mxfp4 *x, int8x16_t w[2]) {
-    const int8x16_t values = vld1q_s8(kFp4Doubled);
+    const int8x16_t values = vld1q_s8(lb_fp4_doubled);
     const uint8x16_t q = load_u8(x->qs);
     w[0] = vqtbl1q_s8(values, low_nibbles(q));
     w[1] = vqtbl1q_s8(values, high_nibbles(q));
 }
 
-static inline float float_from_bits(uint32_t bits) {
-    float f;
-    memcpy(&f, &bits, sizeof f);
-    return f;
-}
-
-/* The E8M0 scale halved, 2^(e - 128), as fp4.c decodes it: e = 0 and 1 are float subnormals
-   (2^21 << e as bits), from e = 2 up the exponent field is e - 1. */
-static inline float e8m0_half(uint8_t e) {
-    return float_from_bits(e < 2 ? 0x00200000u << e : (uint32_t)(e - 1) << 23);
-}
-#define E8M0_HALF(p) e8m0_half((p)->e)
+#define E8M0_HALF(p) lb_e8m0_half((p)->e)
 
 /* The same for the E8M0 bytes of blocks x[0..3], the two cases chosen lane by lane. */
 static inline float32x4_t e8m0_halves4(const block_mxfp4 *x) {
@@ -326,7 +312,7 @@ DEFINE_DOT_ENTRY_POINTS(mxfp4, mxfp4_tokens_body)
    hold its elements j (low nibble) and j + 8 (high), so the nibbles of 16 bytes (two
    sub-blocks) are looked up and their 8-byte halves interleaved. */
 static inline void nvfp4_weights(const block_nvfp4 *x, int8x16_t w[4]) {
-    const int8x16_t values = vld1q_s8(kFp4Doubled);
+    const int8x16_t values = vld1q_s8(lb_fp4_doubled);
     for (int h = 0; h < 2; h++) {
         const uint8x16_t q = load_u8(x->qs + 16 * h);
         const int64x2_t low = vreinterpretq_s64_s8(vqtbl1q_s8(values, low_nibbles(q)));

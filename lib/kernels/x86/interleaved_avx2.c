@@ -28,6 +28,7 @@
  *   multiplies and adds (no FMA), blocks in order.
  */
 #include "../../formats/blocks.h"
+#include "../../formats/fp4.h"
 #include "../kernels.h"
 #include "x86_common.h"
 
@@ -183,7 +184,7 @@ static inline ALWAYS_INLINE void iq4_nl_x8_tile(int64_t nb, const uint8_t *group
 /* MXFP4x8                                                                                     */
 /* ------------------------------------------------------------------------------------------ */
 
-/* fp4_doubled + 12: the levels as unsigned bytes, the 12 taken off through the level sums. */
+/* lb_fp4_doubled + 12: the levels as unsigned bytes, the 12 taken off through the level sums. */
 static const int8_t fp4_doubled_plus12[16] = {12, 13, 14, 15, 16, 18, 20, 24,
                                               12, 11, 10, 9,  8,  6,  4,  0};
 

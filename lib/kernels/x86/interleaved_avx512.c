@@ -19,6 +19,7 @@
  * lb_register_interleaved_avx512 installs them only where the CPU has VNNI.
  */
 #include "../../formats/blocks.h"
+#include "../../formats/fp4.h"
 #include "../kernels.h"
 #include "x86_common.h"
 
@@ -157,7 +158,7 @@ static inline ALWAYS_INLINE void iq4_nl_x8_tile(int64_t nb, const uint8_t *group
     for (int t = 0; t < nt; t++) _mm256_storeu_ps(out + t * out_stride, acc[t]);
 }
 
-/* fp4_doubled + 12: the levels as unsigned bytes, the 12 taken off through the level sums. */
+/* lb_fp4_doubled + 12: the levels as unsigned bytes, the 12 taken off through the level sums. */
 static const int8_t fp4_doubled_plus12[16] = {12, 13, 14, 15, 16, 18, 20, 24,
                                               12, 11, 10, 9,  8,  6,  4,  0};
 

@@ -137,7 +137,7 @@ static inline __m256i block_sums_iq4_nl(const block_iq4_nl *x, const int8_t *qs)
 
 /* MXFP4: the codes through the doubled E2M1 values (fp4.c decodes the scales halved to match). */
 static inline __m256i block_sums_mxfp4(const block_mxfp4 *x, const int8_t *qs) {
-    const __m256i w = _mm256_shuffle_epi8(table16(fp4_doubled), unpack_nibbles_32(x->qs));
+    const __m256i w = _mm256_shuffle_epi8(table16(lb_fp4_doubled), unpack_nibbles_32(x->qs));
     return dot_i8_i8(w, load32(qs));
 }
 
@@ -245,11 +245,11 @@ static inline signed_pair pair_iq4_nl(const block_iq4_nl *k, const block_iq4_nl 
 }
 
 static inline signed_pair pair_mxfp4(const block_mxfp4 *k, const block_mxfp4 *k4) {
-    return table_pair(k->qs, k4->qs, fp4_doubled);
+    return table_pair(k->qs, k4->qs, lb_fp4_doubled);
 }
 
 #define FP16_SCALE(block) half_to_float((block).d)
-#define E8M0_SCALE(block) e8m0_half((block).e)
+#define E8M0_SCALE(block) lb_e8m0_half((block).e)
 #define E8M0_SCALES_8(p, stride) eight_e8m0_halves((const uint8_t *)(p), stride)
 
 /*
@@ -316,7 +316,7 @@ static inline __m256 nvfp4_half(const uint8_t *qs, __m256 scales, const block_q8
     const __m128i lo = _mm_and_si128(packed, mask);
     const __m128i hi = _mm_and_si128(_mm_srli_epi16(packed, 4), mask);
     const __m256i codes = _mm256_set_m128i(_mm_unpackhi_epi64(lo, hi), _mm_unpacklo_epi64(lo, hi));
-    const __m256i w = _mm256_shuffle_epi8(table16(fp4_doubled), codes);
+    const __m256i w = _mm256_shuffle_epi8(table16(lb_fp4_doubled), codes);
     const __m256i sums = dot_i8_i8(w, load32(y->qs));
     return _mm256_fmadd_ps(scales, _mm256_cvtepi32_ps(sums), acc);
 }
@@ -343,7 +343,7 @@ typedef struct nvfp4_levels {
 
 static inline nvfp4_levels levels_nvfp4(const block_nvfp4 *x) {
     const __m256i packed = _mm256_permute4x64_epi64(load32(x->qs), _MM_SHUFFLE(3, 1, 2, 0));
-    const __m256i low4 = _mm256_set1_epi8(0x0F), table = table16(fp4_doubled);
+    const __m256i low4 = _mm256_set1_epi8(0x0F), table = table16(lb_fp4_doubled);
     const nvfp4_levels levels = {
         sign_split(_mm256_shuffle_epi8(table, _mm256_and_si256(packed, low4))),
         sign_split(

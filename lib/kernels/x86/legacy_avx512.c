@@ -137,7 +137,7 @@ static inline __m256 eight_e8m0_halves_masked(const uint8_t *p, size_t stride) {
 /* A weight block's scale, one block (the leftovers) or eight (the first field of each block). */
 #define FP16_SCALE(block) half_to_float((block).d)
 #define FP16_SCALES_8(p, stride) eight_halves(p, stride)
-#define E8M0_SCALE(block) e8m0_half((block).e)
+#define E8M0_SCALE(block) lb_e8m0_half((block).e)
 #define E8M0_SCALES_8(p, stride) eight_e8m0_halves_masked((const uint8_t *)(p), stride)
 
 /* ------------------------------------------------------------------------------------------ */
@@ -193,7 +193,7 @@ static inline __m256i block_sums_iq4_nl(const block_iq4_nl *x, const int8_t *qs)
 /* FP4 codes through the doubled-value table (the half is in the scale), signed like IQ4_NL's. */
 static inline __m256i block_sums_mxfp4(const block_mxfp4 *x, const int8_t *qs) {
     const __m256i table =
-        _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)fp4_doubled));
+        _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)lb_fp4_doubled));
     return dot_i8(_mm256_shuffle_epi8(table, unpack_nibbles(x->qs)), qs);
 }
 
@@ -317,7 +317,7 @@ static inline signed_pair pair_iq4_nl(const block_iq4_nl *k, const block_iq4_nl 
 
 /* FP4 codes through the doubled-value table (the half is in the scale). */
 static inline signed_pair pair_mxfp4(const block_mxfp4 *k, const block_mxfp4 *k4) {
-    return table_pair(k->qs, k4->qs, fp4_doubled);
+    return table_pair(k->qs, k4->qs, lb_fp4_doubled);
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -388,7 +388,7 @@ static inline __m256i nvfp4_codes32(const uint8_t *qs) {
    block's) in one FMA. */
 static inline __m256 nvfp4_block(const block_nvfp4 *x, const block_q8_0 y[2], __m256 acc) {
     const __m256i table =
-        _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)fp4_doubled));
+        _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)lb_fp4_doubled));
     __m256 scales[2];
     nvfp4_half_scales(x, y, scales);
     for (int h = 0; h < 2; h++) {
@@ -398,7 +398,7 @@ static inline __m256 nvfp4_block(const block_nvfp4 *x, const block_q8_0 y[2], __
     return acc;
 }
 
-/* fp4_doubled + 12: the FP4 levels as unsigned bytes, the 12 taken back by a second VPDPBUSD. */
+/* lb_fp4_doubled + 12: the FP4 levels as unsigned bytes, the 12 taken back by a second VPDPBUSD. */
 static const int8_t fp4_doubled_plus12[16] = {12, 13, 14, 15, 16, 18, 20, 24,
                                               12, 11, 10, 9,  8,  6,  4,  0};
 

@@ -8,6 +8,7 @@
 #define LOWBIT_X86_COMMON_H
 
 #include "../../formats/blocks.h"
+#include "../../formats/fp4.h"
 #include "../kernels.h"
 
 #include <immintrin.h>
@@ -30,14 +31,6 @@ static inline int32_t hsum_i32(__m256i v) {
     return _mm_cvtsi128_si32(s);
 }
 
-/* The FP4 (E2M1) values doubled, so that they are integers: 0, 0.5, 1, 1.5, 2, 3, 4, 6 and their
-   negatives. The kernels multiply these and take the half back in the block scale. */
-static const int8_t fp4_doubled[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
-
-/* E8M0 byte e -> 2^(e - 128), the MXFP4 scale halved (e = 0, 1 give float subnormals). */
-static inline float e8m0_half(uint8_t e) {
-    return lb_bits_to_float(e < 2 ? 0x00200000u << e : (uint32_t)(e - 1) << 23);
-}
 
 /* Four UE4M3 bytes -> their values halved, as fp4.c decodes them: bit 7 ignored by the fields,
    exponent 0 subnormal (m * 2^-9), exactly 0x7F (NaN) read as 0. Branch-free on four lanes,
