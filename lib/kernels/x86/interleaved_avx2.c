@@ -184,10 +184,6 @@ static inline ALWAYS_INLINE void iq4_nl_x8_tile(int64_t nb, const uint8_t *group
 /* MXFP4x8                                                                                     */
 /* ------------------------------------------------------------------------------------------ */
 
-/* lb_fp4_doubled + 12: the levels as unsigned bytes, the 12 taken off through the level sums. */
-static const int8_t fp4_doubled_plus12[16] = {12, 13, 14, 15, 16, 18, 20, 24,
-                                              12, 11, 10, 9,  8,  6,  4,  0};
-
 /* The 8 rows' E8M0 scales halved times the activation block's scale (one rounding per product,
    as the reference's d_a * d_w). */
 static inline ALWAYS_INLINE __m256 e8m0_block_scales(const uint8_t *bg, const block_q8_0 *a) {

@@ -158,10 +158,6 @@ static inline ALWAYS_INLINE void iq4_nl_x8_tile(int64_t nb, const uint8_t *group
     for (int t = 0; t < nt; t++) _mm256_storeu_ps(out + t * out_stride, acc[t]);
 }
 
-/* lb_fp4_doubled + 12: the levels as unsigned bytes, the 12 taken off through the level sums. */
-static const int8_t fp4_doubled_plus12[16] = {12, 13, 14, 15, 16, 18, 20, 24,
-                                              12, 11, 10, 9,  8,  6,  4,  0};
-
 /* The 8 rows' E8M0 bytes (the block group's first 8) as fp4.c decodes them, 2^(e - 128): the
    exponent field e - 1 from e = 2 up, the subnormals 2^21 << e below, times the activation
    block's scale (one rounding per product, as the reference's d_a * d_w). */

@@ -398,10 +398,6 @@ static inline __m256 nvfp4_block(const block_nvfp4 *x, const block_q8_0 y[2], __
     return acc;
 }
 
-/* lb_fp4_doubled + 12: the FP4 levels as unsigned bytes, the 12 taken back by a second VPDPBUSD. */
-static const int8_t fp4_doubled_plus12[16] = {12, 13, 14, 15, 16, 18, 20, 24,
-                                              12, 11, 10, 9,  8,  6,  4,  0};
-
 /* The levels of one NVFP4 block (four sub-blocks of 16, 32 bytes) as unsigned fp4_doubled_plus12
    bytes: byte j of sub-block s holds element j in its low nibble and j + 8 in its high one, so
    the low nibbles of the 32 bytes (lo) are elements 0-7 of each sub-block in turn and the high

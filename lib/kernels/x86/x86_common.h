@@ -32,6 +32,11 @@ static inline int32_t hsum_i32(__m256i v) {
 }
 
 
+/* lb_fp4_doubled + 12: the FP4 levels as unsigned bytes (VPDPBUSD, VPMADDUBSW operands), the 12
+   taken back through the activations' level sums or a second product. */
+static const int8_t fp4_doubled_plus12[16] = {12, 13, 14, 15, 16, 18, 20, 24,
+                                              12, 11, 10, 9,  8,  6,  4,  0};
+
 /* Four UE4M3 bytes -> their values halved, as fp4.c decodes them: bit 7 ignored by the fields,
    exponent 0 subnormal (m * 2^-9), exactly 0x7F (NaN) read as 0. Branch-free on four lanes,
    since each NVFP4 block has four. */
