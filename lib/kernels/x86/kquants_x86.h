@@ -173,12 +173,4 @@ static inline void tq1_digits_by_products(const block_tq1_0 *x, __m256i digits[8
     }
 }
 
-
-/* Block b of activation row t, the rows lying `stride` bytes apart. */
-static inline const block_q8_K *q8_K_block(const void *activations, size_t stride, int t,
-                                           int64_t b) {
-    return (const block_q8_K *)(const void *)((const uint8_t *)activations + (size_t)t * stride) +
-           b;
-}
-
 #endif

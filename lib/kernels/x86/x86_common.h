@@ -10,6 +10,7 @@
 #include "../../formats/blocks.h"
 #include "../../formats/fp4.h"
 #include "../kernels.h"
+#include "../multi_token.h"
 
 #include <immintrin.h>
 #include <string.h>
@@ -30,7 +31,6 @@ static inline int32_t hsum_i32(__m256i v) {
     s = _mm_add_epi32(s, _mm_shuffle_epi32(s, _MM_SHUFFLE(2, 3, 0, 1)));
     return _mm_cvtsi128_si32(s);
 }
-
 
 /* lb_fp4_doubled + 12: the FP4 levels as unsigned bytes (VPDPBUSD, VPMADDUBSW operands), the 12
    taken back through the activations' level sums or a second product. */
@@ -213,39 +213,6 @@ static inline __attribute__((always_inline)) void prefetch_weights(const void *b
 /* ------------------------------------------------------------------------------------------ */
 /* Multi-token bodies of the 32-element formats (kernels.h, lb_vec_dot_tokens_fn)               */
 /* ------------------------------------------------------------------------------------------ */
-
-/* For the row bodies that every entry point instantiates with a constant token count. */
-#define ALWAYS_INLINE __attribute__((always_inline))
-
-/* The entry points: the one-token kernels, and the multi-token ones with a constant token count
-   for each case, so that the loops over tokens unroll and keep their accumulators in registers. */
-#define DEFINE_DOT_ENTRY_POINTS(name, call)                                                        \
-    static float dot_##name(int64_t n, const void *weights, const void *activations) {           \
-        float out;                                                                                \
-        call(n, weights, activations, 0, 1, &out);                                                \
-        return out;                                                                               \
-    }                                                                                             \
-    static void dot_##name##_tokens(int64_t n, const void *weights, const void *activations,     \
-                                    size_t stride, int n_tokens, float *out) {                    \
-        switch (n_tokens) {                                                                       \
-        case 4: call(n, weights, activations, stride, 4, out); break;                             \
-        case 3: call(n, weights, activations, stride, 3, out); break;                             \
-        case 2: call(n, weights, activations, stride, 2, out); break;                             \
-        default: call(n, weights, activations, stride, 1, out); break;                            \
-        }                                                                                         \
-    }
-
-/* Installs a type's one-token kernel and the multi-token kernel that reproduces it. */
-static inline void set_dot(lb_kernel_set *set, lowbit_type type, lowbit_vec_dot_fn dot,
-                           lb_vec_dot_tokens_fn dot_tokens) {
-    set->vec_dot[type] = set->tokens_pair[type] = dot;
-    set->vec_dot_tokens[type] = dot_tokens;
-}
-
-/* Activation row t of a multi-token call, the rows lying `stride` bytes apart. */
-static inline const void *token_row(const void *activations, size_t stride, int t) {
-    return (const uint8_t *)activations + (size_t)t * stride;
-}
 
 /* Signed levels w (any byte) split for the sign trick, once per weight block however many
    activation rows meet them: |w| as the unsigned operand, w giving the activations their
@@ -462,7 +429,6 @@ static inline signed_pair pair_of_i8_levels(const int8_t *qs_k, const int8_t *qs
 #define DEFINE_MIN_DOT_TOKENS(NAME, WBLOCK, BLOCK_SUMS, LEVELS, PAIR, PAIR_SUMS, FOLD, FOLD_LAST) \
     DEFINE_GROUPED_DOT_TOKENS(NAME, MIN, WBLOCK, block_q8_1, BLOCK_SUMS, LEVELS, PAIR, PAIR_SUMS, \
                               FOLD, FOLD_LAST, NO_SCALE, NO_SCALES_8)
-
 
 /* ------------------------------------------------------------------------------------------ */
 /* Float formats (F32, F16, BF16 against activations of their own type)                        */
