@@ -121,46 +121,6 @@ static ALWAYS_INLINE void q8_0_x4_tile(int64_t nb, const uint8_t *group, const b
     for (int t = 0; t < nt; t++) vst1q_f32(out + t * out_stride, acc[t]);
 }
 
-/* Q4_0x4's tile with the nibbles looked up in the signed level table (no offset to take off). */
-static ALWAYS_INLINE void iq4_nl_x4_tile(int64_t nb, const uint8_t *group, const block_q8_0 *a,
-                                         const int32_t *sums, int nt, float *out,
-                                         int64_t out_stride) {
-    (void)sums;
-    const uint8x16_t low4 = vdupq_n_u8(0x0F);
-    const int8x16_t levels = vld1q_s8(lb_kvalues_iq4nl);
-    float32x4_t acc[4];
-    for (int t = 0; t < nt; t++) acc[t] = vdupq_n_f32(0.0f);
-    for (int64_t b = 0; b < nb; b++) {
-        const uint8_t *bg = group + (size_t)b * IQ4_NL_X4_BYTES;
-        int32x4_t sumi[4];
-        int8x16_t alo[4], ahi[4];
-        for (int t = 0; t < nt; t++) {
-            sumi[t] = vdupq_n_s32(0);
-            alo[t] = vld1q_s8(a[t * nb + b].qs);
-            ahi[t] = vld1q_s8(a[t * nb + b].qs + 16);
-        }
-#define IQ4_CHUNK(c)                                                                              \
-    do {                                                                                          \
-        const uint8x16_t packed = vld1q_u8(bg + SCALES_BYTES + 16 * (c));                         \
-        const int8x16_t lo = vqtbl1q_s8(levels, vandq_u8(packed, low4));                          \
-        const int8x16_t hi = vqtbl1q_s8(levels, vshrq_n_u8(packed, 4));                           \
-        for (int t = 0; t < nt; t++) {                                                            \
-            sumi[t] = SDOT_LANE(sumi[t], lo, alo[t], c);                                          \
-            sumi[t] = SDOT_LANE(sumi[t], hi, ahi[t], c);                                          \
-        }                                                                                         \
-    } while (0)
-        IQ4_CHUNK(0);
-        IQ4_CHUNK(1);
-        IQ4_CHUNK(2);
-        IQ4_CHUNK(3);
-#undef IQ4_CHUNK
-        for (int t = 0; t < nt; t++) {
-            acc[t] = add_scaled(acc[t], sumi[t], block_scales(bg, &a[t * nb + b]));
-        }
-    }
-    for (int t = 0; t < nt; t++) vst1q_f32(out + t * out_stride, acc[t]);
-}
-
 /* The 4 rows' E8M0 bytes (the block group's first 4) as fp4.c decodes them, 2^(e - 128): the
    exponent field e - 1 from e = 2 up, the subnormals 2^21 << e below, chosen lane by lane; times
    the activation block's scale (one rounding per product, as the reference's d_a * d_w). */
@@ -177,17 +137,20 @@ static ALWAYS_INLINE float32x4_t e8m0_block_scales(const uint8_t *bg, const bloc
     return vmulq_f32(dw, vdupq_n_f32(da));
 }
 
-/* IQ4_NLx4's tile with MXFP4's one-byte scales and the doubled E2M1 values. */
-static ALWAYS_INLINE void mxfp4_x4_tile(int64_t nb, const uint8_t *group, const block_q8_0 *a,
-                                        const int32_t *sums, int nt, float *out,
-                                        int64_t out_stride) {
-    (void)sums;
+/* The tile of the formats whose 4-bit codes go through a 16-entry table of signed levels, like
+   Q4_0x4's with no offset to take off: IQ4_NL (fp16 scales) and MXFP4 (the doubled E2M1 values,
+   E8M0 scales). Inlined with constant arguments, so each format gets its own loop. */
+static ALWAYS_INLINE void table_x4_tile(int64_t nb, const uint8_t *group, const block_q8_0 *a,
+                                        int nt, float *out, int64_t out_stride,
+                                        const int8_t table[16], size_t group_bytes,
+                                        int e8m0_scales) {
     const uint8x16_t low4 = vdupq_n_u8(0x0F);
-    const int8x16_t levels = vld1q_s8(lb_fp4_doubled);
+    const int8x16_t levels = vld1q_s8(table);
+    const size_t scales_bytes = e8m0_scales ? E8M0_SCALES_BYTES : SCALES_BYTES;
     float32x4_t acc[4];
     for (int t = 0; t < nt; t++) acc[t] = vdupq_n_f32(0.0f);
     for (int64_t b = 0; b < nb; b++) {
-        const uint8_t *bg = group + (size_t)b * MXFP4_X4_BYTES;
+        const uint8_t *bg = group + (size_t)b * group_bytes;
         int32x4_t sumi[4];
         int8x16_t alo[4], ahi[4];
         for (int t = 0; t < nt; t++) {
@@ -195,9 +158,9 @@ static ALWAYS_INLINE void mxfp4_x4_tile(int64_t nb, const uint8_t *group, const 
             alo[t] = vld1q_s8(a[t * nb + b].qs);
             ahi[t] = vld1q_s8(a[t * nb + b].qs + 16);
         }
-#define FP4_CHUNK(c)                                                                              \
+#define TABLE_CHUNK(c)                                                                            \
     do {                                                                                          \
-        const uint8x16_t packed = vld1q_u8(bg + E8M0_SCALES_BYTES + 16 * (c));                    \
+        const uint8x16_t packed = vld1q_u8(bg + scales_bytes + 16 * (c));                         \
         const int8x16_t lo = vqtbl1q_s8(levels, vandq_u8(packed, low4));                          \
         const int8x16_t hi = vqtbl1q_s8(levels, vshrq_n_u8(packed, 4));                           \
         for (int t = 0; t < nt; t++) {                                                            \
@@ -205,16 +168,32 @@ static ALWAYS_INLINE void mxfp4_x4_tile(int64_t nb, const uint8_t *group, const 
             sumi[t] = SDOT_LANE(sumi[t], hi, ahi[t], c);                                          \
         }                                                                                         \
     } while (0)
-        FP4_CHUNK(0);
-        FP4_CHUNK(1);
-        FP4_CHUNK(2);
-        FP4_CHUNK(3);
-#undef FP4_CHUNK
+        TABLE_CHUNK(0);
+        TABLE_CHUNK(1);
+        TABLE_CHUNK(2);
+        TABLE_CHUNK(3);
+#undef TABLE_CHUNK
         for (int t = 0; t < nt; t++) {
-            acc[t] = add_scaled(acc[t], sumi[t], e8m0_block_scales(bg, &a[t * nb + b]));
+            const float32x4_t scales = e8m0_scales ? e8m0_block_scales(bg, &a[t * nb + b])
+                                                   : block_scales(bg, &a[t * nb + b]);
+            acc[t] = add_scaled(acc[t], sumi[t], scales);
         }
     }
     for (int t = 0; t < nt; t++) vst1q_f32(out + t * out_stride, acc[t]);
+}
+
+static ALWAYS_INLINE void iq4_nl_x4_tile(int64_t nb, const uint8_t *group, const block_q8_0 *a,
+                                         const int32_t *sums, int nt, float *out,
+                                         int64_t out_stride) {
+    (void)sums;
+    table_x4_tile(nb, group, a, nt, out, out_stride, lb_kvalues_iq4nl, IQ4_NL_X4_BYTES, 0);
+}
+
+static ALWAYS_INLINE void mxfp4_x4_tile(int64_t nb, const uint8_t *group, const block_q8_0 *a,
+                                        const int32_t *sums, int nt, float *out,
+                                        int64_t out_stride) {
+    (void)sums;
+    table_x4_tile(nb, group, a, nt, out, out_stride, lb_fp4_doubled, MXFP4_X4_BYTES, 1);
 }
 
 #define DEFINE_GROUP_KERNEL(NAME, TILE)                                                           \

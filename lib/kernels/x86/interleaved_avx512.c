@@ -119,45 +119,6 @@ static inline ALWAYS_INLINE void q8_0_x8_tile(int64_t nb, const uint8_t *group, 
     for (int t = 0; t < nt; t++) _mm256_storeu_ps(out + t * out_stride, acc[t]);
 }
 
-/* Q4_0x8's tile with the nibbles looked up in the unsigned table (levels + 128). */
-static inline ALWAYS_INLINE void iq4_nl_x8_tile(int64_t nb, const uint8_t *group,
-                                                const block_q8_0 *a, const int32_t *sums, int nt,
-                                                float *out, int64_t out_stride) {
-    const __m256i low4 = _mm256_set1_epi8(0x0F);
-    const __m256i unsigned_levels = _mm256_xor_si256(
-        _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)lb_kvalues_iq4nl)),
-        _mm256_set1_epi8((char)0x80));
-    __m256 acc[4];
-    for (int t = 0; t < nt; t++) acc[t] = _mm256_setzero_ps();
-    for (int64_t b = 0; b < nb; b++) {
-        const uint8_t *bg = group + (size_t)b * IQ4_NL_X8_BYTES;
-        prefetch_weights(bg, IQ4_NL_X8_BYTES);
-        /* with one or two tokens the high nibbles' products go to a second chain (sumj): too
-           few tokens to hide VPDPBUSD's latency otherwise; with more, one chain per token */
-        __m256i sumi[4], sumj[4];
-        for (int t = 0; t < nt; t++) sumi[t] = sumj[t] = _mm256_setzero_si256();
-        for (int c = 0; c < 4; c++) {
-            const __m256i packed =
-                _mm256_loadu_si256((const __m256i *)(bg + SCALES_BYTES + 32 * c));
-            const __m256i lo = _mm256_shuffle_epi8(unsigned_levels, _mm256_and_si256(packed, low4));
-            const __m256i hi = _mm256_shuffle_epi8(
-                unsigned_levels, _mm256_and_si256(_mm256_srli_epi16(packed, 4), low4));
-            for (int t = 0; t < nt; t++) {
-                const int8_t *q = a[t * nb + b].qs;
-                sumi[t] = _mm256_dpbusd_epi32(sumi[t], lo, broadcast4(q + 4 * c));
-                if (nt <= 2) sumj[t] = _mm256_dpbusd_epi32(sumj[t], hi, broadcast4(q + 16 + 4 * c));
-                else sumi[t] = _mm256_dpbusd_epi32(sumi[t], hi, broadcast4(q + 16 + 4 * c));
-            }
-        }
-        for (int t = 0; t < nt; t++) {
-            const __m256i exact = _mm256_sub_epi32(_mm256_add_epi32(sumi[t], sumj[t]),
-                                                   _mm256_set1_epi32(128 * sums[t * nb + b]));
-            acc[t] = add_scaled(acc[t], exact, block_scales(bg, &a[t * nb + b]));
-        }
-    }
-    for (int t = 0; t < nt; t++) _mm256_storeu_ps(out + t * out_stride, acc[t]);
-}
-
 /* The 8 rows' E8M0 bytes (the block group's first 8) as fp4.c decodes them, 2^(e - 128): the
    exponent field e - 1 from e = 2 up, the subnormals 2^21 << e below, times the activation
    block's scale (one rounding per product, as the reference's d_a * d_w). */
@@ -170,25 +131,29 @@ static inline ALWAYS_INLINE __m256 e8m0_block_scales(const uint8_t *bg, const bl
     return _mm256_mul_ps(dw, _mm256_set1_ps(_cvtsh_ss(a->d)));
 }
 
-/* IQ4_NLx8's tile with MXFP4's one-byte scales and unsigned levels. */
-static inline ALWAYS_INLINE void mxfp4_x8_tile(int64_t nb, const uint8_t *group,
+/* The tile of the formats whose 4-bit codes go through a 16-entry table of unsigned levels
+   (levels + offset), like Q4_0x8's: IQ4_NL (offset 128, fp16 scales) and MXFP4 (offset 12,
+   E8M0 scales). The offset comes off through the activations' level sums. Inlined with constant
+   arguments, so each format gets its own loop. */
+static inline ALWAYS_INLINE void table_x8_tile(int64_t nb, const uint8_t *group,
                                                const block_q8_0 *a, const int32_t *sums, int nt,
-                                               float *out, int64_t out_stride) {
+                                               float *out, int64_t out_stride,
+                                               __m256i unsigned_levels, int32_t offset,
+                                               size_t group_bytes, int e8m0_scales) {
     const __m256i low4 = _mm256_set1_epi8(0x0F);
-    const __m256i unsigned_levels =
-        _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)fp4_doubled_plus12));
+    const size_t scales_bytes = e8m0_scales ? E8M0_SCALES_BYTES : SCALES_BYTES;
     __m256 acc[4];
     for (int t = 0; t < nt; t++) acc[t] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
-        const uint8_t *bg = group + (size_t)b * MXFP4_X8_BYTES;
-        prefetch_weights(bg, MXFP4_X8_BYTES);
+        const uint8_t *bg = group + (size_t)b * group_bytes;
+        prefetch_weights(bg, group_bytes);
         /* with one or two tokens the high nibbles' products go to a second chain (sumj): too
            few tokens to hide VPDPBUSD's latency otherwise; with more, one chain per token */
         __m256i sumi[4], sumj[4];
         for (int t = 0; t < nt; t++) sumi[t] = sumj[t] = _mm256_setzero_si256();
         for (int c = 0; c < 4; c++) {
             const __m256i packed =
-                _mm256_loadu_si256((const __m256i *)(bg + E8M0_SCALES_BYTES + 32 * c));
+                _mm256_loadu_si256((const __m256i *)(bg + scales_bytes + 32 * c));
             const __m256i lo = _mm256_shuffle_epi8(unsigned_levels, _mm256_and_si256(packed, low4));
             const __m256i hi = _mm256_shuffle_epi8(
                 unsigned_levels, _mm256_and_si256(_mm256_srli_epi16(packed, 4), low4));
@@ -201,11 +166,31 @@ static inline ALWAYS_INLINE void mxfp4_x8_tile(int64_t nb, const uint8_t *group,
         }
         for (int t = 0; t < nt; t++) {
             const __m256i exact = _mm256_sub_epi32(_mm256_add_epi32(sumi[t], sumj[t]),
-                                                   _mm256_set1_epi32(12 * sums[t * nb + b]));
-            acc[t] = add_scaled(acc[t], exact, e8m0_block_scales(bg, &a[t * nb + b]));
+                                                   _mm256_set1_epi32(offset * sums[t * nb + b]));
+            const __m256 scales = e8m0_scales ? e8m0_block_scales(bg, &a[t * nb + b])
+                                              : block_scales(bg, &a[t * nb + b]);
+            acc[t] = add_scaled(acc[t], exact, scales);
         }
     }
     for (int t = 0; t < nt; t++) _mm256_storeu_ps(out + t * out_stride, acc[t]);
+}
+
+static inline ALWAYS_INLINE void iq4_nl_x8_tile(int64_t nb, const uint8_t *group,
+                                                const block_q8_0 *a, const int32_t *sums, int nt,
+                                                float *out, int64_t out_stride) {
+    const __m256i unsigned_levels = _mm256_xor_si256(
+        _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)lb_kvalues_iq4nl)),
+        _mm256_set1_epi8((char)0x80));
+    table_x8_tile(nb, group, a, sums, nt, out, out_stride, unsigned_levels, 128, IQ4_NL_X8_BYTES,
+                  0);
+}
+
+static inline ALWAYS_INLINE void mxfp4_x8_tile(int64_t nb, const uint8_t *group,
+                                               const block_q8_0 *a, const int32_t *sums, int nt,
+                                               float *out, int64_t out_stride) {
+    const __m256i unsigned_levels =
+        _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)fp4_doubled_plus12));
+    table_x8_tile(nb, group, a, sums, nt, out, out_stride, unsigned_levels, 12, MXFP4_X8_BYTES, 1);
 }
 
 #define DEFINE_GROUP_KERNEL(NAME, TILE)                                                           \
