@@ -24,9 +24,9 @@
  * per-core rate bounds the warm figures of the formats that decode quickly.
  *
  * Formats with an interleaved in-memory layout that this CPU's kernels prefer (Q4_0, Q8_0,
- * IQ4_NL, MXFP4: lib/kernels/interleaved.h, made when a model is prepared) get a second row, e.g.
- * "q4_0x8", measured the same way on the repacked matrices; its speedup is over the same scalar
- * reference, so the two rows compare the layouts side by side.
+ * IQ4_NL, MXFP4, Q4_K: lib/kernels/interleaved.h, made when a model is prepared) get a second
+ * row, e.g. "q4_0x8", measured the same way on the repacked matrices; its speedup is over the
+ * same scalar reference, so the two rows compare the layouts side by side.
  *
  * Only the public API is used, and the interleaved layouts' header (they are internal to the
  * library: the forward pass repacks its own weights).

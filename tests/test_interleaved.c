@@ -1,17 +1,18 @@
 /*
- * The interleaved Q4_0 / Q8_0 / IQ4_NL / MXFP4 layouts (lib/kernels/interleaved.h):
+ * The interleaved Q4_0 / Q8_0 / IQ4_NL / MXFP4 / Q4_K layouts (lib/kernels/interleaved.h):
  * 1. Repacking: lb_deinterleave gives back the plain bytes exactly, for row counts that are and
  *    are not multiples of the group (tail rows), and a group's bytes sit where the layout says.
  * 2. Kernels at every instruction-set level this CPU has, called directly on random block bytes
  *    (any scale, any level, Q8_0 weights of -128, Q4_0 and MXFP4 activations of -128, every
  *    IQ4_NL code against activations of +-127, MXFP4 E8M0 scales 0 and 1 (float subnormals), 2,
  *    mid-range and up to 255): bit-identical to the scalar interleaved reference, token counts
- *    1..9 (whole tiles and every remainder).
+ *    1..9 (whole tiles and every remainder). Q4_K: any packed scale and min bytes (6-bit values
+ *    up to 63), Q8_K activations of -128 and 127 with their bsums.
  * 3. lb_interleaved_matmul at every level: each grouped row's output is the type table's scalar
  *    reference dot product bit for bit (exact integer parts, the reference's float order), each
  *    tail row the level's plain kernel's; the same bytes on no pool and on 1, 2 and 3 threads.
  *    MXFP4 matrices have rows whose E8M0 scales are all 0..2 (subnormal products) and rows with
- *    large ones (up to 220).
+ *    large ones (up to 220). Q4_K matrices have some blocks with random packed scale bytes.
  */
 #include "testing.h"
 #include "lowbit.h"
@@ -38,10 +39,19 @@ static float rng_normal(void) {
 }
 
 static const lowbit_type types[] = {LOWBIT_TYPE_Q4_0, LOWBIT_TYPE_Q8_0, LOWBIT_TYPE_IQ4_NL,
-                                    LOWBIT_TYPE_MXFP4};
+                                    LOWBIT_TYPE_MXFP4, LOWBIT_TYPE_Q4_K};
 
-/* Bytes of the scale that opens a plain block (and of each row's scale in a block group). */
-static int scale_bytes(lowbit_type type) { return type == LOWBIT_TYPE_MXFP4 ? 1 : 2; }
+/* Bytes of the scale that opens a plain block (and of each row's scale in a block group):
+   Q4_K's d and dmin together. */
+static int scale_bytes(lowbit_type type) {
+    return type == LOWBIT_TYPE_MXFP4 ? 1 : type == LOWBIT_TYPE_Q4_K ? 4 : 2;
+}
+
+/* The shapes below are in 32-column blocks; Q4_K's 256-column super-blocks take 8 times the
+   columns where that is not already a multiple of 256. */
+static int64_t columns_for(lowbit_type type, int64_t cols) {
+    return type == LOWBIT_TYPE_Q4_K && cols % QK_K != 0 ? cols * 8 : cols;
+}
 
 /* The E8M0 byte of MXFP4 block b of row r in the random matrices: every 4th row the scales
    0..2 (2^-128 .. 2^-126 halved: products with the activation scale are float subnormals),
@@ -79,6 +89,14 @@ static uint8_t *random_matrix(lowbit_type type, int64_t rows, int64_t cols) {
             }
         }
     }
+    if (type == LOWBIT_TYPE_Q4_K) {
+        /* any 12 bytes are valid packed scales and mins: the 6-bit extremes the encoder
+           seldom writes */
+        block_q4_K *blocks = (block_q4_K *)m;
+        for (int64_t b = 0; b < rows * cols / QK_K; b += 3) {
+            for (int i = 0; i < K_SCALE_SIZE; i++) blocks[b].scales[i] = (uint8_t)rng_next();
+        }
+    }
     free(x);
     return m;
 }
@@ -90,6 +108,7 @@ static uint8_t *random_matrix(lowbit_type type, int64_t rows, int64_t cols) {
 static lowbit_pool *repack_pool;
 
 static void check_round_trip(lowbit_type type, int R, int64_t rows, int64_t cols) {
+    cols = columns_for(type, cols);
     uint8_t *plain = random_matrix(type, rows, cols);
     const size_t row_bytes = lowbit_row_bytes(type, cols), bytes = row_bytes * (size_t)rows;
     lb_interleaved_matrix m;
@@ -112,8 +131,8 @@ static void check_round_trip(lowbit_type type, int R, int64_t rows, int64_t cols
         /* block column 1 (or 0) of group 0: scale of row r at S r, chunk c of row r at
            S R + (c R + r) 4, S the scale's bytes */
         const int S = scale_bytes(type);
-        const int64_t b = cols / 32 > 1 ? 1 : 0;
         const size_t block_bytes = (size_t)lowbit_type_info(type)->block_bytes;
+        const int64_t b = cols / lowbit_type_info(type)->block_size > 1 ? 1 : 0;
         const uint8_t *bg = m.groups + (size_t)b * lb_interleaved_block_group_bytes(m.layout);
         int ok = 1;
         for (int r = 0; r < R; r++) {
@@ -195,6 +214,49 @@ static void check_kernel_bytes(const lb_kernel_set *set, const lb_kernel_set *re
     free(want);
 }
 
+/* Q4_K: random block groups with valid d and dmin, Q8_K activations with their bsums. */
+static void check_kernel_bytes_q4_K(const lb_kernel_set *set, const lb_kernel_set *ref,
+                                    lb_interleaved_layout layout, int R, const char *level) {
+    const int64_t nb = 3, max_tokens = 9;
+    const size_t bg_bytes = lb_interleaved_block_group_bytes(layout);
+    uint8_t *group = malloc(bg_bytes * (size_t)nb);
+    block_q8_K *act = malloc(sizeof *act * (size_t)(nb * max_tokens));
+    const size_t out_len = (size_t)(max_tokens * (R + 3));
+    float *got = malloc(out_len * sizeof *got), *want = malloc(out_len * sizeof *want);
+    for (size_t i = 0; i < bg_bytes * (size_t)nb; i++) group[i] = (uint8_t)rng_next();
+    for (int64_t b = 0; b < nb; b++) {
+        for (int i = 0; i < 2 * R; i++) { /* row r's d at 4 r, its dmin at 4 r + 2 */
+            const lb_half h = random_scale();
+            memcpy(group + (size_t)b * bg_bytes + 2 * i, &h, 2);
+        }
+    }
+    for (int64_t i = 0; i < nb * max_tokens; i++) {
+        act[i].d = lb_fp16_to_fp32(random_scale());
+        for (int j = 0; j < QK_K; j++) {
+            const int v = i % 7 == 3 ? (j % 2 ? 127 : -128) : (int)(rng_next() % 256) - 128;
+            act[i].qs[j] = (int8_t)v;
+        }
+        for (int k = 0; k < QK_K / 16; k++) {
+            int s = 0;
+            for (int j = 0; j < 16; j++) s += act[i].qs[16 * k + j];
+            act[i].bsums[k] = (int16_t)s;
+        }
+    }
+    for (int64_t nt = 1; nt <= max_tokens; nt++) {
+        const int64_t stride = R + 3; /* outputs of other rows lie between: must stay untouched */
+        for (size_t i = 0; i < out_len; i++) got[i] = want[i] = -1.0f;
+        ref->interleaved[layout](nb, group, act, NULL, nt, want, stride);
+        set->interleaved[layout](nb, group, act, NULL, nt, got, stride);
+        CHECK(memcmp(got, want, out_len * sizeof *got) == 0,
+              "q4_K x%d level %s, %lld tokens: kernel differs from the reference", R, level,
+              (long long)nt);
+    }
+    free(group);
+    free(act);
+    free(got);
+    free(want);
+}
+
 /* ------------------------------------------------------------------------------------------ */
 /* 3. The matrix product                                                                       */
 /* ------------------------------------------------------------------------------------------ */
@@ -203,17 +265,19 @@ static void check_matmul(const lb_kernel_set *set, lowbit_type type, int R, int6
                          int64_t cols, int64_t n_tokens, lowbit_pool *const *pools, int n_pools,
                          const char *level) {
     const lowbit_type_traits *t = lowbit_type_info(type);
+    cols = columns_for(type, cols);
     uint8_t *plain = random_matrix(type, rows, cols);
     float *x = malloc((size_t)(n_tokens * cols) * sizeof *x);
     for (int64_t i = 0; i < n_tokens * cols; i++) x[i] = rng_normal() * (i % 61 == 0 ? 9.0f : 1.0f);
     const size_t out_len = (size_t)(n_tokens * rows);
     float *got = malloc(out_len * sizeof *got), *want = malloc(out_len * sizeof *want);
     float *threaded = malloc(out_len * sizeof *threaded);
-    const size_t act_bytes = lowbit_row_bytes(LOWBIT_TYPE_Q8_0, cols);
+    const lowbit_type_traits *act_type = lowbit_type_info(t->vec_dot_type);
+    const size_t act_bytes = lowbit_row_bytes(act_type->type, cols);
     uint8_t *act = malloc(act_bytes * (size_t)n_tokens);
     const size_t row_bytes = lowbit_row_bytes(type, cols);
     for (int64_t tok = 0; tok < n_tokens; tok++) {
-        lb_quantize_ref_q8_0(x + tok * cols, act + (size_t)tok * act_bytes, cols, NULL);
+        act_type->quantize_ref(x + tok * cols, act + (size_t)tok * act_bytes, cols, NULL);
     }
     const int64_t grouped = rows / R * R;
     for (int64_t tok = 0; tok < n_tokens; tok++) {
@@ -287,7 +351,8 @@ int main(void) {
                 CHECK(set.interleaved[layout] != NULL, "level %s lacks a kernel", name);
                 const int pref = set.interleave_rows[type];
                 CHECK(pref == 0 || pref == 4 || pref == 8, "preferred rows %d", pref);
-                check_kernel_bytes(&set, &ref, layout, R, type, name);
+                if (type == LOWBIT_TYPE_Q4_K) check_kernel_bytes_q4_K(&set, &ref, layout, R, name);
+                else check_kernel_bytes(&set, &ref, layout, R, type, name);
                 const int64_t shapes[][3] = {{8, 32, 1},  {13, 64, 3},  {29, 256, 5},
                                              {64, 512, 1}, {37, 160, 37}, {256, 4096, 4}};
                 const int n_shapes = quick ? 4 : LB_ARRAY_LEN(shapes);

@@ -1,6 +1,6 @@
 /*
- * Interleaved Q4_0 / Q8_0 / IQ4_NL / MXFP4 layouts (see interleaved.h): repacking, the scalar
- * reference kernels the SIMD ones are checked against, and the threaded matrix product.
+ * Interleaved Q4_0 / Q8_0 / IQ4_NL / MXFP4 / Q4_K layouts (see interleaved.h): repacking, the
+ * scalar reference kernels the SIMD ones are checked against, and the threaded matrix product.
  */
 #include "interleaved.h"
 
@@ -21,20 +21,35 @@
 typedef struct layout_info {
     lowbit_type type;
     int rows;        /* R */
-    int scale_bytes; /* scale bytes of one plain block, first in it: 2 (fp16 d) or 1 (E8M0 e) */
-    int qs_bytes;    /* quant bytes of one plain block: 16 (Q4_0, IQ4_NL, MXFP4) or 32 (Q8_0) */
+    int scale_bytes; /* scale bytes of one plain block, first in it: 2 (fp16 d), 1 (E8M0 e) or
+                        4 (Q4_K's fp16 d and dmin) */
+    int qs_bytes;    /* the rest of one plain block: 16 (Q4_0, IQ4_NL, MXFP4), 32 (Q8_0) or 140
+                        (Q4_K's 12 packed scale bytes and 128 quant bytes) */
+    int block_cols;  /* columns of one block: 32, Q4_K's 256 */
+    lowbit_type activation; /* Q8_0, Q4_K's Q8_K */
 } layout_info;
 
 static const layout_info layouts[LB_IL_COUNT] = {
-    [LB_IL_Q4_0_X4] = {LOWBIT_TYPE_Q4_0, 4, sizeof(lb_half), QK4_0 / 2},
-    [LB_IL_Q4_0_X8] = {LOWBIT_TYPE_Q4_0, 8, sizeof(lb_half), QK4_0 / 2},
-    [LB_IL_Q8_0_X4] = {LOWBIT_TYPE_Q8_0, 4, sizeof(lb_half), QK8_0},
-    [LB_IL_Q8_0_X8] = {LOWBIT_TYPE_Q8_0, 8, sizeof(lb_half), QK8_0},
-    [LB_IL_IQ4_NL_X4] = {LOWBIT_TYPE_IQ4_NL, 4, sizeof(lb_half), QK4_NL / 2},
-    [LB_IL_IQ4_NL_X8] = {LOWBIT_TYPE_IQ4_NL, 8, sizeof(lb_half), QK4_NL / 2},
-    [LB_IL_MXFP4_X4] = {LOWBIT_TYPE_MXFP4, 4, 1, QK_MXFP4 / 2},
-    [LB_IL_MXFP4_X8] = {LOWBIT_TYPE_MXFP4, 8, 1, QK_MXFP4 / 2},
+    [LB_IL_Q4_0_X4] = {LOWBIT_TYPE_Q4_0, 4, sizeof(lb_half), QK4_0 / 2, 32, LOWBIT_TYPE_Q8_0},
+    [LB_IL_Q4_0_X8] = {LOWBIT_TYPE_Q4_0, 8, sizeof(lb_half), QK4_0 / 2, 32, LOWBIT_TYPE_Q8_0},
+    [LB_IL_Q8_0_X4] = {LOWBIT_TYPE_Q8_0, 4, sizeof(lb_half), QK8_0, 32, LOWBIT_TYPE_Q8_0},
+    [LB_IL_Q8_0_X8] = {LOWBIT_TYPE_Q8_0, 8, sizeof(lb_half), QK8_0, 32, LOWBIT_TYPE_Q8_0},
+    [LB_IL_IQ4_NL_X4] = {LOWBIT_TYPE_IQ4_NL, 4, sizeof(lb_half), QK4_NL / 2, 32, LOWBIT_TYPE_Q8_0},
+    [LB_IL_IQ4_NL_X8] = {LOWBIT_TYPE_IQ4_NL, 8, sizeof(lb_half), QK4_NL / 2, 32, LOWBIT_TYPE_Q8_0},
+    [LB_IL_MXFP4_X4] = {LOWBIT_TYPE_MXFP4, 4, 1, QK_MXFP4 / 2, 32, LOWBIT_TYPE_Q8_0},
+    [LB_IL_MXFP4_X8] = {LOWBIT_TYPE_MXFP4, 8, 1, QK_MXFP4 / 2, 32, LOWBIT_TYPE_Q8_0},
+    [LB_IL_Q4_K_X4] = {LOWBIT_TYPE_Q4_K, 4, 2 * sizeof(lb_half), K_SCALE_SIZE + QK_K / 2, QK_K,
+                       LOWBIT_TYPE_Q8_K},
+    [LB_IL_Q4_K_X8] = {LOWBIT_TYPE_Q4_K, 8, 2 * sizeof(lb_half), K_SCALE_SIZE + QK_K / 2, QK_K,
+                       LOWBIT_TYPE_Q8_K},
 };
+
+static_assert(sizeof(block_q4_K) == 2 * sizeof(lb_half) + K_SCALE_SIZE + QK_K / 2,
+              "Q4_K: d, dmin, then the scale and quant bytes the chunks permute");
+/* lb_interleaved_scratch_bytes counts Q8_0 blocks and their sums: room for Q8_K's too */
+static_assert(sizeof(block_q8_K) + sizeof(int32_t) <=
+                  (QK_K / QK8_0) * (sizeof(block_q8_0) + sizeof(int32_t)),
+              "Q8_K activations fit the scratch");
 
 int lb_interleaved_layout_of(lowbit_type type, int rows_per_group) {
     for (int i = 0; i < LB_IL_COUNT; i++) {
@@ -52,7 +67,8 @@ int lb_interleave_rows_preferred(lowbit_type type) {
     return (unsigned)type < LOWBIT_TYPE_COUNT ? lb_active_kernels()->interleave_rows[type] : 0;
 }
 
-/* All four block types alike: the scale (S bytes), then the quant bytes. */
+/* All block types alike: the scale (S bytes), then the quant bytes (Q4_K: d and dmin, then the
+   packed scales and the quants, each 4-byte chunk of its 140 bytes one chunk of the layout). */
 static void interleave_block_column(const layout_info *l, const uint8_t *const *row_blocks,
                                     uint8_t *dst) {
     const int R = l->rows, S = l->scale_bytes;
@@ -109,9 +125,9 @@ lowbit_status lb_interleave(lowbit_type type, int rows_per_group, const void *we
     memset(out, 0, sizeof *out);
     const int layout = lb_interleaved_layout_of(type, rows_per_group);
     if (layout < 0 || !weights || rows <= 0 || cols <= 0) return LOWBIT_ERR_INVALID_ARGUMENT;
-    if (cols % 32 != 0) return LOWBIT_ERR_SHAPE;
     const layout_info *l = &layouts[layout];
-    const int64_t nb = cols / 32;
+    if (cols % l->block_cols != 0) return LOWBIT_ERR_SHAPE;
+    const int64_t nb = cols / l->block_cols;
     const size_t block_bytes = (size_t)(l->scale_bytes + l->qs_bytes);
     const size_t row_bytes = lowbit_row_bytes(type, cols);
     *out = (lb_interleaved_matrix){type, l->rows, (lb_interleaved_layout)layout, rows, cols,
@@ -137,7 +153,7 @@ lowbit_status lb_interleave(lowbit_type type, int rows_per_group, const void *we
 
 void lb_deinterleave(const lb_interleaved_matrix *m, void *plain) {
     const layout_info *l = &layouts[m->layout];
-    const int64_t nb = m->cols / 32;
+    const int64_t nb = m->cols / l->block_cols;
     const size_t block_bytes = (size_t)(l->scale_bytes + l->qs_bytes);
     const size_t bg_bytes = lb_interleaved_block_group_bytes(m->layout);
     uint8_t *dst = plain;
@@ -279,6 +295,76 @@ DEFINE_REFERENCE(reference_iq4_nl_x8, iq4_nl_group_row_sum, fp16_scale, 8, 2, 16
 DEFINE_REFERENCE(reference_mxfp4_x4, mxfp4_group_row_sum, e8m0_half_scale, 4, 1, 16)
 DEFINE_REFERENCE(reference_mxfp4_x8, mxfp4_group_row_sum, e8m0_half_scale, 8, 1, 16)
 
+/* Q4_KxR: byte i of row r's 140 bytes after d and dmin (12 packed scale bytes, then qs) in a
+   block group. */
+static uint8_t q4_K_group_byte(const uint8_t *bg, int R, int r, int i) {
+    return bg[4 * R + ((i / 4) * R + r) * 4 + i % 4];
+}
+
+/* Sub-block j's 6-bit scale and min from the 12 packed bytes (GGUF's packing, as
+   kquants_minmax.c reads it). */
+static void q4_K_scale_min(const uint8_t *bg, int R, int r, int j, int *sc, int *mn) {
+    if (j < 4) {
+        *sc = q4_K_group_byte(bg, R, r, j) & 63;
+        *mn = q4_K_group_byte(bg, R, r, j + 4) & 63;
+    } else {
+        *sc = (q4_K_group_byte(bg, R, r, j + 4) & 0x0F) |
+              ((q4_K_group_byte(bg, R, r, j - 4) >> 6) << 4);
+        *mn = (q4_K_group_byte(bg, R, r, j + 4) >> 4) | ((q4_K_group_byte(bg, R, r, j) >> 6) << 4);
+    }
+}
+
+/* Row r of a Q4_KxR block group against one Q8_K block: the reference's term
+   d * (float)sum_scaled - dmin * (float)sum_mins, its integer sums exact. */
+static float q4_K_group_row_term(const uint8_t *bg, int R, int r, const block_q8_K *a) {
+    int32_t sum_scaled = 0, sum_mins = 0;
+    for (int j = 0; j < 8; j++) {
+        const int c = j / 2, high = j % 2;
+        int32_t dot = 0;
+        for (int l = 0; l < 32; l++) {
+            const uint8_t byte = q4_K_group_byte(bg, R, r, K_SCALE_SIZE + 32 * c + l);
+            dot += (high ? byte >> 4 : byte & 0x0F) * a->qs[32 * j + l];
+        }
+        int sc, mn;
+        q4_K_scale_min(bg, R, r, j, &sc, &mn);
+        sum_scaled += sc * dot;
+        sum_mins += mn * (a->bsums[2 * j] + a->bsums[2 * j + 1]);
+    }
+    lb_half d, dmin;
+    memcpy(&d, bg + 4 * r, sizeof d);
+    memcpy(&dmin, bg + 4 * r + 2, sizeof dmin);
+    const float dd = lb_fp16_to_fp32(d) * a->d, dm = lb_fp16_to_fp32(dmin) * a->d;
+    return dd * (float)sum_scaled - dm * (float)sum_mins;
+}
+
+/* The reference's float order: sum += term, super-block by super-block. */
+static void reference_q4_K_group(int R, int64_t nb, const void *group, const void *activations,
+                                 int64_t n_tokens, float *out, int64_t out_stride) {
+    const uint8_t *g = group;
+    const size_t bg_bytes = (size_t)R * sizeof(block_q4_K);
+    for (int64_t t = 0; t < n_tokens; t++) {
+        const block_q8_K *a = (const block_q8_K *)activations + t * nb;
+        for (int r = 0; r < R; r++) {
+            float sum = 0.0f;
+            for (int64_t b = 0; b < nb; b++) {
+                sum += q4_K_group_row_term(g + (size_t)b * bg_bytes, R, r, &a[b]);
+            }
+            out[t * out_stride + r] = sum;
+        }
+    }
+}
+
+#define DEFINE_Q4_K_REFERENCE(NAME, R)                                                           \
+    static void NAME(int64_t nb, const void *group, const void *activations,                     \
+                     const int32_t *activation_sums, int64_t n_tokens, float *out,                \
+                     int64_t out_stride) {                                                        \
+        (void)activation_sums;                                                                   \
+        reference_q4_K_group(R, nb, group, activations, n_tokens, out, out_stride);             \
+    }
+
+DEFINE_Q4_K_REFERENCE(reference_q4_K_x4, 4)
+DEFINE_Q4_K_REFERENCE(reference_q4_K_x8, 8)
+
 /* The references are installed at every level; interleave_rows stays 0 (plain) until a SIMD file
    installs kernels that measured faster. */
 void lb_register_interleaved_reference(lb_kernel_set *set) {
@@ -290,6 +376,8 @@ void lb_register_interleaved_reference(lb_kernel_set *set) {
     set->interleaved[LB_IL_IQ4_NL_X8] = reference_iq4_nl_x8;
     set->interleaved[LB_IL_MXFP4_X4] = reference_mxfp4_x4;
     set->interleaved[LB_IL_MXFP4_X8] = reference_mxfp4_x8;
+    set->interleaved[LB_IL_Q4_K_X4] = reference_q4_K_x4;
+    set->interleaved[LB_IL_Q4_K_X8] = reference_q4_K_x8;
 }
 
 /* ------------------------------------------------------------------------------------------ */
@@ -304,18 +392,21 @@ size_t lb_interleaved_scratch_bytes(int64_t cols, int64_t n_tokens) {
 typedef struct quantize_job {
     lowbit_quantize_row_fn quantize;
     const float *x;
-    block_q8_0 *act;
-    int32_t *sums;
+    uint8_t *act;
+    size_t act_row_bytes;
+    int32_t *sums; /* NULL for Q8_K activations: their blocks carry bsums */
     int64_t cols, nb;
 } quantize_job;
 
 static void quantize_tokens(void *p, int64_t begin, int64_t end) {
     quantize_job *job = p;
     for (int64_t t = begin; t < end; t++) {
-        block_q8_0 *a = job->act + t * job->nb;
+        uint8_t *row = job->act + (size_t)t * job->act_row_bytes;
         /* the status is not checked, as in lowbit_matmul: a block whose scale would exceed fp16
            (|x| above 127 * 65504) is beyond what the plain path handles either */
-        (void)job->quantize(job->x + t * job->cols, a, job->cols, NULL);
+        (void)job->quantize(job->x + t * job->cols, row, job->cols, NULL);
+        if (!job->sums) continue;
+        const block_q8_0 *a = (const block_q8_0 *)row;
         int32_t *s = job->sums + t * job->nb;
         for (int64_t b = 0; b < job->nb; b++) {
             int32_t sum = 0;
@@ -329,7 +420,8 @@ typedef struct product_job {
     const lb_interleaved_matrix *m;
     lb_interleaved_fn kernel;
     lowbit_vec_dot_fn tail_dot;
-    const block_q8_0 *act;
+    const uint8_t *act;
+    size_t act_row_bytes;
     const int32_t *sums;
     int64_t nb, n_tokens;
     float *out;
@@ -344,7 +436,8 @@ static void product_items(void *p, int64_t begin, int64_t end) {
     for (int64_t t0 = 0; t0 < job->n_tokens; t0 += TOKEN_CHUNK) {
         const int64_t nt = LB_MIN(TOKEN_CHUNK, job->n_tokens - t0);
         for (int64_t g = begin; g < group_end; g++) {
-            job->kernel(job->nb, m->groups + (size_t)g * m->group_bytes, job->act + t0 * job->nb,
+            job->kernel(job->nb, m->groups + (size_t)g * m->group_bytes,
+                        job->act + (size_t)t0 * job->act_row_bytes,
                         job->sums + t0 * job->nb, nt, job->out + t0 * m->rows + g * R, m->rows);
         }
     }
@@ -353,7 +446,7 @@ static void product_items(void *p, int64_t begin, int64_t end) {
         const uint8_t *w = m->tail + (size_t)tail_row * m->tail_row_bytes;
         for (int64_t t = 0; t < job->n_tokens; t++) {
             job->out[t * m->rows + m->n_groups * R + tail_row] =
-                job->tail_dot(m->cols, w, job->act + t * job->nb);
+                job->tail_dot(m->cols, w, job->act + (size_t)t * job->act_row_bytes);
         }
     }
 }
@@ -373,17 +466,21 @@ lowbit_status lb_interleaved_matmul_with(const lb_kernel_set *set, const lb_inte
     if (!set || !m || !m->groups || !x || !out || !scratch || n_tokens <= 0) {
         return LOWBIT_ERR_INVALID_ARGUMENT;
     }
-    const int64_t nb = m->cols / 32;
+    const layout_info *l = &layouts[m->layout];
+    const int64_t nb = m->cols / l->block_cols;
     if (!reserve(scratch, lb_interleaved_scratch_bytes(m->cols, n_tokens))) {
         return LOWBIT_ERR_NO_MEMORY;
     }
-    /* the sums first: they need 4-byte alignment, the blocks only 2 */
+    /* the sums first: they need 4-byte alignment, Q8_0 blocks only 2 (Q8_K's 292 bytes keep
+       their float d aligned) */
     int32_t *sums = scratch->buffer;
-    block_q8_0 *act = (block_q8_0 *)(sums + n_tokens * nb);
-    quantize_job q = {set->quantize_activation[LOWBIT_TYPE_Q8_0], x, act, sums, m->cols, nb};
+    uint8_t *act = (uint8_t *)(sums + n_tokens * nb);
+    const size_t act_row_bytes = lowbit_row_bytes(l->activation, m->cols);
+    quantize_job q = {set->quantize_activation[l->activation], x, act, act_row_bytes,
+                      l->activation == LOWBIT_TYPE_Q8_0 ? sums : NULL, m->cols, nb};
     lowbit_pool_run(n_tokens > 1 ? pool : NULL, n_tokens, quantize_tokens, &q);
-    product_job job = {m, set->interleaved[m->layout], set->vec_dot[m->type], act, sums, nb,
-                       n_tokens, out};
+    product_job job = {m, set->interleaved[m->layout], set->vec_dot[m->type], act,
+                       act_row_bytes, sums, nb, n_tokens, out};
     const int64_t tail_rows = m->rows - m->n_groups * m->rows_per_group;
     lowbit_pool_run(pool, m->n_groups + tail_rows, product_items, &job);
     return LOWBIT_OK;

@@ -1,6 +1,7 @@
 /*
- * Interleaved in-memory layouts of Q4_0, Q8_0, IQ4_NL and MXFP4 weight matrices, made from the
- * plain GGUF row layout when a model is prepared (never stored in files), with their own kernels.
+ * Interleaved in-memory layouts of Q4_0, Q8_0, IQ4_NL, MXFP4 and Q4_K weight matrices, made from
+ * the plain GGUF row layout when a model is prepared (never stored in files), with their own
+ * kernels.
  *
  * Why: the plain kernels compute one weight row against one activation row at a time and end
  * every dot product with a horizontal sum; with R rows' blocks of the same column side by side,
@@ -24,12 +25,24 @@
  * bytes of the R plain blocks permuted. Rows past the last whole group (rows % R) stay in the
  * plain layout (the "tail") and use the plain dot product.
  *
+ * Layout Q4_KxR, per super-block column (256 columns), the same permutation of 144 R bytes:
+ *     d_dmin[R][4]     row r's fp16 d, then its fp16 dmin
+ *     chunks[35][R][4] chunk c of row r: bytes 4c .. 4c + 3 of that row's 140 bytes after d and
+ *                      dmin: chunks 0-2 its 12 packed 6-bit scales and mins (GGUF's packing,
+ *                      kept so that the kernels unpack 8 rows' at once and the repacking stays a
+ *                      permutation), chunks 3-34 its 128 qs bytes (byte 32 p + l holding
+ *                      elements 64 p + l and 64 p + 32 + l in its low and high nibble)
+ * Its activations are Q8_K rows (with their bsums), as the plain Q4_K dot product's.
+ *
  * Results: each interleaved output is the type table's scalar reference dot product bit for bit
  * (the integer block sums are exact; the float sum runs over the blocks in order as
  * sum = sum + (float)sumi_b * (d_w * d_a), each operation rounded, no fused multiply-add; MXFP4's
  * d_w is its E8M0 scale halved, 2^(e - 128), subnormal for e = 0 and 1, as fp4.c decodes it), at
- * every instruction-set level. Tail rows are the level's plain kernel's. So results never depend
- * on the thread count or the split.
+ * every instruction-set level. Q4_K's float sum is its reference's: per super-block, the exact
+ * integer sums sum_scaled = sum_j sc_j * dot_j and sum_mins = sum_j m_j * (bsum pairs of
+ * sub-block j), then sum = sum + ((d_w * d_a) * (float)sum_scaled - (dmin_w * d_a) *
+ * (float)sum_mins), unfused, super-blocks in order. Tail rows are the level's plain kernel's. So
+ * results never depend on the thread count or the split.
  */
 #ifndef LOWBIT_INTERLEAVED_H
 #define LOWBIT_INTERLEAVED_H
@@ -38,12 +51,12 @@
 
 /* A weight matrix in an interleaved layout; owns its memory. */
 typedef struct lb_interleaved_matrix {
-    lowbit_type type;       /* LOWBIT_TYPE_Q4_0, _Q8_0, _IQ4_NL or _MXFP4 */
+    lowbit_type type;       /* LOWBIT_TYPE_Q4_0, _Q8_0, _IQ4_NL, _MXFP4 or _Q4_K */
     int rows_per_group;     /* R: 4 or 8 */
     lb_interleaved_layout layout;
     int64_t rows, cols;
     int64_t n_groups;       /* rows / R */
-    size_t group_bytes;     /* bytes of one group: cols / 32 block groups */
+    size_t group_bytes;     /* bytes of one group: cols / 32 block groups (Q4_K: cols / 256) */
     uint8_t *groups;        /* n_groups groups */
     uint8_t *tail;          /* rows % R plain rows (NULL when none) */
     size_t tail_row_bytes;
@@ -51,15 +64,15 @@ typedef struct lb_interleaved_matrix {
 
 /* The layout of (type, R), or -1 when there is none. */
 int lb_interleaved_layout_of(lowbit_type type, int rows_per_group);
-/* Bytes of one block group of a layout (18 R, 34 R or 17 R). */
+/* Bytes of one block group of a layout (18 R, 34 R, 17 R or Q4_K's 144 R). */
 size_t lb_interleaved_block_group_bytes(lb_interleaved_layout layout);
 
 /* The row count (4 or 8) the active level prefers for `type`, 0 when the plain layout is faster
    or the type has no interleaved layout. */
 int lb_interleave_rows_preferred(lowbit_type type);
 
-/* Repacks a plain rows x cols matrix of `type` (Q4_0, Q8_0, IQ4_NL, MXFP4) into groups of R rows,
-   threads (pool may be NULL) taking ranges of groups. A pure permutation of the bytes. */
+/* Repacks a plain rows x cols matrix of `type` (Q4_0, Q8_0, IQ4_NL, MXFP4, Q4_K) into groups of
+   R rows, threads (pool may be NULL) taking ranges of groups. A pure permutation of the bytes. */
 lowbit_status lb_interleave(lowbit_type type, int rows_per_group, const void *weights,
                             int64_t rows, int64_t cols, lowbit_pool *pool,
                             lb_interleaved_matrix *out);
@@ -68,7 +81,7 @@ void lb_deinterleave(const lb_interleaved_matrix *m, void *plain);
 void lb_interleaved_free(lb_interleaved_matrix *m);
 
 /* Scratch bytes lb_interleaved_matmul needs for n_tokens rows of cols (quantized activations and
-   their block sums). */
+   their block sums; also room for Q4_K's Q8_K activations). */
 size_t lb_interleaved_scratch_bytes(int64_t cols, int64_t n_tokens);
 
 /* out[t * rows + r] = dot(weight row r, x row t), as lowbit_matmul computes it, over the

@@ -26,7 +26,8 @@ lb_cpu_level lb_cpu_level_detected(void);
 const char *lb_cpu_level_name(lb_cpu_level level);
 
 /* The interleaved layouts of interleaved.h: R rows' blocks of one column side by side (IQ4_NL's
-   blocks have Q4_0's shape and take its byte permutation; MXFP4's too, after one-byte scales). */
+   blocks have Q4_0's shape and take its byte permutation; MXFP4's too, after one-byte scales;
+   Q4_K's super-blocks take it with d and dmin as the scale and their Q8_K activations). */
 typedef enum lb_interleaved_layout {
     LB_IL_Q4_0_X4,
     LB_IL_Q4_0_X8,
@@ -36,6 +37,8 @@ typedef enum lb_interleaved_layout {
     LB_IL_IQ4_NL_X8,
     LB_IL_MXFP4_X4,
     LB_IL_MXFP4_X8,
+    LB_IL_Q4_K_X4,
+    LB_IL_Q4_K_X8,
     LB_IL_COUNT
 } lb_interleaved_layout;
 

@@ -13,9 +13,9 @@
  * per-thread attention scores and the matmul scratch) is allocated at create time; a longer
  * batch is processed in chunks of that size, which gives the same logits.
  *
- * Q4_0, Q8_0, IQ4_NL, MXFP4 matrices are repacked at create time into the interleaved layout this
- * CPU's kernels prefer (lib/kernels/interleaved.h: groups of 4 or 8 rows, faster where measured), a
- * copy beside the mapped file; their products give the type table's reference dot products bit
+ * Q4_0, Q8_0, IQ4_NL, MXFP4 and Q4_K matrices are repacked at create time into the interleaved
+ * layout this CPU's kernels prefer (lib/kernels/interleaved.h: groups of 4 or 8 rows, faster
+ * where measured), a copy beside the mapped file; their products give the type table's reference dot products bit
  * for bit, so the logits differ from the plain SIMD path's only by float rounding.
  */
 #include "../common/common.h"
