@@ -55,43 +55,6 @@ static inline ALWAYS_INLINE __m256 add_scaled(__m256 acc, __m256i sums, __m256 s
     return _mm256_add_ps(acc, _mm256_mul_ps(_mm256_cvtepi32_ps(sums), scales));
 }
 
-/* nt (1..4, constant after inlining) tokens against one group. VPDPBUSD's latency (about 5
-   cycles) would bound a single token's chain of 8 per block column, so with one or two tokens the
-   chunks alternate between two accumulators (integer sums: the order changes nothing); with more,
-   the tokens' chains overlap. */
-static inline ALWAYS_INLINE void q4_0_x8_tile(int64_t nb, const uint8_t *group, const block_q8_0 *a,
-                                       const int32_t *sums, int nt, float *out,
-                                       int64_t out_stride) {
-    const __m256i low4 = _mm256_set1_epi8(0x0F);
-    __m256 acc[4];
-    for (int t = 0; t < nt; t++) acc[t] = _mm256_setzero_ps();
-    for (int64_t b = 0; b < nb; b++) {
-        const uint8_t *bg = group + (size_t)b * Q4_0_X8_BYTES;
-        prefetch_weights(bg, Q4_0_X8_BYTES);
-        /* with one or two tokens the high nibbles' products go to a second chain (sumj): too
-           few tokens to hide VPDPBUSD's latency otherwise; with more, one chain per token */
-        __m256i sumi[4], sumj[4];
-        for (int t = 0; t < nt; t++) sumi[t] = sumj[t] = _mm256_setzero_si256();
-        for (int c = 0; c < 4; c++) {
-            const __m256i packed =
-                _mm256_loadu_si256((const __m256i *)(bg + SCALES_BYTES + 32 * c));
-            const __m256i lo = _mm256_and_si256(packed, low4);
-            const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(packed, 4), low4);
-            for (int t = 0; t < nt; t++) {
-                const int8_t *q = a[t * nb + b].qs;
-                sumi[t] = _mm256_dpbusd_epi32(sumi[t], lo, broadcast4(q + 4 * c));
-                if (nt <= 2) sumj[t] = _mm256_dpbusd_epi32(sumj[t], hi, broadcast4(q + 16 + 4 * c));
-                else sumi[t] = _mm256_dpbusd_epi32(sumi[t], hi, broadcast4(q + 16 + 4 * c));
-            }
-        }
-        for (int t = 0; t < nt; t++) {
-            const __m256i exact = _mm256_sub_epi32(_mm256_add_epi32(sumi[t], sumj[t]),
-                                                     _mm256_set1_epi32(8 * sums[t * nb + b]));
-            acc[t] = add_scaled(acc[t], exact, block_scales(bg, &a[t * nb + b]));
-        }
-    }
-    for (int t = 0; t < nt; t++) _mm256_storeu_ps(out + t * out_stride, acc[t]);
-}
 
 static inline ALWAYS_INLINE void q8_0_x8_tile(int64_t nb, const uint8_t *group, const block_q8_0 *a,
                                        const int32_t *sums, int nt, float *out,
@@ -137,15 +100,19 @@ static inline ALWAYS_INLINE __m256 e8m0_block_scales(const uint8_t *bg, const bl
     return _mm256_mul_ps(dw, _mm256_set1_ps(_cvtsh_ss(a->d)));
 }
 
-/* The tile of the formats whose 4-bit codes go through a 16-entry table of unsigned levels
-   (levels + offset), like Q4_0x8's: IQ4_NL (offset 128, fp16 scales) and MXFP4 (offset 12,
-   E8M0 scales). The offset comes off through the activations' level sums. Inlined with constant
+/* nt (1..4, constant after inlining) tokens against one group of the 4-bit formats: Q4_0 (its
+   codes are the unsigned levels q = w + 8), IQ4_NL and MXFP4 (codes through a 16-entry table of
+   unsigned levels, w + 128 and w + 12). The offset comes off through the activations' level
+   sums. VPDPBUSD's latency (about 5 cycles) would bound a single token's chain of 8 per block
+   column, so with one or two tokens the chunks alternate between two accumulators (integer
+   sums: the order changes nothing); with more, the tokens' chains overlap. Inlined with constant
    arguments, so each format gets its own loop. */
 static inline ALWAYS_INLINE void table_x8_tile(int64_t nb, const uint8_t *group,
                                                const block_q8_0 *a, const int32_t *sums, int nt,
                                                float *out, int64_t out_stride,
-                                               __m256i unsigned_levels, int32_t offset,
-                                               size_t group_bytes, int e8m0_scales) {
+                                               int lookup, __m256i unsigned_levels,
+                                               int32_t offset, size_t group_bytes,
+                                               int e8m0_scales) {
     const __m256i low4 = _mm256_set1_epi8(0x0F);
     const size_t scales_bytes = e8m0_scales ? E8M0_SCALES_BYTES : SCALES_BYTES;
     __m256 acc[4];
@@ -160,9 +127,12 @@ static inline ALWAYS_INLINE void table_x8_tile(int64_t nb, const uint8_t *group,
         for (int c = 0; c < 4; c++) {
             const __m256i packed =
                 _mm256_loadu_si256((const __m256i *)(bg + scales_bytes + 32 * c));
-            const __m256i lo = _mm256_shuffle_epi8(unsigned_levels, _mm256_and_si256(packed, low4));
-            const __m256i hi = _mm256_shuffle_epi8(
-                unsigned_levels, _mm256_and_si256(_mm256_srli_epi16(packed, 4), low4));
+            __m256i lo = _mm256_and_si256(packed, low4);
+            __m256i hi = _mm256_and_si256(_mm256_srli_epi16(packed, 4), low4);
+            if (lookup) {
+                lo = _mm256_shuffle_epi8(unsigned_levels, lo);
+                hi = _mm256_shuffle_epi8(unsigned_levels, hi);
+            }
             for (int t = 0; t < nt; t++) {
                 const int8_t *q = a[t * nb + b].qs;
                 sumi[t] = _mm256_dpbusd_epi32(sumi[t], lo, broadcast4(q + 4 * c));
@@ -181,14 +151,21 @@ static inline ALWAYS_INLINE void table_x8_tile(int64_t nb, const uint8_t *group,
     for (int t = 0; t < nt; t++) _mm256_storeu_ps(out + t * out_stride, acc[t]);
 }
 
+static inline ALWAYS_INLINE void q4_0_x8_tile(int64_t nb, const uint8_t *group,
+                                              const block_q8_0 *a, const int32_t *sums, int nt,
+                                              float *out, int64_t out_stride) {
+    table_x8_tile(nb, group, a, sums, nt, out, out_stride, 0, _mm256_setzero_si256(), 8,
+                  Q4_0_X8_BYTES, 0);
+}
+
 static inline ALWAYS_INLINE void iq4_nl_x8_tile(int64_t nb, const uint8_t *group,
                                                 const block_q8_0 *a, const int32_t *sums, int nt,
                                                 float *out, int64_t out_stride) {
     const __m256i unsigned_levels = _mm256_xor_si256(
         _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)lb_kvalues_iq4nl)),
         _mm256_set1_epi8((char)0x80));
-    table_x8_tile(nb, group, a, sums, nt, out, out_stride, unsigned_levels, 128, IQ4_NL_X8_BYTES,
-                  0);
+    table_x8_tile(nb, group, a, sums, nt, out, out_stride, 1, unsigned_levels, 128,
+                  IQ4_NL_X8_BYTES, 0);
 }
 
 static inline ALWAYS_INLINE void mxfp4_x8_tile(int64_t nb, const uint8_t *group,
@@ -196,7 +173,8 @@ static inline ALWAYS_INLINE void mxfp4_x8_tile(int64_t nb, const uint8_t *group,
                                                float *out, int64_t out_stride) {
     const __m256i unsigned_levels =
         _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)fp4_doubled_plus12));
-    table_x8_tile(nb, group, a, sums, nt, out, out_stride, unsigned_levels, 12, MXFP4_X8_BYTES, 1);
+    table_x8_tile(nb, group, a, sums, nt, out, out_stride, 1, unsigned_levels, 12,
+                  MXFP4_X8_BYTES, 1);
 }
 
 /* Q4_Kx8 (sub-block scales and mins in lanes): VPSHUFB masks taking byte j of every dword, zero-
