@@ -44,6 +44,19 @@ static ALWAYS_INLINE float32x4_t add_scaled(float32x4_t acc, int32x4_t sums, flo
     return vaddq_f32(acc, vmulq_f32(vcvtq_f32_s32(sums), scales));
 }
 
+/* Block column b of each of the nt tokens: its sums zeroed, its activation block's elements
+   0..15 (which meet the low nibbles, or the first half of Q8_0's levels) in alo and 16..31 in
+   ahi. */
+static ALWAYS_INLINE void start_block_column(const block_q8_0 *a, int64_t nb, int64_t b, int nt,
+                                             int32x4_t sumi[4], int8x16_t alo[4],
+                                             int8x16_t ahi[4]) {
+    for (int t = 0; t < nt; t++) {
+        sumi[t] = vdupq_n_s32(0);
+        alo[t] = vld1q_s8(a[t * nb + b].qs);
+        ahi[t] = vld1q_s8(a[t * nb + b].qs + 16);
+    }
+}
+
 /* Chunk c (a constant) of the 4 rows against quadruple `lane` of activation vector a. */
 #define SDOT_LANE(acc, w, a, lane) vdotq_laneq_s32(acc, w, a, lane)
 
@@ -57,11 +70,7 @@ static ALWAYS_INLINE void q4_0_x4_tile(int64_t nb, const uint8_t *group, const b
         const uint8_t *bg = group + (size_t)b * Q4_0_X4_BYTES;
         int32x4_t sumi[4];
         int8x16_t alo[4], ahi[4];
-        for (int t = 0; t < nt; t++) {
-            sumi[t] = vdupq_n_s32(0);
-            alo[t] = vld1q_s8(a[t * nb + b].qs);      /* elements 0..15: the low nibbles' */
-            ahi[t] = vld1q_s8(a[t * nb + b].qs + 16); /* 16..31: the high nibbles' */
-        }
+        start_block_column(a, nb, b, nt, sumi, alo, ahi);
 #define Q4_CHUNK(c)                                                                               \
     do {                                                                                          \
         const uint8x16_t packed = vld1q_u8(bg + SCALES_BYTES + 16 * (c));                         \
@@ -95,11 +104,7 @@ static ALWAYS_INLINE void q8_0_x4_tile(int64_t nb, const uint8_t *group, const b
         const uint8_t *bg = group + (size_t)b * Q8_0_X4_BYTES;
         int32x4_t sumi[4];
         int8x16_t alo[4], ahi[4];
-        for (int t = 0; t < nt; t++) {
-            sumi[t] = vdupq_n_s32(0);
-            alo[t] = vld1q_s8(a[t * nb + b].qs);
-            ahi[t] = vld1q_s8(a[t * nb + b].qs + 16);
-        }
+        start_block_column(a, nb, b, nt, sumi, alo, ahi);
 #define Q8_CHUNK(c, half, lane)                                                                   \
     do {                                                                                          \
         const int8x16_t w = vld1q_s8((const int8_t *)bg + SCALES_BYTES + 16 * (c));               \
@@ -153,11 +158,7 @@ static ALWAYS_INLINE void table_x4_tile(int64_t nb, const uint8_t *group, const 
         const uint8_t *bg = group + (size_t)b * group_bytes;
         int32x4_t sumi[4];
         int8x16_t alo[4], ahi[4];
-        for (int t = 0; t < nt; t++) {
-            sumi[t] = vdupq_n_s32(0);
-            alo[t] = vld1q_s8(a[t * nb + b].qs);
-            ahi[t] = vld1q_s8(a[t * nb + b].qs + 16);
-        }
+        start_block_column(a, nb, b, nt, sumi, alo, ahi);
 #define TABLE_CHUNK(c)                                                                            \
     do {                                                                                          \
         const uint8x16_t packed = vld1q_u8(bg + scales_bytes + 16 * (c));                         \

@@ -390,23 +390,12 @@ DEFINE_DOT_ENTRY_POINTS(q5_K_avx2, Q5_K_CALL)
    word into the bits kept of the other. Eight vector instructions, where the scalar assembly of
    the top bits took some thirty. */
 static inline __m256i iq4_xs_split_scales16(const block_iq4_xs *x) {
-    static_assert(offsetof(block_iq4_xs, scales_h) == 2 && offsetof(block_iq4_xs, scales_l) == 4,
-                  "d, scales_h and scales_l fill the block's first 8 bytes");
-    uint64_t head;
-    memcpy(&head, x, sizeof head);
-    const __m256i gather = _mm256_setr_epi8(4, 2, 4, 2, 5, 2, 5, 2, 6, 3, 6, 3, 7, 3, 7, 3, 4, 2,
-                                            4, 2, 5, 2, 5, 2, 6, 3, 6, 3, 7, 3, 7, 3);
-    const __m256i words = _mm256_shuffle_epi8(_mm256_set1_epi64x((long long)head), gather);
+    const __m256i words = iq4_xs_scale_words(x);
     const __m256i low = _mm256_srlv_epi32(words, _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4));
     const __m256i top = _mm256_srlv_epi32(words, _mm256_setr_epi32(4, 8, 4, 8, 6, 10, 6, 10));
     const __m256i biased = _mm256_or_si256(_mm256_and_si256(low, _mm256_set1_epi16(0x0F)),
                                            _mm256_and_si256(top, _mm256_set1_epi16(0x30)));
     return _mm256_sub_epi16(biased, _mm256_set1_epi16(32));
-}
-
-/* The 16 activations at a and the 16 at a + 32, as the low and high 128-bit lanes. */
-static inline __m256i load16_pair(const int8_t *a) {
-    return _mm256_loadu2_m128i((const __m128i *)(a + 32), (const __m128i *)a);
 }
 
 /* Sub-blocks 2p and 2p + 1 are taken together, one per 128-bit lane: the low nibbles of their 32
@@ -438,7 +427,7 @@ static inline ALWAYS_INLINE void iq4_xs_dot_tokens(int64_t n, const void *weight
                 const int8_t *qa = q8_K_block(activations, stride, t, b)->qs + 64 * p;
                 for (int s = 0; s < 2; s++) {
                     /* both signed: |a| (exact as u8, even for -128) times w with a's sign */
-                    const __m256i a = load16_pair(qa + 16 * s);
+                    const __m256i a = load_2x16(qa + 16 * s, qa + 32 + 16 * s);
                     const __m256i prod =
                         _mm256_maddubs_epi16(_mm256_abs_epi8(a), _mm256_sign_epi8(w[s], a));
                     acc[t] = _mm256_add_epi32(acc[t], _mm256_madd_epi16(prod, scale_pair));

@@ -349,13 +349,7 @@ DEFINE_DOT_ENTRY_POINTS(q5_K, Q5_K_CALL)
    i % 2 down to bits 0-3 and those two bits to bits 4-5. The scalar assembly of the top bits
    took some thirty instructions per block. */
 static inline __m256i iq4_xs_scales16(const block_iq4_xs *x) {
-    static_assert(offsetof(block_iq4_xs, scales_h) == 2 && offsetof(block_iq4_xs, scales_l) == 4,
-                  "d, scales_h and scales_l fill the block's first 8 bytes");
-    uint64_t head;
-    memcpy(&head, x, sizeof head);
-    const __m256i gather = _mm256_setr_epi8(4, 2, 4, 2, 5, 2, 5, 2, 6, 3, 6, 3, 7, 3, 7, 3, 4, 2,
-                                            4, 2, 5, 2, 5, 2, 6, 3, 6, 3, 7, 3, 7, 3);
-    const __m256i words = _mm256_shuffle_epi8(_mm256_set1_epi64x((long long)head), gather);
+    const __m256i words = iq4_xs_scale_words(x);
     const __m256i low = _mm256_srlv_epi16(words, _mm256_setr_epi16(0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0,
                                                                    4, 0, 4, 0, 4));
     const __m256i top = _mm256_and_si256(

@@ -12,7 +12,9 @@
 #include "../kernels.h"
 #include "x86_common.h"
 
+#include <assert.h>
 #include <immintrin.h>
+#include <stddef.h>
 #include <string.h>
 
 /* acc + scale * (float)sums, lane by lane: the super-block's exact integer sums meet its float
@@ -88,6 +90,20 @@ static inline __m128i k4_scale_min_bytes(const uint8_t *scales_then_more) {
    where testing the bit (and, compare, and) takes three and a constant. */
 static inline __m256i move_bit(__m256i v, int from, int to) {
     return from <= to ? _mm256_slli_epi16(v, to - from) : _mm256_srli_epi16(v, from - to);
+}
+
+/* The raw words of IQ4_XS's eight sub-scales, from one 8-byte load of d, scales_h and scales_l,
+   in every 128-bit lane: word i holds scales_l[i / 2] (low byte, scale i's low nibble at bit
+   4 (i % 2)) and the byte of scales_h with scale i's top bits 2i, 2i + 1 (high byte). Each level
+   shifts the nibble and the two bits into place its own way. */
+static inline __m256i iq4_xs_scale_words(const block_iq4_xs *x) {
+    static_assert(offsetof(block_iq4_xs, scales_h) == 2 && offsetof(block_iq4_xs, scales_l) == 4,
+                  "d, scales_h and scales_l fill the block's first 8 bytes");
+    uint64_t head;
+    memcpy(&head, x, sizeof head);
+    const __m256i gather = _mm256_setr_epi8(4, 2, 4, 2, 5, 2, 5, 2, 6, 3, 6, 3, 7, 3, 7, 3, 4, 2,
+                                            4, 2, 5, 2, 5, 2, 6, 3, 6, 3, 7, 3, 7, 3);
+    return _mm256_shuffle_epi8(_mm256_set1_epi64x((long long)head), gather);
 }
 
 /* Multi-token kernels (kernels.h, lb_vec_dot_tokens_fn) */
