@@ -262,6 +262,13 @@ static void test_int_round_trip(void) {
           "weight outside its bit width loaded");
     CHECK(strstr(diag.message, "bit width") != NULL, "message: %s", diag.message);
     CHECK(loaded.storage == NULL && loaded.n_ops == 0, "refused load left an integer net");
+    /* an output scale at which 255 codes overflow a float (logits would be infinite) */
+    w[0] = -3;
+    net.ops[0].out_q.scale = 1.0e38f;
+    CHECK(lb_int_net_save(&net, path, &diag) == LOWBIT_OK, "save: %s", diag.message);
+    CHECK(lb_classifier_load(path, &is_int, &float_net, &loaded, &diag) == LOWBIT_ERR_BAD_FILE,
+          "output scale 1e38 loaded");
+    CHECK(strstr(diag.message, "out of range") != NULL, "message: %s", diag.message);
 }
 
 /* ---- hostile files --------------------------------------------------------------------------- */

@@ -13,6 +13,7 @@
 #include "../io/model.h"
 #include "integer.h"
 
+#include <float.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -588,8 +589,10 @@ static lowbit_status read_qparams(reader *r, const char *key_prefix, int activat
     /* uint8 storage whatever activation_bits: pools before the first weighted op keep the
        input's [0, 255] */
     (void)activation_bits;
-    if (!(q->scale > 0.0f) || q->qmin < 0 || q->qmax > 255 || q->qmin >= q->qmax ||
-        q->zero_point < q->qmin || q->zero_point > q->qmax) {
+    /* every code's value (q - zero_point) * scale, |q - zero_point| <= 255, must be a finite
+       float: the static model's logits are these values */
+    if (!(q->scale > 0.0f) || !(q->scale <= FLT_MAX / 256.0f) || q->qmin < 0 || q->qmax > 255 ||
+        q->qmin >= q->qmax || q->zero_point < q->qmin || q->zero_point > q->qmax) {
         return bad_file(r->diag, r->path, "quantization parameters '%s' are out of range", key_prefix);
     }
     return LOWBIT_OK;
